@@ -275,7 +275,7 @@ fn subjects_from_frame(path: &Path, df: &DataFrame, inventory: &Inventory) -> Re
         item_series.push(column(&name).ok_or_else(|| missing(&name))?);
     }
     let width = inventory.len();
-    let mut answers = vec![0u8; n * width];
+    let mut answers = vec![vec![0u8; width]; n];
     for (j, (item, series)) in inventory.items().iter().zip(&item_series).enumerate() {
         let name = item.column();
         let cells = integer_cells(series).map_err(|m| record_err(0, cases[0].to_string(), &name, m))?;
@@ -284,7 +284,7 @@ fn subjects_from_frame(path: &Path, df: &DataFrame, inventory: &Inventory) -> Re
             if !(0..=i64::from(MAX_ANSWER)).contains(&v) {
                 return Err(record_err(row, cases[row].to_string(), &name, format!("answer {v} is out of range 0..=5")));
             }
-            answers[row * width + j] = v as u8;
+            answers[row][j] = v as u8;
         }
     }
     drop(item_series);
@@ -314,8 +314,8 @@ fn subjects_from_frame(path: &Path, df: &DataFrame, inventory: &Inventory) -> Re
     Ok(cases
         .into_iter()
         .zip(demographics)
-        .zip(answers.chunks_exact(width))
-        .map(|((case, demographics), a)| Subject { case, demographics, answers: a.to_vec() })
+        .zip(answers)
+        .map(|((case, demographics), answers)| Subject { case, demographics, answers })
         .collect())
 }
 

@@ -59,12 +59,13 @@ pub struct Summary {
     pub histogram: [u64; 6],
     /// Trait-direction domain scores over all items: mean and SD over subjects.
     pub domain_scores: PerDomain<Option<MeanSd>>,
-    /// The three reference predictors on the split's test items.
+    /// The three reference predictors on the split's test items (empty when skipped).
     pub references: Vec<ReferenceResult>,
 }
 
-/// Computes the summary of a dataset under `protocol`.
-pub fn summarize(data: &Dataset, protocol: Protocol, ridge: &RidgeConfig) -> Result<Summary> {
+/// Computes the summary of a dataset under `protocol`; `ridge: None` skips the reference
+/// predictors (for a quick look at a very large file).
+pub fn summarize(data: &Dataset, protocol: Protocol, ridge: Option<&RidgeConfig>) -> Result<Summary> {
     let mut histogram = [0u64; 6];
     for s in &data.subjects {
         for &v in &s.answers {
@@ -75,10 +76,11 @@ pub fn summarize(data: &Dataset, protocol: Protocol, ridge: &RidgeConfig) -> Res
     let domain_scores = PerDomain::from_fn(|d: Domain| MeanSd::of(&scores.iter().filter_map(|m| m[d]).collect::<Vec<_>>()));
     let references = Reference::ALL
         .into_iter()
+        .filter(|_| ridge.is_some())
         .map(|r| {
             Ok(ReferenceResult {
                 method: r.name().to_owned(),
-                aggregate: evaluate(r, &data.inventory, &data.split, &data.subjects, protocol, ridge)?,
+                aggregate: evaluate(r, &data.inventory, &data.split, &data.subjects, protocol, ridge.unwrap_or(&RidgeConfig::default()))?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -41,6 +41,9 @@ pub struct StatsArgs {
     /// Seed of the ridge predictor's subject folds.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Skip the reference predictors (a quick look at a very large records file).
+    #[arg(long)]
+    skip_references: bool,
 }
 
 /// Runs `papi-stats`.
@@ -52,7 +55,7 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
     let protocol = Protocol::for_keying(args.keying);
     let ridge = RidgeConfig { lambda: args.ridge_lambda, folds: args.ridge_folds, seed: args.seed };
     let start = Instant::now();
-    let summary = summarize(&data, protocol, &ridge)?;
+    let summary = summarize(&data, protocol, (!args.skip_references).then_some(&ridge))?;
     eprintln!("computed the summary in {:.2} s", start.elapsed().as_secs_f64());
     let mut out = std::io::stdout().lock();
     if args.json {
