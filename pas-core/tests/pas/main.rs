@@ -1,0 +1,8 @@
+//! pas-core integration tests: one binary.
+
+mod algebra;
+mod common;
+mod fitting;
+mod probes;
+mod search;
+mod toy_model;
