@@ -24,7 +24,7 @@ pub trait Steerable {
 
     /// Log-probabilities of the `choices` tokens as the next token after each prompt.
     /// `steerings` holds one steering for all rows, or one per row (so different people's
-    /// interventions run in one batch).
+    /// interventions run in one batch); [`Steering::none`] runs the model unsteered.
     ///
     /// # Shapes
     /// Returns `[prompts][choices]`.

@@ -2,7 +2,7 @@
 
 use papi_data::keying::MISSING;
 use papi_data::reference::{self, Reference, RidgeConfig};
-use papi_data::scoring::{Predictions, subject_mae, target};
+use papi_data::scoring::{Predictions, domain_scores, facet_scores, subject_mae, target};
 use papi_data::synthetic::{SyntheticConfig, generate};
 use papi_data::{Domain, Folds, Inventory, Keying, MissingAnswers, Protocol, Sign, Split};
 
@@ -104,4 +104,27 @@ fn references_rank_as_expected_on_a_synthetic_population() {
         .unwrap();
     assert!((own - totals[1]).abs() < 1e-12);
     assert!(reference::ridge(&inv, &split, &subjects[..3], Keying::Corrected, &RidgeConfig::default()).is_err());
+}
+
+#[test]
+fn facet_scores_average_to_domain_scores() {
+    let (inv, subjects) = population(5, 2);
+    let mut s = subjects[0].clone();
+    s.answers.iter_mut().for_each(|v| if *v == MISSING { *v = 3 });
+    let facets = facet_scores(&inv, &s);
+    assert_eq!(facets.len(), 30);
+    // Every facet has 10 items in the synthetic key, so the domain score is the facet mean.
+    let domains = domain_scores(&inv, &s);
+    for d in Domain::ALL {
+        let of_domain: Vec<f64> = facets.iter().filter(|(f, _)| f.domain == d).map(|(_, v)| v.unwrap()).collect();
+        assert_eq!(of_domain.len(), 6);
+        let mean = of_domain.iter().sum::<f64>() / 6.0;
+        assert!((mean - domains[d].unwrap()).abs() < 1e-12, "{d}");
+    }
+    // A facet whose answers are all missing has no score.
+    let mut blank = s.clone();
+    for item in inv.items().iter().filter(|i| i.facet == inv.items()[0].facet) {
+        blank.answers[usize::from(item.number) - 1] = MISSING;
+    }
+    assert_eq!(facet_scores(&inv, &blank)[&inv.items()[0].facet], None);
 }
