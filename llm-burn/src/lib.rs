@@ -1,7 +1,24 @@
-//! llm-burn: a Llama-family transformer on burn 0.21, generic over the backend.
+//! llm-burn: Llama-family language models for this project.
 //!
-//! It will hold Hugging Face loading (config, safetensors, tokenizer, chat template), the KV
-//! cache as a value passed into `forward`, greedy generation and choice log-probabilities,
-//! per-head capture and steering, and the embedded default model (SmolLM2-135M-Instruct,
-//! converted from a GGUF file by `cargo xtask fetch-model`). (Not written yet: see the
-//! llm-burn issue.)
+//! Today it holds the conversion of the embedded default model (SmolLM2-135M-Instruct, a
+//! GGUF file) into a Hugging Face folder: a GGUF reader with dequantisation ([`gguf`]) and
+//! the converter ([`convert`]), which undoes llama.cpp's Q/K row permutation and rebuilds
+//! the byte-level BPE tokenizer. The transformer on burn 0.21 (loading, KV cache, head
+//! capture and steering) is still to come: see the llm-burn issue.
+//!
+//! # Example
+//!
+//! ```no_run
+//! let out = llm_burn::convert::gguf_to_hf(
+//!     std::path::Path::new("SmolLM2-135M-Instruct.Q4_1.gguf"),
+//!     std::path::Path::new(".cache/models/SmolLM2-135M-Instruct"),
+//! )?;
+//! println!("{} tensors, {} parameters", out.tensors, out.parameters);
+//! # Ok::<(), llm_burn::Error>(())
+//! ```
+
+pub mod convert;
+pub mod error;
+pub mod gguf;
+
+pub use error::{Error, Result};

