@@ -40,6 +40,17 @@ pub enum Error {
         /// What is wrong (with both shapes where relevant).
         message: String,
     },
+    /// `config.json` is malformed or describes an unsupported model.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An argument is invalid (empty prompt, token id out of range, mismatched batch).
+    #[error("invalid input: {0}")]
+    Input(String),
     /// The tokenizer could not be built, loaded or run.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -17,8 +17,16 @@
 //! # Ok::<(), llm_burn::Error>(())
 //! ```
 
+pub mod config;
 pub mod convert;
 pub mod error;
 pub mod gguf;
+pub mod model;
+pub mod weights;
 
+pub use config::LlamaConfig;
 pub use error::{Error, Result};
+pub use model::{ForwardOptions, KvCache, Llama, Output};
+
+/// The CPU backend used by default (burn's `flex`).
+pub type CpuBackend = burn_flex::Flex;

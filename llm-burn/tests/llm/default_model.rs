@@ -80,3 +80,46 @@ fn the_converted_config_matches_the_fixture_geometry() {
     assert_eq!(tc["eos_token"], meta["eos_token"]);
     assert!(tc["chat_template"].as_str().unwrap().contains("<|im_start|>"));
 }
+
+#[test]
+fn logits_head_outputs_and_greedy_text_match_hugging_face() {
+    use llm_burn::{CpuBackend, ForwardOptions, Llama};
+    let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
+    let fixtures_dir = std::env::var_os("FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let device = Default::default();
+    let model = Llama::<CpuBackend>::load(&dir, &device).expect("load the default model");
+    for p in fx["prompts"].as_array().expect("prompts") {
+        let name = p["name"].as_str().unwrap();
+        let ids = ids(&p["token_ids"]);
+        let mut cache = model.new_cache();
+        let out = model.forward(&[&ids], &mut cache, ForwardOptions { steering: &[], capture: true }).expect("forward");
+        let logits = out.logits.into_data().to_vec::<f32>().unwrap();
+        let (_, expected) = crate::npy::read_f32(&fixtures_dir.join(p["logits_file"].as_str().unwrap()));
+        let max = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(max < 1e-3, "{name}: max |logit diff| {max}");
+        let mut worst_heads = 0.0f32;
+        let top = |v: &[f32]| {
+            let mut idx: Vec<usize> = (0..v.len()).collect();
+            idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+            idx.truncate(5);
+            idx
+        };
+        assert_eq!(top(&logits), top(&expected), "{name}: top-5");
+        let (shape, heads_expected) = crate::npy::read_f32(&fixtures_dir.join(p["head_outputs_file"].as_str().unwrap()));
+        let heads = out.heads.expect("captured");
+        assert_eq!(shape, vec![heads.len(), 576]);
+        for (l, h) in heads.into_iter().enumerate() {
+            let h = h.into_data().to_vec::<f32>().unwrap();
+            let e = &heads_expected[l * 576..(l + 1) * 576];
+            let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let diff = h.iter().zip(e).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff <= 1e-4 * norm.max(1.0), "{name}: layer {l} head outputs differ by {diff} (norm {norm})");
+            worst_heads = worst_heads.max(diff / norm.max(1.0));
+        }
+        eprintln!("{name}: {} tokens, max |logit diff| {max:.2e}, max head-output diff / layer norm {worst_heads:.2e}", ids.len());
+        let greedy = model.generate_greedy(&ids, 15, &[], None).expect("generate");
+        assert_eq!(greedy, self::ids(&p["greedy_15_ids"]), "{name}: greedy continuation");
+    }
+}

@@ -3,3 +3,5 @@
 
 mod default_model;
 mod gguf_format;
+mod npy;
+mod tiny_model;

@@ -1,0 +1,166 @@
+//! Model configuration: a tolerant mirror of Hugging Face's `config.json`, resolved into a
+//! validated config with no options.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// `eos_token_id` is one id or a list in Hugging Face configs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single id.
+    One(u32),
+    /// Several ids.
+    Many(Vec<u32>),
+}
+
+/// Hugging Face's `config.json` as found (only the fields a Llama-family model needs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfConfig {
+    /// `model_type` (`llama`, `mistral`, `qwen2`).
+    pub model_type: Option<String>,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (defaults to the query heads).
+    pub num_key_value_heads: Option<usize>,
+    /// Head dimension (defaults to hidden / heads).
+    pub head_dim: Option<usize>,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: Option<f64>,
+    /// Whether `lm_head` is the embedding.
+    pub tie_word_embeddings: Option<bool>,
+    /// Biases on q/k/v (Qwen2 has them).
+    pub attention_bias: Option<bool>,
+    /// Llama-3 style RoPE scaling.
+    pub rope_scaling: Option<serde_json::Value>,
+    /// End-of-sequence id(s).
+    pub eos_token_id: Option<OneOrMany>,
+    /// Beginning-of-sequence id.
+    pub bos_token_id: Option<u32>,
+}
+
+/// Llama-3 RoPE frequency scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeScaling {
+    /// Scaling factor.
+    pub factor: f64,
+    /// Low-frequency factor.
+    pub low_freq_factor: f64,
+    /// High-frequency factor.
+    pub high_freq_factor: f64,
+    /// Original context length.
+    pub original_max_position_embeddings: f64,
+}
+
+/// A validated model configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Residual width.
+    pub hidden: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Llama-3 RoPE scaling, if any.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Whether `lm_head` is the embedding.
+    pub tied: bool,
+    /// Whether q/k/v have biases.
+    pub qkv_bias: bool,
+    /// End-of-sequence ids.
+    pub eos: Vec<u32>,
+}
+
+impl LlamaConfig {
+    /// Reads and validates `config.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let hf: HfConfig = serde_json::from_str(&text).map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
+        Self::try_from(hf).map_err(|message| Error::Config { path: path.to_owned(), message })
+    }
+
+    /// The head geometry steering works on.
+    pub fn geometry(&self) -> pas_core::Geometry {
+        pas_core::Geometry::new(self.layers as u32, self.heads as u32, self.head_dim as u32)
+    }
+}
+
+impl TryFrom<HfConfig> for LlamaConfig {
+    type Error = String;
+    fn try_from(c: HfConfig) -> std::result::Result<Self, String> {
+        if let Some(t) = &c.model_type
+            && !["llama", "mistral", "qwen2"].contains(&t.as_str())
+        {
+            return Err(format!("model_type `{t}` is not a Llama-family model"));
+        }
+        let heads = c.num_attention_heads;
+        let kv_heads = c.num_key_value_heads.unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(format!("{heads} query heads cannot be grouped over {kv_heads} key/value heads"));
+        }
+        let head_dim = c.head_dim.unwrap_or(c.hidden_size / heads);
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(format!("head_dim {head_dim} must be even and positive"));
+        }
+        let rope_scaling = match &c.rope_scaling {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => {
+                let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).unwrap_or("");
+                if kind != "llama3" {
+                    return Err(format!("rope_scaling type `{kind}` is not supported (only `llama3`)"));
+                }
+                let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).ok_or_else(|| format!("rope_scaling.{k} is missing"));
+                Some(RopeScaling {
+                    factor: f("factor")?,
+                    low_freq_factor: f("low_freq_factor")?,
+                    high_freq_factor: f("high_freq_factor")?,
+                    original_max_position_embeddings: f("original_max_position_embeddings")?,
+                })
+            }
+        };
+        Ok(LlamaConfig {
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab: c.vocab_size,
+            rms_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta.unwrap_or(10000.0),
+            rope_scaling,
+            tied: c.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: c.attention_bias.unwrap_or(c.model_type.as_deref() == Some("qwen2")),
+            eos: match c.eos_token_id {
+                Some(OneOrMany::One(i)) => vec![i],
+                Some(OneOrMany::Many(v)) => v,
+                None => Vec::new(),
+            },
+        })
+    }
+}

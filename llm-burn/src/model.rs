@@ -1,0 +1,433 @@
+//! A Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM2, TinyLlama) on burn, generic
+//! over the backend. The model is immutable: the KV cache and the steering are values passed
+//! into [`Llama::forward`].
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData, activation};
+use pas_core::{Positions, Steering};
+
+use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
+use crate::weights::WeightFiles;
+
+/// One decoder layer's weights; linear weights are stored `[in, out]`.
+#[derive(Debug, Clone)]
+struct Layer<B: Backend> {
+    input_norm: Tensor<B, 1>,
+    post_norm: Tensor<B, 1>,
+    wq: Tensor<B, 2>,
+    wk: Tensor<B, 2>,
+    wv: Tensor<B, 2>,
+    bq: Option<Tensor<B, 1>>,
+    bk: Option<Tensor<B, 1>>,
+    bv: Option<Tensor<B, 1>>,
+    wo: Tensor<B, 2>,
+    w_gate: Tensor<B, 2>,
+    w_up: Tensor<B, 2>,
+    w_down: Tensor<B, 2>,
+}
+
+/// A loaded model.
+#[derive(Debug, Clone)]
+pub struct Llama<B: Backend> {
+    config: LlamaConfig,
+    /// `[vocab, hidden]`.
+    embed: Tensor<B, 2>,
+    /// `[vocab, hidden]` (the embedding when tied); used transposed.
+    lm_head: Tensor<B, 2>,
+    norm: Tensor<B, 1>,
+    layers: Vec<Layer<B>>,
+    inv_freq: Vec<f32>,
+    device: B::Device,
+}
+
+/// Keys and values of the positions seen so far, per layer, and which of them are real
+/// tokens (not padding) in each row. A fresh cache per run; [`KvCache::repeat`] shares one
+/// computed prefix across many continuations.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// Per layer: keys and values `[batch, kv_heads, positions, head_dim]`.
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    /// Per row: whether each cached position is a real token.
+    valid: Vec<Vec<bool>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `layers` layers.
+    pub fn new(layers: usize) -> Self {
+        KvCache { layers: vec![None; layers], valid: Vec::new() }
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows in the cache.
+    pub fn batch(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// A batch-1 cache repeated `n` times, so `n` continuations share one prefix.
+    pub fn repeat(&self, n: usize) -> Result<Self> {
+        if self.batch() != 1 {
+            return Err(Error::Input(format!("only a batch-1 cache can be repeated (this one has {} rows)", self.batch())));
+        }
+        Ok(KvCache {
+            layers: self.layers.iter().map(|l| l.as_ref().map(|(k, v)| (k.clone().repeat_dim(0, n), v.clone().repeat_dim(0, n)))).collect(),
+            valid: vec![self.valid[0].clone(); n],
+        })
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct Output<B: Backend> {
+    /// Logits at the last position of each row, `[batch, vocab]`.
+    pub logits: Tensor<B, 2>,
+    /// If asked for: per layer, the head outputs (input of `o_proj`, before steering) at the
+    /// last position, `[batch, heads * head_dim]`.
+    pub heads: Option<Vec<Tensor<B, 2>>>,
+}
+
+/// Options of a forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardOptions<'a> {
+    /// No steering (empty), one for every row, or one per row.
+    pub steering: &'a [&'a Steering],
+    /// Capture the head outputs at the last position.
+    pub capture: bool,
+}
+
+/// One layer's steering for a batch: displacements `[batch, 1, heads * head_dim]` of the rows
+/// steered at every position, and of the rows steered at the last position only.
+type LayerSteering<B> = (Option<Tensor<B, 3>>, Option<Tensor<B, 3>>);
+
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+impl<B: Backend> Llama<B> {
+    /// Loads a Hugging Face folder (`config.json` and safetensors weights). Every tensor of
+    /// the table must be present with its shape, and every tensor in the files must be used
+    /// (except `lm_head.weight` of a tied model and rotary caches).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let config = LlamaConfig::load(&dir.join("config.json"))?;
+        let files = WeightFiles::open(dir)?;
+        let c = &config;
+        let (h, q_out, kv_out) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let mut used = std::collections::BTreeSet::new();
+        let mut read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+            let v = files.read(&name, shape)?;
+            used.insert(name);
+            Ok(v)
+        };
+        let t1 = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+        // Linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
+        let lin = |v: Vec<f32>, out: usize, inp: usize| Tensor::<B, 2>::from_data(TensorData::new(transpose(&v, out, inp), [inp, out]), device);
+        let embed_v = read("model.embed_tokens.weight".into(), &[c.vocab, h])?;
+        let embed = Tensor::<B, 2>::from_data(TensorData::new(embed_v, [c.vocab, h]), device);
+        let lm_head = if c.tied {
+            embed.clone()
+        } else {
+            Tensor::<B, 2>::from_data(TensorData::new(read("lm_head.weight".into(), &[c.vocab, h])?, [c.vocab, h]), device)
+        };
+        let norm = t1(read("model.norm.weight".into(), &[h])?);
+        let mut layers = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let p = |s: &str| format!("model.layers.{i}.{s}");
+            let (bq, bk, bv) = if c.qkv_bias {
+                (
+                    Some(t1(read(p("self_attn.q_proj.bias"), &[q_out])?)),
+                    Some(t1(read(p("self_attn.k_proj.bias"), &[kv_out])?)),
+                    Some(t1(read(p("self_attn.v_proj.bias"), &[kv_out])?)),
+                )
+            } else {
+                (None, None, None)
+            };
+            layers.push(Layer {
+                input_norm: t1(read(p("input_layernorm.weight"), &[h])?),
+                post_norm: t1(read(p("post_attention_layernorm.weight"), &[h])?),
+                wq: lin(read(p("self_attn.q_proj.weight"), &[q_out, h])?, q_out, h),
+                wk: lin(read(p("self_attn.k_proj.weight"), &[kv_out, h])?, kv_out, h),
+                wv: lin(read(p("self_attn.v_proj.weight"), &[kv_out, h])?, kv_out, h),
+                bq,
+                bk,
+                bv,
+                wo: lin(read(p("self_attn.o_proj.weight"), &[h, q_out])?, h, q_out),
+                w_gate: lin(read(p("mlp.gate_proj.weight"), &[c.intermediate, h])?, c.intermediate, h),
+                w_up: lin(read(p("mlp.up_proj.weight"), &[c.intermediate, h])?, c.intermediate, h),
+                w_down: lin(read(p("mlp.down_proj.weight"), &[h, c.intermediate])?, h, c.intermediate),
+            });
+        }
+        let unused: Vec<&str> = files
+            .names()
+            .filter(|n| {
+                let allowed = (c.tied && *n == "lm_head.weight") || n.contains("rotary_emb.inv_freq");
+                !used.contains(*n) && !allowed
+            })
+            .collect();
+        if let Some(name) = unused.first() {
+            return Err(Error::Tensor { name: (*name).to_owned(), message: format!("unused by the model ({} unused tensors)", unused.len()) });
+        }
+        let inv_freq = rope_inv_freq(c);
+        Ok(Llama { config, embed, lm_head, norm, layers, inv_freq, device: device.clone() })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// A fresh cache for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.config.layers)
+    }
+
+    fn rms_norm(&self, x: Tensor<B, 3>, w: &Tensor<B, 1>) -> Tensor<B, 3> {
+        let [b, s, h] = x.dims();
+        let var = x.clone().powi_scalar(2).mean_dim(2); // [b, s, 1]
+        let inv = (var + self.config.rms_eps).sqrt().recip();
+        x * inv.expand([b, s, h]) * w.clone().reshape([1, 1, h]).expand([b, s, h])
+    }
+
+    fn linear(x: Tensor<B, 3>, w: &Tensor<B, 2>, bias: Option<&Tensor<B, 1>>) -> Tensor<B, 3> {
+        let [b, s, i] = x.dims();
+        let o = w.dims()[1];
+        let y = x.reshape([b * s, i]).matmul(w.clone());
+        let y = match bias {
+            Some(bias) => y + bias.clone().reshape([1, o]).expand([b * s, o]),
+            None => y,
+        };
+        y.reshape([b, s, o])
+    }
+
+    /// Runs new tokens through the model, appending them to `cache`.
+    ///
+    /// Rows may differ in length: shorter rows are left-padded for this step and the padding
+    /// is masked out (and never counted as a position), so a row gives the same result alone
+    /// or in a batch.
+    ///
+    /// # Shapes
+    /// `tokens`: `batch` rows of token ids (the cache's batch, or any for an empty cache).
+    /// Returns logits `[batch, vocab]` at each row's last position, and optionally the head
+    /// outputs `[batch, heads * head_dim]` per layer there.
+    pub fn forward(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, options: ForwardOptions<'_>) -> Result<Output<B>> {
+        let c = &self.config;
+        let b = tokens.len();
+        let s = tokens.iter().map(|t| t.len()).max().unwrap_or(0);
+        if b == 0 || s == 0 || tokens.iter().any(|t| t.is_empty()) {
+            return Err(Error::Input("every row needs at least one token".into()));
+        }
+        if let Some(&t) = tokens.iter().flat_map(|t| t.iter()).find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::Input(format!("token id {t} is outside the vocabulary ({})", c.vocab)));
+        }
+        if !cache.is_empty() && cache.batch() != b {
+            return Err(Error::Input(format!("{b} rows continue a cache of {} rows", cache.batch())));
+        }
+        let steering = options.steering;
+        if steering.len() > 1 && steering.len() != b {
+            return Err(Error::Input(format!("{} steerings for {b} rows (give none, one, or one per row)", steering.len())));
+        }
+        if let Some(st) = steering.iter().find(|st| st.geometry() != c.geometry()) {
+            return Err(Error::Input(format!("steering for {} on a model of {}", st.geometry(), c.geometry())));
+        }
+        if cache.valid.is_empty() {
+            cache.valid = vec![Vec::new(); b];
+        }
+        let past = cache.len();
+        let t_all = past + s;
+        // Left-pad this step; positions count real tokens only.
+        let mut ids = Vec::with_capacity(b * s);
+        let mut cos = Vec::with_capacity(b * s * c.head_dim);
+        let mut sin = Vec::with_capacity(b * s * c.head_dim);
+        for (r, row) in tokens.iter().enumerate() {
+            let pad = s - row.len();
+            let mut pos = cache.valid[r].iter().filter(|v| **v).count();
+            for i in 0..s {
+                let real = i >= pad;
+                ids.push(if real { row[i - pad] as i32 } else { 0 });
+                cache.valid[r].push(real);
+                let p = if real { pos } else { 0 };
+                let half: Vec<f32> = self.inv_freq.iter().map(|f| p as f32 * f).collect();
+                cos.extend(half.iter().chain(&half).map(|a| a.cos()));
+                sin.extend(half.iter().chain(&half).map(|a| a.sin()));
+                if real {
+                    pos += 1;
+                }
+            }
+        }
+        // Mask [b, 1, s, t]: true where a query may not look.
+        let mut mask = Vec::with_capacity(b * s * t_all);
+        for r in 0..b {
+            for i in 0..s {
+                for j in 0..t_all {
+                    mask.push(j > past + i || !cache.valid[r][j]);
+                }
+            }
+        }
+        let dev = &self.device;
+        let (hd, nh, nkv) = (c.head_dim, c.heads, c.kv_heads);
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * s]), dev);
+        let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, [b, 1, s, hd]), dev);
+        let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, [b, 1, s, hd]), dev);
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [b, 1, s, t_all]), dev).expand([b, nh, s, t_all]);
+        let rope = |x: Tensor<B, 4>, heads: usize| -> Tensor<B, 4> {
+            let half = hd / 2;
+            let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
+            x * cos.clone().expand([b, heads, s, hd]) + rotated * sin.clone().expand([b, heads, s, hd])
+        };
+        let steer_rows = |l: usize| -> Option<LayerSteering<B>> {
+            let width = c.heads * hd;
+            let pick = |r: usize| if steering.len() == 1 { steering[0] } else { steering[r] };
+            if steering.is_empty() || (0..b).all(|r| pick(r).layer(l).is_none()) {
+                return None;
+            }
+            let build = |which: Positions| -> Option<Tensor<B, 3>> {
+                let mut any = false;
+                let mut v = vec![0.0f32; b * width];
+                for r in 0..b {
+                    let st = pick(r);
+                    if st.positions() == which
+                        && let Some(d) = st.layer(l)
+                    {
+                        v[r * width..(r + 1) * width].copy_from_slice(d);
+                        any = true;
+                    }
+                }
+                any.then(|| Tensor::<B, 3>::from_data(TensorData::new(v, [b, 1, width]), dev))
+            };
+            Some((build(Positions::All), build(Positions::Last)))
+        };
+
+        let mut x = self.embed.clone().select(0, ids).reshape([b, s, c.hidden]); // [b, s, hidden]
+        let mut captured = options.capture.then(|| Vec::with_capacity(c.layers));
+        for (l, layer) in self.layers.iter().enumerate() {
+            let hn = self.rms_norm(x.clone(), &layer.input_norm);
+            let q = Self::linear(hn.clone(), &layer.wq, layer.bq.as_ref()).reshape([b, s, nh, hd]).swap_dims(1, 2); // [b, nh, s, hd]
+            let k = Self::linear(hn.clone(), &layer.wk, layer.bk.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2); // [b, nkv, s, hd]
+            let v = Self::linear(hn, &layer.wv, layer.bv.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+            let q = rope(q, nh);
+            let k = rope(k, nkv);
+            let (k, v) = match cache.layers[l].take() {
+                Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)), // [b, nkv, t, hd]
+                None => (k, v),
+            };
+            cache.layers[l] = Some((k.clone(), v.clone()));
+            let group = nh / nkv;
+            let expand = |t: Tensor<B, 4>| t.unsqueeze_dim::<5>(2).expand([b, nkv, group, t_all, hd]).reshape([b, nh, t_all, hd]);
+            let (k, v) = (expand(k), expand(v)); // [b, nh, t, hd]
+            let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, nh, s, t]
+            let probs = activation::softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
+            let mut heads = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]); // [b, s, nh*hd]: the input of o_proj
+            if let Some(cap) = captured.as_mut() {
+                cap.push(heads.clone().narrow(1, s - 1, 1).reshape([b, nh * hd]));
+            }
+            if let Some((all, last)) = steer_rows(l) {
+                if let Some(all) = all {
+                    heads = heads + all.expand([b, s, nh * hd]);
+                }
+                if let Some(last) = last {
+                    let tail = heads.clone().narrow(1, s - 1, 1) + last;
+                    heads = if s > 1 { Tensor::cat(vec![heads.narrow(1, 0, s - 1), tail], 1) } else { tail };
+                }
+            }
+            x = x + Self::linear(heads, &layer.wo, None);
+            let hn = self.rms_norm(x.clone(), &layer.post_norm);
+            let gate = activation::silu(Self::linear(hn.clone(), &layer.w_gate, None));
+            let up = Self::linear(hn, &layer.w_up, None);
+            x = x + Self::linear(gate * up, &layer.w_down, None);
+        }
+        let last = self.rms_norm(x.narrow(1, s - 1, 1), &self.norm).reshape([b, c.hidden]);
+        let logits = last.matmul(self.lm_head.clone().transpose()); // [b, vocab]
+        Ok(Output { logits, heads: captured })
+    }
+
+    /// Log-probabilities of `choices` as the next token after each row (rows may differ in
+    /// length), under the given steering(s).
+    pub fn choice_logprobs(&self, rows: &[&[u32]], steering: &[&Steering], choices: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let mut cache = self.new_cache();
+        let out = self.forward(rows, &mut cache, ForwardOptions { steering, capture: false })?;
+        logprobs_of(out.logits, choices)
+    }
+
+    /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping after an
+    /// end-of-sequence token (`stop`, or the config's EOS ids when empty).
+    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32], steering: Option<&Steering>) -> Result<Vec<u32>> {
+        let stop: Vec<u32> = if stop.is_empty() { self.config.eos.clone() } else { stop.to_vec() };
+        let steer: Vec<&Steering> = steering.into_iter().collect();
+        let mut cache = self.new_cache();
+        let mut out = Vec::new();
+        let mut next: Vec<u32> = prompt.to_vec();
+        for _ in 0..max_new {
+            let o = self.forward(&[&next], &mut cache, ForwardOptions { steering: &steer, capture: false })?;
+            let logits = o.logits.into_data().to_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
+            let id = argmax(&logits) as u32;
+            out.push(id);
+            if stop.contains(&id) {
+                break;
+            }
+            next = vec![id];
+        }
+        Ok(out)
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
+}
+
+/// Log-softmax of `[batch, vocab]` logits, at the `choices` ids.
+pub fn logprobs_of<B: Backend>(logits: Tensor<B, 2>, choices: &[u32]) -> Result<Vec<Vec<f32>>> {
+    let [b, vocab] = logits.dims();
+    if let Some(&c) = choices.iter().find(|&&c| c as usize >= vocab) {
+        return Err(Error::Input(format!("choice token {c} is outside the vocabulary ({vocab})")));
+    }
+    let lp = activation::log_softmax(logits, 1).into_data().to_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
+    Ok((0..b).map(|r| choices.iter().map(|&c| lp[r * vocab + c as usize]).collect()).collect())
+}
+
+/// RoPE inverse frequencies in `f32` as Hugging Face computes them (with Llama-3 scaling).
+fn rope_inv_freq(c: &LlamaConfig) -> Vec<f32> {
+    let d = c.head_dim;
+    let base = c.rope_theta as f32;
+    let mut inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
+    if let Some(r) = c.rope_scaling {
+        let old = r.original_max_position_embeddings;
+        let low_wavelen = old / r.low_freq_factor;
+        let high_wavelen = old / r.high_freq_factor;
+        for f in &mut inv {
+            let freq = f64::from(*f);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let scaled = if wavelen < high_wavelen {
+                freq
+            } else if wavelen > low_wavelen {
+                freq / r.factor
+            } else {
+                let smooth = (old / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+                (1.0 - smooth) * freq / r.factor + smooth * freq
+            };
+            *f = scaled as f32;
+        }
+    }
+    inv
+}

@@ -1,0 +1,144 @@
+//! A tiny random Llama saved in Hugging Face layout and loaded through the real loader:
+//! the laws of caching, batching and steering.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use llm_burn::{CpuBackend, ForwardOptions, Llama};
+use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steering};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+/// Writes a random model (2 layers, hidden 16, 4 heads of 4, 2 KV heads, vocab 50, tied).
+pub fn write_tiny_model(dir: &Path, seed: u64) {
+    let (h, heads, kv, hd, ff, vocab, layers) = (16usize, 4usize, 2usize, 4usize, 24usize, 50usize, 2usize);
+    let config = serde_json::json!({
+        "model_type": "llama", "hidden_size": h, "intermediate_size": ff, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd, "vocab_size": vocab,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true, "eos_token_id": 2
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, h], rand(vocab * h, 1.0)),
+        ("model.norm.weight".into(), vec![h], rand(h, 0.2).iter().map(|x| 1.0 + x).collect()),
+    ];
+    for l in 0..layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        tensors.push((p("input_layernorm.weight"), vec![h], rand(h, 0.2).iter().map(|x| 1.0 + x).collect()));
+        tensors.push((p("post_attention_layernorm.weight"), vec![h], rand(h, 0.2).iter().map(|x| 1.0 + x).collect()));
+        tensors.push((p("self_attn.q_proj.weight"), vec![heads * hd, h], rand(heads * hd * h, 0.5)));
+        tensors.push((p("self_attn.k_proj.weight"), vec![kv * hd, h], rand(kv * hd * h, 0.5)));
+        tensors.push((p("self_attn.v_proj.weight"), vec![kv * hd, h], rand(kv * hd * h, 0.5)));
+        tensors.push((p("self_attn.o_proj.weight"), vec![h, heads * hd], rand(h * heads * hd, 0.5)));
+        tensors.push((p("mlp.gate_proj.weight"), vec![ff, h], rand(ff * h, 0.5)));
+        tensors.push((p("mlp.up_proj.weight"), vec![ff, h], rand(ff * h, 0.5)));
+        tensors.push((p("mlp.down_proj.weight"), vec![h, ff], rand(h * ff, 0.5)));
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(n, s, v)| (n, s, v.into_iter().flat_map(f32::to_le_bytes).collect())).collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &dir.join("model.safetensors")).unwrap();
+}
+
+fn tiny() -> (tempfile::TempDir, Llama<CpuBackend>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), 7);
+    let model = Llama::load(dir.path(), &Default::default()).expect("load tiny model");
+    (dir, model)
+}
+
+fn logits(model: &Llama<CpuBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache();
+    let out = model.forward(rows, &mut cache, ForwardOptions { steering, capture: false }).unwrap();
+    let v = out.logits.into_data().to_vec::<f32>().unwrap();
+    v.chunks(50).map(<[f32]>::to_vec).collect()
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+}
+
+fn intervention(model: &Llama<CpuBackend>) -> Intervention {
+    let g = model.config().geometry();
+    Intervention::new(
+        g,
+        vec![
+            SteeredHead { head: HeadId::new(0, 1), direction: vec![0.5, 0.5, 0.5, 0.5], sigma: 2.0 },
+            SteeredHead { head: HeadId::new(1, 3), direction: vec![1.0, 0.0, 0.0, 0.0], sigma: 1.5 },
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn incremental_decoding_with_the_cache_equals_a_full_forward() {
+    let (_d, model) = tiny();
+    let full = logits(&model, &[&[5, 9, 13, 21, 8]], &[]);
+    let mut cache = model.new_cache();
+    model.forward(&[&[5, 9]], &mut cache, ForwardOptions::default()).unwrap();
+    model.forward(&[&[13, 21]], &mut cache, ForwardOptions::default()).unwrap();
+    let out = model.forward(&[&[8]], &mut cache, ForwardOptions::default()).unwrap();
+    let inc = out.logits.into_data().to_vec::<f32>().unwrap();
+    assert!(close(&full[0], &inc, 1e-5), "{:?}\n{:?}", &full[0][..5], &inc[..5]);
+    // A shared prefix repeated over continuations equals each full sequence.
+    let mut prefix = model.new_cache();
+    model.forward(&[&[5, 9, 13]], &mut prefix, ForwardOptions::default()).unwrap();
+    let mut shared = prefix.repeat(2).unwrap();
+    let out = model.forward(&[&[21, 8], &[4]], &mut shared, ForwardOptions::default()).unwrap();
+    let v = out.logits.into_data().to_vec::<f32>().unwrap();
+    assert!(close(&v[..50], &full[0], 1e-5));
+    assert!(close(&v[50..], &logits(&model, &[&[5, 9, 13, 4]], &[])[0], 1e-5));
+}
+
+#[test]
+fn a_left_padded_batch_equals_single_rows() {
+    let (_d, model) = tiny();
+    let rows: [&[u32]; 3] = [&[3, 4, 5, 6, 7], &[11, 12], &[30, 31, 32]];
+    let batch = logits(&model, &rows, &[]);
+    for (i, r) in rows.iter().enumerate() {
+        assert!(close(&batch[i], &logits(&model, &[r], &[])[0], 1e-5), "row {i}");
+    }
+}
+
+#[test]
+fn zero_steering_is_bit_identical_and_per_row_steering_equals_separate_runs() {
+    let (_d, model) = tiny();
+    let iv = intervention(&model);
+    let row: &[u32] = &[3, 4, 5, 6];
+    let base = logits(&model, &[row], &[]);
+    let none = Steering::none(model.config().geometry());
+    assert_eq!(logits(&model, &[row], &[&none]), base);
+    assert_eq!(logits(&model, &[row], &[&iv.at(0.0, Positions::All)]), base);
+    let s_all = iv.at(3.0, Positions::All);
+    let s_last = iv.at(-2.0, Positions::Last);
+    let steered = logits(&model, &[row], &[&s_all]);
+    assert!(!close(&steered[0], &base[0], 1e-3), "steering changes the logits");
+    let other: &[u32] = &[9, 10];
+    let batch = logits(&model, &[row, other, row], &[&s_all, &s_last, &none]);
+    assert!(close(&batch[0], &steered[0], 1e-5));
+    assert!(close(&batch[1], &logits(&model, &[other], &[&s_last])[0], 1e-5));
+    assert!(close(&batch[2], &base[0], 1e-5));
+    assert!(!close(&logits(&model, &[row], &[&iv.at(-2.0, Positions::All)])[0], &logits(&model, &[row], &[&s_last])[0], 1e-4), "last-only differs from all positions");
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let (dir, model) = tiny();
+    let mut cache = model.new_cache();
+    assert!(model.forward(&[&[]], &mut cache, ForwardOptions::default()).is_err());
+    assert!(model.forward(&[&[50]], &mut cache, ForwardOptions::default()).is_err());
+    // A mis-shaped tensor is named with both shapes.
+    let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap().replace("\"intermediate_size\":24", "\"intermediate_size\":25");
+    std::fs::write(dir.path().join("config.json"), text).unwrap();
+    let err = Llama::<CpuBackend>::load(dir.path(), &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("gate_proj") && err.contains("[24, 16]") && err.contains("[25, 16]"), "{err}");
+}
