@@ -51,6 +51,9 @@ pub enum Error {
     /// An argument is invalid (empty prompt, token id out of range, mismatched batch).
     #[error("invalid input: {0}")]
     Input(String),
+    /// The chat template is missing, malformed or failed to render.
+    #[error("chat template: {0}")]
+    Template(String),
     /// The tokenizer could not be built, loaded or run.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

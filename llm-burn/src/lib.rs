@@ -17,16 +17,19 @@
 //! # Ok::<(), llm_burn::Error>(())
 //! ```
 
+pub mod chat;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod gguf;
 pub mod model;
+mod steerable;
 pub mod weights;
 
+pub use chat::{ChatTemplate, Message, PromptEncoder};
 pub use config::LlamaConfig;
 pub use error::{Error, Result};
-pub use model::{ForwardOptions, KvCache, Llama, Output};
+pub use model::{ForwardOptions, KvCache, Llama, OProjBias, Output};
 
 /// The CPU backend used by default (burn's `flex`).
 pub type CpuBackend = burn_flex::Flex;

@@ -97,13 +97,29 @@ pub struct Output<B: Backend> {
     pub heads: Option<Vec<Tensor<B, 2>>>,
 }
 
+/// A steering folded through `o_proj`: per layer, `W_o · d` added to the residual stream
+/// after the attention output, at every position of every row (the official PAS bias).
+#[derive(Debug, Clone)]
+pub struct OProjBias<B: Backend> {
+    /// Per layer: `[hidden]` or nothing.
+    layers: Vec<Option<Tensor<B, 1>>>,
+}
+
 /// Options of a forward pass.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ForwardOptions<'a> {
-    /// No steering (empty), one for every row, or one per row.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardOptions<'a, B: Backend> {
+    /// No steering (empty), one for every row, or one per row (in head space).
     pub steering: &'a [&'a Steering],
+    /// A steering already folded through `o_proj` (see [`Llama::o_proj_bias`]).
+    pub o_proj_bias: Option<&'a OProjBias<B>>,
     /// Capture the head outputs at the last position.
     pub capture: bool,
+}
+
+impl<B: Backend> Default for ForwardOptions<'_, B> {
+    fn default() -> Self {
+        ForwardOptions { steering: &[], o_proj_bias: None, capture: false }
+    }
 }
 
 /// One layer's steering for a batch: displacements `[batch, 1, heads * head_dim]` of the rows
@@ -230,7 +246,7 @@ impl<B: Backend> Llama<B> {
     /// `tokens`: `batch` rows of token ids (the cache's batch, or any for an empty cache).
     /// Returns logits `[batch, vocab]` at each row's last position, and optionally the head
     /// outputs `[batch, heads * head_dim]` per layer there.
-    pub fn forward(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, options: ForwardOptions<'_>) -> Result<Output<B>> {
+    pub fn forward(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, options: ForwardOptions<'_, B>) -> Result<Output<B>> {
         let c = &self.config;
         let b = tokens.len();
         let s = tokens.iter().map(|t| t.len()).max().unwrap_or(0);
@@ -351,6 +367,9 @@ impl<B: Backend> Llama<B> {
                 }
             }
             x = x + Self::linear(heads, &layer.wo, None);
+            if let Some(bias) = options.o_proj_bias.and_then(|o| o.layers[l].as_ref()) {
+                x = x + bias.clone().reshape([1, 1, c.hidden]).expand([b, s, c.hidden]);
+            }
             let hn = self.rms_norm(x.clone(), &layer.post_norm);
             let gate = activation::silu(Self::linear(hn.clone(), &layer.w_gate, None));
             let up = Self::linear(hn, &layer.w_up, None);
@@ -361,11 +380,36 @@ impl<B: Backend> Llama<B> {
         Ok(Output { logits, heads: captured })
     }
 
+    /// Folds a steering through each layer's `o_proj`: `W_o · d` per steered layer, computed
+    /// once (e.g. per subject and strength) and added after the attention output. Equals
+    /// steering in head space at every position ([`Positions::All`]).
+    pub fn o_proj_bias(&self, steering: &Steering) -> Result<OProjBias<B>> {
+        if steering.geometry() != self.config.geometry() {
+            return Err(Error::Input(format!("steering for {} on a model of {}", steering.geometry(), self.config.geometry())));
+        }
+        if steering.positions() != Positions::All {
+            return Err(Error::Input("an o_proj bias steers every position; this steering is for the last only".into()));
+        }
+        let width = self.config.heads * self.config.head_dim;
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                steering.layer(l).map(|d| {
+                    let d = Tensor::<B, 2>::from_data(TensorData::new(d.to_vec(), [1, width]), &self.device);
+                    d.matmul(layer.wo.clone()).reshape([self.config.hidden]) // [hidden]
+                })
+            })
+            .collect();
+        Ok(OProjBias { layers })
+    }
+
     /// Log-probabilities of `choices` as the next token after each row (rows may differ in
     /// length), under the given steering(s).
     pub fn choice_logprobs(&self, rows: &[&[u32]], steering: &[&Steering], choices: &[u32]) -> Result<Vec<Vec<f32>>> {
         let mut cache = self.new_cache();
-        let out = self.forward(rows, &mut cache, ForwardOptions { steering, capture: false })?;
+        let out = self.forward(rows, &mut cache, ForwardOptions { steering, ..Default::default() })?;
         logprobs_of(out.logits, choices)
     }
 
@@ -378,7 +422,7 @@ impl<B: Backend> Llama<B> {
         let mut out = Vec::new();
         let mut next: Vec<u32> = prompt.to_vec();
         for _ in 0..max_new {
-            let o = self.forward(&[&next], &mut cache, ForwardOptions { steering: &steer, capture: false })?;
+            let o = self.forward(&[&next], &mut cache, ForwardOptions { steering: &steer, ..Default::default() })?;
             let logits = o.logits.into_data().to_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
             let id = argmax(&logits) as u32;
             out.push(id);

@@ -94,7 +94,7 @@ fn logits_head_outputs_and_greedy_text_match_hugging_face() {
         let name = p["name"].as_str().unwrap();
         let ids = ids(&p["token_ids"]);
         let mut cache = model.new_cache();
-        let out = model.forward(&[&ids], &mut cache, ForwardOptions { steering: &[], capture: true }).expect("forward");
+        let out = model.forward(&[&ids], &mut cache, ForwardOptions { capture: true, ..Default::default() }).expect("forward");
         let logits = out.logits.into_data().to_vec::<f32>().unwrap();
         let (_, expected) = crate::npy::read_f32(&fixtures_dir.join(p["logits_file"].as_str().unwrap()));
         let max = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

@@ -58,7 +58,7 @@ fn tiny() -> (tempfile::TempDir, Llama<CpuBackend>) {
 
 fn logits(model: &Llama<CpuBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache();
-    let out = model.forward(rows, &mut cache, ForwardOptions { steering, capture: false }).unwrap();
+    let out = model.forward(rows, &mut cache, ForwardOptions { steering, ..Default::default() }).unwrap();
     let v = out.logits.into_data().to_vec::<f32>().unwrap();
     v.chunks(50).map(<[f32]>::to_vec).collect()
 }
@@ -141,4 +141,41 @@ fn bad_inputs_are_errors() {
     std::fs::write(dir.path().join("config.json"), text).unwrap();
     let err = Llama::<CpuBackend>::load(dir.path(), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("gate_proj") && err.contains("[24, 16]") && err.contains("[25, 16]"), "{err}");
+}
+
+#[test]
+fn steering_in_head_space_equals_the_o_proj_bias_path() {
+    let (_d, model) = tiny();
+    let s = intervention(&model).at(2.5, Positions::All);
+    let rows: [&[u32]; 2] = [&[3, 4, 5, 6], &[7, 8]];
+    let head_space = logits(&model, &rows, &[&s]);
+    let bias = model.o_proj_bias(&s).unwrap();
+    let mut cache = model.new_cache();
+    let out = model.forward(&rows, &mut cache, ForwardOptions { o_proj_bias: Some(&bias), ..Default::default() }).unwrap();
+    let v = out.logits.into_data().to_vec::<f32>().unwrap();
+    for r in 0..2 {
+        assert!(close(&v[r * 50..(r + 1) * 50], &head_space[r], 1e-4), "row {r}");
+    }
+    assert!(model.o_proj_bias(&intervention(&model).at(1.0, Positions::Last)).is_err());
+}
+
+#[test]
+fn the_model_is_steerable_through_pas_core() {
+    use pas_core::Steerable;
+    let (_d, model) = tiny();
+    let prompts: [&[u32]; 3] = [&[3, 4, 5, 6], &[7, 8], &[9, 10, 11]];
+    // Capture at the last position of each prompt, and at position 1 of the first.
+    let acts = model.capture(&[prompts[0], prompts[1], prompts[2], prompts[0]], &[3, 1, 2, 1]).unwrap();
+    assert_eq!(acts.samples(), 4);
+    let g = model.config().geometry();
+    let mut cache = model.new_cache();
+    let single = model.forward(&[&[3, 4]], &mut cache, ForwardOptions { capture: true, ..Default::default() }).unwrap();
+    let want: Vec<f32> = single.heads.unwrap().into_iter().flat_map(|t| t.into_data().to_vec::<f32>().unwrap()).collect();
+    let got = &acts.data()[3 * g.sample_len()..4 * g.sample_len()];
+    assert!(close(got, &want, 1e-5));
+    let s = intervention(&model).at(1.0, Positions::All);
+    let lp = model.choice_logprobs(&prompts, &[&s], &[1, 2, 3]).unwrap();
+    assert_eq!((lp.len(), lp[0].len()), (3, 3));
+    assert!(lp.iter().flatten().all(|v| v.is_finite() && *v <= 0.0));
+    assert!(model.capture(&[prompts[1]], &[5]).is_err(), "position past the prompt");
 }
