@@ -1,19 +1,27 @@
 //! llm-burn: Llama-family language models for this project.
 //!
-//! Today it holds the conversion of the embedded default model (SmolLM2-135M-Instruct, a
-//! GGUF file) into a Hugging Face folder: a GGUF reader with dequantisation ([`gguf`]) and
-//! the converter ([`convert`]), which undoes llama.cpp's Q/K row permutation and rebuilds
-//! the byte-level BPE tokenizer. The transformer on burn 0.21 (loading, KV cache, head
-//! capture and steering) is still to come: see the llm-burn issue.
+//! - [`Llama`]: the decoder, generic over burn's `Backend`, loaded from a Hugging Face
+//!   folder; immutable, with the KV cache and the steering passed into
+//!   [`Llama::forward`]; head outputs (the input of `o_proj`) captured and steered per row.
+//!   It implements [`pas_core::Steerable`].
+//! - [`PromptEncoder`]: `tokenizer.json` plus the model's chat template, rendered as
+//!   transformers renders it.
+//! - [`gguf`] and [`convert`]: the embedded default model (SmolLM2-135M-Instruct, a GGUF
+//!   file) converted into a Hugging Face folder (dequantised, Q/K rows un-permuted,
+//!   tokenizer rebuilt).
 //!
 //! # Example
 //!
 //! ```no_run
-//! let out = llm_burn::convert::gguf_to_hf(
-//!     std::path::Path::new("SmolLM2-135M-Instruct.Q4_1.gguf"),
-//!     std::path::Path::new(".cache/models/SmolLM2-135M-Instruct"),
-//! )?;
-//! println!("{} tensors, {} parameters", out.tensors, out.parameters);
+//! use llm_burn::{CpuBackend, ForwardOptions, Llama, PromptEncoder};
+//!
+//! let dir = std::path::Path::new(".cache/models/SmolLM2-135M-Instruct");
+//! let model = Llama::<CpuBackend>::load(dir, &Default::default())?;
+//! let prompts = PromptEncoder::from_dir(dir)?;
+//! let ids = prompts.encode_chat("You are a helpful, honest and concise assistant.", "Hello!", "")?;
+//! let mut cache = model.new_cache();
+//! let out = model.forward(&[&ids], &mut cache, ForwardOptions::default())?;
+//! println!("{:?}", out.logits.dims()); // [1, 49152]
 //! # Ok::<(), llm_burn::Error>(())
 //! ```
 
@@ -33,3 +41,7 @@ pub use model::{ForwardOptions, KvCache, Llama, OProjBias, Output};
 
 /// The CPU backend used by default (burn's `flex`).
 pub type CpuBackend = burn_flex::Flex;
+
+/// The CUDA backend (with the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;

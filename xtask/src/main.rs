@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod deps;
+mod logits;
 mod model;
 mod papi;
 
@@ -33,6 +34,8 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Next-token logits of a chat prompt as JSON: {"input_ids": [...], "top": [{"id", "logit"}]}.
+    Logits(logits::LogitsArgs),
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
             println!("{}", dir.display());
             Ok(())
         }
+        Task::Logits(args) => logits::run(&args),
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;
