@@ -83,13 +83,14 @@ fn the_converted_config_matches_the_fixture_geometry() {
 
 #[test]
 fn logits_head_outputs_and_greedy_text_match_hugging_face() {
-    use llm_burn::{CpuBackend, ForwardOptions, Llama};
+    use crate::TestBackend;
+    use llm_burn::{ForwardOptions, Llama};
     let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
     let fixtures_dir = std::env::var_os("FIXTURES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
     let device = Default::default();
-    let model = Llama::<CpuBackend>::load(&dir, &device).expect("load the default model");
+    let model = Llama::<TestBackend>::load(&dir, &device).expect("load the default model");
     for p in fx["prompts"].as_array().expect("prompts") {
         let name = p["name"].as_str().unwrap();
         let ids = ids(&p["token_ids"]);

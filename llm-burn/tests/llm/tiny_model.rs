@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use llm_burn::{CpuBackend, ForwardOptions, Llama};
+use llm_burn::{ForwardOptions, Llama};
+
+use crate::TestBackend;
 use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steering};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -49,14 +51,14 @@ pub fn write_tiny_model(dir: &Path, seed: u64) {
     safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &dir.join("model.safetensors")).unwrap();
 }
 
-fn tiny() -> (tempfile::TempDir, Llama<CpuBackend>) {
+fn tiny() -> (tempfile::TempDir, Llama<TestBackend>) {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path(), 7);
     let model = Llama::load(dir.path(), &Default::default()).expect("load tiny model");
     (dir, model)
 }
 
-fn logits(model: &Llama<CpuBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<Vec<f32>> {
+fn logits(model: &Llama<TestBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache();
     let out = model.forward(rows, &mut cache, ForwardOptions { steering, ..Default::default() }).unwrap();
     let v = out.logits.into_data().to_vec::<f32>().unwrap();
@@ -67,7 +69,7 @@ fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
     a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
 
-fn intervention(model: &Llama<CpuBackend>) -> Intervention {
+fn intervention(model: &Llama<TestBackend>) -> Intervention {
     let g = model.config().geometry();
     Intervention::new(
         g,
@@ -139,7 +141,7 @@ fn bad_inputs_are_errors() {
     // A mis-shaped tensor is named with both shapes.
     let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap().replace("\"intermediate_size\":24", "\"intermediate_size\":25");
     std::fs::write(dir.path().join("config.json"), text).unwrap();
-    let err = Llama::<CpuBackend>::load(dir.path(), &Default::default()).unwrap_err().to_string();
+    let err = Llama::<TestBackend>::load(dir.path(), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("gate_proj") && err.contains("[24, 16]") && err.contains("[25, 16]"), "{err}");
 }
 
