@@ -291,13 +291,20 @@ impl<B: Backend> Llama<B> {
                 }
             }
         }
-        // Mask [b, 1, s, t]: true where a query may not look.
-        let mut mask = Vec::with_capacity(b * s * t_all);
+        // Mask [b, 1, group * s, t]: true where a query may not look. Query heads are
+        // grouped per key/value head (rows g * s + i), so the mask repeats over the group.
+        let group = c.heads / c.kv_heads;
+        let mut mask = Vec::with_capacity(b * group * s * t_all);
         for r in 0..b {
+            let row_start = mask.len();
             for i in 0..s {
                 for j in 0..t_all {
                     mask.push(j > past + i || !cache.valid[r][j]);
                 }
+            }
+            let row: Vec<bool> = mask[row_start..].to_vec();
+            for _ in 1..group {
+                mask.extend_from_slice(&row);
             }
         }
         let dev = &self.device;
@@ -305,7 +312,7 @@ impl<B: Backend> Llama<B> {
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * s]), dev);
         let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, [b, 1, s, hd]), dev);
         let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, [b, 1, s, hd]), dev);
-        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [b, 1, s, t_all]), dev).expand([b, nh, s, t_all]);
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [b, 1, group * s, t_all]), dev).expand([b, nkv, group * s, t_all]);
         let rope = |x: Tensor<B, 4>, heads: usize| -> Tensor<B, 4> {
             let half = hd / 2;
             let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
@@ -348,12 +355,12 @@ impl<B: Backend> Llama<B> {
                 None => (k, v),
             };
             cache.layers[l] = Some((k.clone(), v.clone()));
-            let group = nh / nkv;
-            let expand = |t: Tensor<B, 4>| t.unsqueeze_dim::<5>(2).expand([b, nkv, group, t_all, hd]).reshape([b, nh, t_all, hd]);
-            let (k, v) = (expand(k), expand(v)); // [b, nh, t, hd]
-            let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, nh, s, t]
+            // Grouped-query attention without copying keys and values per query head: the
+            // `group` query heads of each key/value head are stacked along the query axis.
+            let qg = q.reshape([b, nkv, group * s, hd]); // [b, nkv, group*s, hd]
+            let scores = qg.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, nkv, group*s, t]
             let probs = activation::softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
-            let mut heads = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]); // [b, s, nh*hd]: the input of o_proj
+            let mut heads = probs.matmul(v).reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd]); // [b, s, nh*hd]: the input of o_proj
             if let Some(cap) = captured.as_mut() {
                 cap.push(heads.clone().narrow(1, s - 1, 1).reshape([b, nh * hd]));
             }
