@@ -1,5 +1,6 @@
 //! The default model on the CPU: prefill throughput, batched scoring from a cached prefix,
 //! and decoding. Needs `cargo xtask fetch-model` first (skips otherwise).
+#![allow(clippy::print_stderr)] // says on stderr when it skips
 
 use std::path::Path;
 
