@@ -89,3 +89,17 @@ fn probe_weight_directions_point_to_the_preferred_class() {
     }
     assert!(me > other);
 }
+
+#[test]
+fn selecting_rows_keeps_their_values_and_order() {
+    let geometry = Geometry::new(2, 2, 3);
+    let (acts, _, _) = planted(geometry, 4, &[], 3);
+    let picked = acts.select(&[5, 0, 5]).unwrap();
+    assert_eq!(picked.samples(), 3);
+    let len = geometry.sample_len();
+    assert_eq!(&picked.data()[..len], &acts.data()[5 * len..6 * len]);
+    assert_eq!(&picked.data()[len..2 * len], &acts.data()[..len]);
+    assert_eq!(picked.head(2, 3), acts.head(5, 3));
+    assert!(acts.select(&[8]).is_err(), "row out of range");
+    assert!(pas_core::HeadActivations::new(geometry, 2, vec![0.0; 5]).is_err(), "wrong buffer length");
+}
