@@ -96,12 +96,10 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
 
     // Weights.
-    let mut names: Vec<(String, usize)> = Vec::with_capacity(g.tensors.len());
     let mut data: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     let mut parameters = 0;
-    for (i, t) in g.tensors.iter().enumerate() {
+    for t in &g.tensors {
         let (name, permute) = hf_name(&t.name).ok_or_else(|| Error::Tensor { name: t.name.clone(), message: "no Hugging Face name for this GGUF tensor (unused)".into() })?;
-        names.push((name.clone(), i));
         let mut values = g.dequantize(t)?;
         let rows = t.shape[0];
         let cols = t.shape.get(1..).map_or(1, |s| s.iter().product());
@@ -125,6 +123,7 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
         }
     }
     let tied = !data.contains_key("lm_head.weight");
+    let attention_bias = data.keys().any(|n| n.ends_with("q_proj.bias"));
     let views: Vec<(String, TensorView<'_>)> = data
         .iter()
         .map(|(name, (shape, bytes))| {
@@ -163,7 +162,7 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
         "eos_token_id": eos,
         "pad_token_id": opt_u64("tokenizer.ggml.padding_token_id"),
         "hidden_act": "silu",
-        "attention_bias": data_has_bias(&names),
+        "attention_bias": attention_bias,
         "mlp_bias": false,
         "torch_dtype": "float32",
     });
@@ -188,10 +187,6 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
     });
     write_json(&out.join("tokenizer_config.json"), &tokenizer_config)?;
     Ok(Converted { dir: out.to_owned(), tensors: n_tensors, parameters })
-}
-
-fn data_has_bias(names: &[(String, usize)]) -> bool {
-    names.iter().any(|(n, _)| n.ends_with("q_proj.bias"))
 }
 
 fn write_json(path: &Path, v: &Json) -> Result<()> {

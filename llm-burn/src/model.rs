@@ -151,7 +151,10 @@ impl<B: Backend> Llama<B> {
             used.insert(name);
             Ok(v)
         };
-        let t1 = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+        let t1 = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
+        };
         // Linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
         let lin = |v: Vec<f32>, out: usize, inp: usize| Tensor::<B, 2>::from_data(TensorData::new(transpose(&v, out, inp), [inp, out]), device);
         let embed_v = read("model.embed_tokens.weight".into(), &[c.vocab, h])?;
@@ -283,9 +286,15 @@ impl<B: Backend> Llama<B> {
                 ids.push(if real { row[i - pad] as i32 } else { 0 });
                 cache.valid[r].push(real);
                 let p = if real { pos } else { 0 };
-                let half: Vec<f32> = self.inv_freq.iter().map(|f| p as f32 * f).collect();
-                cos.extend(half.iter().chain(&half).map(|a| a.cos()));
-                sin.extend(half.iter().chain(&half).map(|a| a.sin()));
+                // Rotate-half layout: the same angles for both halves of the head.
+                let start = cos.len();
+                for f in &self.inv_freq {
+                    let angle = p as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+                cos.extend_from_within(start..);
+                sin.extend_from_within(start..);
                 if real {
                     pos += 1;
                 }

@@ -74,16 +74,18 @@ pub fn summarize(data: &Dataset, protocol: Protocol, ridge: Option<&RidgeConfig>
     }
     let scores: Vec<PerDomain<Option<f64>>> = data.subjects.iter().map(|s| domain_scores(&data.inventory, s)).collect();
     let domain_scores = PerDomain::from_fn(|d: Domain| MeanSd::of(&scores.iter().filter_map(|m| m[d]).collect::<Vec<_>>()));
-    let references = Reference::ALL
-        .into_iter()
-        .filter(|_| ridge.is_some())
-        .map(|r| {
-            Ok(ReferenceResult {
-                method: r.name().to_owned(),
-                aggregate: evaluate(r, &data.inventory, &data.split, &data.subjects, protocol, ridge.unwrap_or(&RidgeConfig::default()))?,
+    let references = match ridge {
+        None => Vec::new(),
+        Some(ridge) => Reference::ALL
+            .into_iter()
+            .map(|r| {
+                Ok(ReferenceResult {
+                    method: r.name().to_owned(),
+                    aggregate: evaluate(r, &data.inventory, &data.split, &data.subjects, protocol, ridge)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?,
+    };
     Ok(Summary {
         records: data.records_path.display().to_string(),
         subjects: data.subjects.len(),

@@ -63,6 +63,7 @@ impl Probe {
         let mut grad = vec![0.0; p];
         let mut hess = vec![0.0; p * p];
         let mut step = vec![0.0; p];
+        let mut trial = vec![0.0; p];
         let c = config.c;
         let objective = |theta: &[f64], z: &mut [f64]| -> f64 {
             let mut loss = 0.0;
@@ -108,7 +109,6 @@ impl Probe {
             cholesky_solve(&hess, p, &mut step);
             // Backtracking line search on the objective.
             let mut t = 1.0;
-            let mut trial = vec![0.0; p];
             let decrease = dot(&grad, &step);
             let mut accepted = false;
             for _ in 0..30 {

@@ -128,3 +128,24 @@ fn facet_scores_average_to_domain_scores() {
     }
     assert_eq!(facet_scores(&inv, &blank)[&inv.items()[0].facet], None);
 }
+
+#[test]
+fn the_summary_counts_every_answer_and_scores_the_references_when_asked() {
+    use papi_data::stats::summarize;
+    let (inv, subjects) = population(40, 8);
+    let split = Split::short_form(&inv).unwrap();
+    let data = papi_data::Dataset { inventory: inv, split, subjects, records_path: "synthetic".into() };
+    let cfg = RidgeConfig { folds: 4, ..RidgeConfig::default() };
+    let full = summarize(&data, Protocol::corrected(), Some(&cfg)).unwrap();
+    assert_eq!(full.histogram.iter().sum::<u64>(), 40 * 300);
+    assert_eq!((full.subjects, full.items, full.split), (40, 300, (120, 180)));
+    let names: Vec<&str> = full.references.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(names, ["always-3", "own-mean", "ridge"]);
+    for d in Domain::ALL {
+        let m = full.domain_scores[d].expect("every domain scored");
+        assert!((1.0..=5.0).contains(&m.mean) && m.sd > 0.0, "{d}: {m:?}");
+    }
+    let quick = summarize(&data, Protocol::corrected(), None).unwrap();
+    assert!(quick.references.is_empty());
+    assert_eq!(quick.histogram, full.histogram);
+}
