@@ -1,7 +1,56 @@
 //! eval: the PAPI benchmark end to end.
 //!
-//! It will hold the prompts, the scoring of answers from next-token log-probabilities, the
-//! methods (`no-change`, `few-shot`, `p2`, `pas`, `pas-only`, `dpo` and the reference
-//! predictors), held-out strength selection, statistics with bootstrap intervals, and the
-//! `results.json` / `report.md` / `samples.jsonl` outputs of `cargo xtask reproduce`.
-//! (Not written yet: see the eval issue.)
+//! - [`prompt`]: the official question template, system prompts and prefill.
+//! - [`score`]: reading the model's option from next-token log-probabilities (format-aware
+//!   by default), or by greedy generation parsed as the official code does; items under one
+//!   system prompt share their prefix in the KV cache and run in batches.
+//! - [`Method`]: `no-change`, `few-shot`, `p2`, `pas`, `pas-only`, `dpo` and the reference
+//!   predictors `always-3`, `own-mean`, `ridge`.
+//! - [`Evaluator`]: a run over subjects with resumable per-subject results, held-out (or
+//!   oracle) strength selection, and `results.json`, `report.md`, `totals.svg`,
+//!   `samples.jsonl`.
+//! - [`stats`]: bootstrap intervals over subjects and paired differences.
+//!
+//! # Example
+//!
+//! The official prompt of an item and the parser of generated answers:
+//!
+//! ```
+//! use eval::prompt::{question, few_shot_system};
+//! use eval::score::parse_official;
+//!
+//! assert!(question("Worry about things.").contains("\"You worry about things..\""));
+//! assert_eq!(parse_official("Option (B). Moderately"), Some(1));
+//! assert_eq!(parse_official("Option is unclear"), None);
+//! ```
+//!
+//! A whole run (see `cargo xtask reproduce` for the command line):
+//!
+//! ```no_run
+//! use eval::{Evaluator, Provenance, RunConfig};
+//! use llm_burn::{CpuBackend, Llama, PromptEncoder};
+//!
+//! let dir = std::path::PathBuf::from(".cache/models/SmolLM2-135M-Instruct");
+//! let model = Llama::<CpuBackend>::load(&dir, &Default::default())?;
+//! let prompts = PromptEncoder::from_dir(&dir)?;
+//! let data = papi_data::Dataset::load("../shared/papi", None)?;
+//! let p2 = eval::run::load_p2("../shared/papi/personality-prompts-dev-200.json".as_ref())?;
+//! let provenance = Provenance { git_revision: "unknown".into(), device: "cpu".into(), model_id: "SmolLM2-135M-Instruct".into(), model_dir: dir };
+//! let results = Evaluator::new(&model, &prompts, &data, Some(p2), RunConfig::default(), provenance, "results/example")?.run()?;
+//! println!("{}", eval::results::render_markdown(&results));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod method;
+pub mod prompt;
+pub mod results;
+pub mod run;
+pub mod score;
+pub mod stats;
+
+pub use error::{Error, Result};
+pub use method::Method;
+pub use results::{Results, Run, SubjectResult};
+pub use run::{AlphaSelection, Evaluator, Provenance, RunConfig};
+pub use score::{Scorer, Scoring};

@@ -32,6 +32,7 @@ pub mod error;
 pub mod gguf;
 pub mod model;
 mod steerable;
+pub mod tiny;
 pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptEncoder};

@@ -12,6 +12,7 @@ mod deps;
 mod logits;
 mod model;
 mod papi;
+mod reproduce;
 
 /// Personality alignment for LLMs: project tasks.
 #[derive(Parser)]
@@ -36,6 +37,11 @@ enum Task {
     },
     /// Next-token logits of a chat prompt as JSON: {"input_ids": [...], "top": [{"id", "logit"}]}.
     Logits(logits::LogitsArgs),
+    /// Run the PAPI benchmark: every method on the first N subjects; writes results.json,
+    /// report.md, totals.svg and samples.jsonl, and resumes a killed run.
+    Reproduce(Box<reproduce::ReproduceArgs>),
+    /// Re-render report.md and totals.svg of a reproduce folder from its results.json.
+    Report(reproduce::ReportArgs),
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -55,6 +61,8 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Logits(args) => logits::run(&args),
+        Task::Reproduce(args) => reproduce::run(&args),
+        Task::Report(args) => reproduce::report(&args),
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;

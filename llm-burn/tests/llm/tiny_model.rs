@@ -1,54 +1,16 @@
 //! A tiny random Llama saved in Hugging Face layout and loaded through the real loader:
 //! the laws of caching, batching and steering.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use llm_burn::{ForwardOptions, Llama};
 
 use crate::TestBackend;
 use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steering};
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 
 /// Writes a random model (2 layers, hidden 16, 4 heads of 4, 2 KV heads, vocab 50, tied).
 pub fn write_tiny_model(dir: &Path, seed: u64) {
-    let (h, heads, kv, hd, ff, vocab, layers) = (16usize, 4usize, 2usize, 4usize, 24usize, 50usize, 2usize);
-    let config = serde_json::json!({
-        "model_type": "llama", "hidden_size": h, "intermediate_size": ff, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd, "vocab_size": vocab,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true, "eos_token_id": 2
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect()
-    };
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![vocab, h], rand(vocab * h, 1.0)),
-        ("model.norm.weight".into(), vec![h], rand(h, 0.2).iter().map(|x| 1.0 + x).collect()),
-    ];
-    for l in 0..layers {
-        let p = |s: &str| format!("model.layers.{l}.{s}");
-        tensors.push((p("input_layernorm.weight"), vec![h], rand(h, 0.2).iter().map(|x| 1.0 + x).collect()));
-        tensors.push((p("post_attention_layernorm.weight"), vec![h], rand(h, 0.2).iter().map(|x| 1.0 + x).collect()));
-        tensors.push((p("self_attn.q_proj.weight"), vec![heads * hd, h], rand(heads * hd * h, 0.5)));
-        tensors.push((p("self_attn.k_proj.weight"), vec![kv * hd, h], rand(kv * hd * h, 0.5)));
-        tensors.push((p("self_attn.v_proj.weight"), vec![kv * hd, h], rand(kv * hd * h, 0.5)));
-        tensors.push((p("self_attn.o_proj.weight"), vec![h, heads * hd], rand(h * heads * hd, 0.5)));
-        tensors.push((p("mlp.gate_proj.weight"), vec![ff, h], rand(ff * h, 0.5)));
-        tensors.push((p("mlp.up_proj.weight"), vec![ff, h], rand(ff * h, 0.5)));
-        tensors.push((p("mlp.down_proj.weight"), vec![h, ff], rand(h * ff, 0.5)));
-    }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.into_iter().map(|(n, s, v)| (n, s, v.into_iter().flat_map(f32::to_le_bytes).collect())).collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &dir.join("model.safetensors")).unwrap();
+    llm_burn::tiny::write_weights(dir, seed, 50).expect("write tiny model");
 }
 
 fn tiny() -> (tempfile::TempDir, Llama<TestBackend>) {

@@ -1,0 +1,98 @@
+//! The methods a run compares, by their command-line names.
+
+use papi_data::reference::Reference;
+use serde::{Deserialize, Serialize};
+
+/// A method of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The default system prompt, no person at all.
+    NoChange,
+    /// The person's known answers in the system prompt.
+    FewShot,
+    /// A prose description of the person as the system prompt (P²).
+    P2,
+    /// Few-shot prompt plus steering (the official PAS).
+    Pas,
+    /// Steering with the default system prompt: what the steering itself contributes.
+    PasOnly,
+    /// DPO on LoRA adapters (dpo-baseline).
+    Dpo,
+    /// Reference predictor: always 3.
+    #[serde(rename = "always-3")]
+    Always3,
+    /// Reference predictor: the subject's own rounded domain mean.
+    OwnMean,
+    /// Reference predictor: population ridge regression fitted on other subjects.
+    Ridge,
+}
+
+impl Method {
+    /// Every method, in report order.
+    pub const ALL: [Method; 9] =
+        [Method::NoChange, Method::FewShot, Method::P2, Method::Pas, Method::PasOnly, Method::Dpo, Method::Always3, Method::OwnMean, Method::Ridge];
+
+    /// The name used in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::NoChange => "no-change",
+            Method::FewShot => "few-shot",
+            Method::P2 => "p2",
+            Method::Pas => "pas",
+            Method::PasOnly => "pas-only",
+            Method::Dpo => "dpo",
+            Method::Always3 => "always-3",
+            Method::OwnMean => "own-mean",
+            Method::Ridge => "ridge",
+        }
+    }
+
+    /// The reference predictor this method is, if it is one.
+    pub fn reference(self) -> Option<Reference> {
+        match self {
+            Method::Always3 => Some(Reference::Always3),
+            Method::OwnMean => Some(Reference::OwnMean),
+            Method::Ridge => Some(Reference::Ridge),
+            _ => None,
+        }
+    }
+
+    /// Whether it steers the model with a PAS intervention.
+    pub fn is_pas(self) -> bool {
+        matches!(self, Method::Pas | Method::PasOnly)
+    }
+
+    /// Parses a comma-separated list (`all` for every method); duplicates are dropped.
+    pub fn parse_list(s: &str) -> Result<Vec<Method>, String> {
+        if s.trim() == "all" {
+            return Ok(Method::ALL.to_vec());
+        }
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let m: Method = part.parse()?;
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        if out.is_empty() {
+            return Err("no method given".into());
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("unknown method `{s}` (expected one of: {})", Method::ALL.map(Method::name).join(", "))
+        })
+    }
+}

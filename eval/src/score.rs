@@ -1,0 +1,342 @@
+//! Scoring an item: the option the model picks after the prefill "Option", from next-token
+//! log-probabilities (format-aware by default), or by greedy generation parsed as the
+//! official code does.
+//!
+//! Items asked under one system prompt share their token prefix: it is computed once in the
+//! KV cache and every item continues from it, in batches.
+
+use burn::tensor::backend::Backend;
+use llm_burn::{ForwardOptions, KvCache, Llama, PromptEncoder};
+use pas_core::Steering;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::prompt::{LETTERS, PREFILL};
+
+/// How an answer is read from the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scoring {
+    /// Next-token log-probabilities of the five letters where the model puts its letter: if
+    /// the greedy next token is not a letter (e.g. `" ("`), it is appended and the model
+    /// looked at again, at most [`LOOKAHEAD`] times; both spellings of a letter (`"A"`,
+    /// `" A"`) count (log-sum-exp). The default.
+    #[default]
+    FormatAware,
+    /// The five `" A"`..`" E"` log-probabilities right after the prefill, nothing else.
+    NextToken,
+    /// Greedy generation of up to [`GENERATE_TOKENS`] tokens parsed with the official regex
+    /// (reproduction only: unparsable answers are left out of the metric).
+    Generate,
+}
+
+impl Scoring {
+    /// The command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scoring::FormatAware => "format-aware",
+            Scoring::NextToken => "next-token",
+            Scoring::Generate => "generate",
+        }
+    }
+}
+
+impl std::str::FromStr for Scoring {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "format-aware" => Ok(Scoring::FormatAware),
+            "next-token" => Ok(Scoring::NextToken),
+            "generate" => Ok(Scoring::Generate),
+            _ => Err(format!("unknown scoring `{s}` (expected format-aware, next-token or generate)")),
+        }
+    }
+}
+
+/// Tokens appended at most by [`Scoring::FormatAware`] before giving up on finding a letter.
+pub const LOOKAHEAD: usize = 3;
+
+/// Tokens generated at most by [`Scoring::Generate`].
+pub const GENERATE_TOKENS: usize = 15;
+
+/// The option letters' token ids: `" A"`..`" E"` (required to be single tokens) and the bare
+/// `"A"`..`"E"` where those are single tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionTokens {
+    /// `" A"`..`" E"`.
+    pub spaced: [u32; 5],
+    /// `"A"`..`"E"`.
+    pub bare: [Option<u32>; 5],
+}
+
+impl OptionTokens {
+    /// Looks the letters up; a tokenizer that splits `" A"` is an error, not something to
+    /// guess around.
+    pub fn new(prompts: &PromptEncoder) -> Result<Self> {
+        let mut spaced = [0; 5];
+        let mut bare = [None; 5];
+        for (i, l) in LETTERS.iter().enumerate() {
+            spaced[i] = prompts.single_token(&format!(" {l}"))?;
+            bare[i] = prompts.single_token(&l.to_string()).ok();
+        }
+        Ok(OptionTokens { spaced, bare })
+    }
+
+    /// The option (0 = A .. 4 = E) a token spells, if any.
+    pub fn option_of(&self, token: u32) -> Option<usize> {
+        (0..5).find(|&i| self.spaced[i] == token || self.bare[i] == Some(token))
+    }
+
+    /// Log-probabilities of the five options from a row of vocabulary log-probabilities:
+    /// only the spaced letters, or both spellings combined.
+    fn pick(&self, lp: &[f32], both: bool) -> [f32; 5] {
+        std::array::from_fn(|i| {
+            let a = lp[self.spaced[i] as usize];
+            match self.bare[i] {
+                Some(b) if both => log_add(a, lp[b as usize]),
+                _ => a,
+            }
+        })
+    }
+}
+
+fn log_add(a: f32, b: f32) -> f32 {
+    let m = a.max(b);
+    if m == f32::NEG_INFINITY { m } else { m + ((a - m).exp() + (b - m).exp()).ln() }
+}
+
+/// The official answer parser: the first `[abcdeABCDE][^a-zA-Z]` in the first 12 characters
+/// of the assistant text (the prefill included), as an option index.
+pub fn parse_official(text: &str) -> Option<usize> {
+    let head: Vec<char> = text.chars().take(12).collect();
+    head.windows(2).find_map(|w| {
+        let (c, next) = (w[0], w[1]);
+        let letter = "abcdeABCDE".find(c)? % 5;
+        (!next.is_ascii_alphabetic()).then_some(letter)
+    })
+}
+
+/// How the answer of one item was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScorePath {
+    /// Tokens appended before the letter was read (format-aware) or generated (generate).
+    pub tokens: Vec<u32>,
+    /// Whether a letter was found (format-aware: the greedy token became a letter within
+    /// the lookahead; generate: the parser matched).
+    pub found: bool,
+}
+
+/// The score of one item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemScore {
+    /// Log-probabilities of options A..E where the answer was read.
+    pub logprobs: [f32; 5],
+    /// The chosen option (0 = A .. 4 = E); `None` when generation did not parse.
+    pub choice: Option<usize>,
+    /// How it was found.
+    pub path: ScorePath,
+    /// The generated text (generate only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// SHA-256 (first 16 hex digits) of the rendered prompt.
+    pub prompt_hash: String,
+}
+
+/// Scores of a set of items and the tokens run to get them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// One per item, in order.
+    pub items: Vec<ItemScore>,
+    /// Tokens run through the model (shared prefix once, suffixes, lookahead steps).
+    pub tokens: u64,
+}
+
+/// Short SHA-256 of a text, for reports.
+pub fn short_hash(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asks a model items and reads its answers.
+#[derive(Debug)]
+pub struct Scorer<'m, B: Backend> {
+    model: &'m Llama<B>,
+    prompts: &'m PromptEncoder,
+    options: OptionTokens,
+    /// How answers are read.
+    pub scoring: Scoring,
+    /// Items continued from the shared prefix in one forward pass.
+    pub batch: usize,
+}
+
+fn log_softmax_rows(logits: Vec<f32>, vocab: usize) -> Vec<Vec<f32>> {
+    logits
+        .chunks(vocab)
+        .map(|row| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+            row.iter().map(|x| x - lse).collect()
+        })
+        .collect()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    llm_burn::model::argmax(v) as u32
+}
+
+impl<'m, B: Backend> Scorer<'m, B> {
+    /// A scorer for `model` with its prompt encoder.
+    pub fn new(model: &'m Llama<B>, prompts: &'m PromptEncoder, scoring: Scoring, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::Config("the batch size must be at least 1".into()));
+        }
+        Ok(Scorer { model, prompts, options: OptionTokens::new(prompts)?, scoring, batch })
+    }
+
+    /// The option tokens.
+    pub fn options(&self) -> &OptionTokens {
+        &self.options
+    }
+
+    fn step(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, steering: &Steering) -> Result<Vec<Vec<f32>>> {
+        let steer = [steering];
+        let st: &[&Steering] = if steering.is_zero() { &[] } else { &steer };
+        let out = self.model.forward(tokens, cache, ForwardOptions { steering: st, ..Default::default() })?;
+        let vocab = out.logits.dims()[1];
+        let data = out.logits.into_data().to_vec::<f32>().map_err(|e| Error::Config(format!("logits: {e:?}")))?;
+        Ok(log_softmax_rows(data, vocab))
+    }
+
+    /// Asks every user message under one system prompt (rendered with the model's chat
+    /// template and the prefill "Option") with `steering` applied, and reads the answers.
+    pub fn score(&self, system: &str, users: &[String], steering: &Steering) -> Result<Scored> {
+        if users.is_empty() {
+            return Ok(Scored { items: Vec::new(), tokens: 0 });
+        }
+        let rendered: Vec<String> = users.iter().map(|u| self.prompts.render(system, u, PREFILL)).collect::<Result<_, _>>()?;
+        let rows: Vec<Vec<u32>> = rendered.iter().map(|r| self.prompts.encode(r)).collect::<Result<_, _>>()?;
+        // The shared prefix: every row keeps at least one token of its own.
+        let min_len = rows.iter().map(Vec::len).min().unwrap_or(0);
+        let mut lcp = 0;
+        while lcp + 1 < min_len && rows.iter().all(|r| r[lcp] == rows[0][lcp]) {
+            lcp += 1;
+        }
+        let mut tokens = 0u64;
+        let mut prefix = self.model.new_cache();
+        if lcp > 0 {
+            self.step(&[&rows[0][..lcp]], &mut prefix, steering)?;
+            tokens += lcp as u64;
+        }
+        let mut items = Vec::with_capacity(rows.len());
+        for (c, chunk) in rows.chunks(self.batch).enumerate() {
+            let mut cache = if lcp > 0 { prefix.repeat(chunk.len())? } else { self.model.new_cache() };
+            let suffixes: Vec<&[u32]> = chunk.iter().map(|r| &r[lcp..]).collect();
+            tokens += suffixes.iter().map(|s| s.len() as u64).sum::<u64>();
+            let first = self.step(&suffixes, &mut cache, steering)?;
+            let (scores, steps) = self.read(first, &mut cache, steering)?;
+            tokens += steps;
+            for (i, mut s) in scores.into_iter().enumerate() {
+                s.prompt_hash = short_hash(&rendered[c * self.batch + i]);
+                items.push(s);
+            }
+        }
+        Ok(Scored { items, tokens })
+    }
+
+    /// Reads the answers of a batch from the log-probabilities after the prompt, running
+    /// further steps as the scoring needs; returns the scores and the tokens run.
+    fn read(&self, first: Vec<Vec<f32>>, cache: &mut KvCache<B>, steering: &Steering) -> Result<(Vec<ItemScore>, u64)> {
+        let n = first.len();
+        let o = &self.options;
+        let new = |lp: [f32; 5], choice, tokens, found| ItemScore {
+            logprobs: lp,
+            choice,
+            path: ScorePath { tokens, found },
+            text: None,
+            prompt_hash: String::new(),
+        };
+        let best = |lp: &[f32; 5]| (0..5).fold(0, |b, i| if lp[i] > lp[b] { i } else { b });
+        match self.scoring {
+            Scoring::NextToken => Ok((
+                first
+                    .iter()
+                    .map(|lp| {
+                        let p = o.pick(lp, false);
+                        new(p, Some(best(&p)), Vec::new(), true)
+                    })
+                    .collect(),
+                0,
+            )),
+            Scoring::FormatAware => {
+                let mut out: Vec<Option<ItemScore>> = vec![None; n];
+                let mut path: Vec<Vec<u32>> = vec![Vec::new(); n];
+                let mut lps = first.clone();
+                let mut steps = 0u64;
+                for step in 0..=LOOKAHEAD {
+                    let mut next = Vec::with_capacity(n);
+                    for r in 0..n {
+                        let g = argmax(&lps[r]);
+                        next.push(g);
+                        if out[r].is_some() {
+                            continue;
+                        }
+                        if o.option_of(g).is_some() {
+                            let p = o.pick(&lps[r], true);
+                            out[r] = Some(new(p, Some(best(&p)), path[r].clone(), true));
+                        } else if step == LOOKAHEAD {
+                            // No letter within the lookahead: read the letters right after
+                            // the prefill, and say so.
+                            let p = o.pick(&first[r], true);
+                            out[r] = Some(new(p, Some(best(&p)), path[r].clone(), false));
+                        } else {
+                            path[r].push(g);
+                        }
+                    }
+                    if out.iter().all(Option::is_some) {
+                        break;
+                    }
+                    let rows: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+                    let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+                    lps = self.step(&refs, cache, steering)?;
+                    steps += n as u64;
+                }
+                Ok((out.into_iter().map(|s| s.expect("every row is read by the last step")).collect(), steps))
+            }
+            Scoring::Generate => {
+                let eos = &self.model.config().eos;
+                let mut generated: Vec<Vec<u32>> = vec![Vec::new(); n];
+                let mut done = vec![false; n];
+                let mut lps = first.clone();
+                let mut steps = 0u64;
+                for step in 0..GENERATE_TOKENS {
+                    let mut next = Vec::with_capacity(n);
+                    for r in 0..n {
+                        let g = argmax(&lps[r]);
+                        next.push(g);
+                        if !done[r] {
+                            generated[r].push(g);
+                            done[r] = eos.contains(&g);
+                        }
+                    }
+                    if done.iter().all(|d| *d) || step + 1 == GENERATE_TOKENS {
+                        break;
+                    }
+                    let rows: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+                    let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+                    lps = self.step(&refs, cache, steering)?;
+                    steps += n as u64;
+                }
+                let mut out = Vec::with_capacity(n);
+                for r in 0..n {
+                    let text = self.prompts.decode(&generated[r])?;
+                    let choice = parse_official(&format!("{PREFILL}{text}"));
+                    let mut s = new(o.pick(&first[r], false), choice, generated[r].clone(), choice.is_some());
+                    s.text = Some(text);
+                    out.push(s);
+                }
+                Ok((out, steps))
+            }
+        }
+    }
+}

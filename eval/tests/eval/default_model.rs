@@ -1,0 +1,71 @@
+//! The default model on the real development data: one subject, every method, a handful of
+//! items; and the reference predictors against papi-data's.
+
+use std::path::Path;
+
+use eval::{Evaluator, Method};
+use llm_burn::{Llama, PromptEncoder};
+use papi_data::reference::{self, Reference, RidgeConfig};
+use papi_data::{Dataset, Keying, Protocol};
+use pas_core::Search;
+
+use crate::{TestBackend, papi_dir, provenance, quick_config, tiny_model};
+
+fn model_dir() -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: no default model (run `cargo xtask fetch-model`)");
+        None
+    }
+}
+
+#[test]
+fn reference_totals_reproduce_papi_data() {
+    let Some(dir) = papi_dir() else { return };
+    let data = Dataset::load(&dir, None).unwrap();
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    for keying in [Keying::Corrected, Keying::AsReleased] {
+        let out = tempfile::tempdir().unwrap();
+        let mut config = quick_config(&[Method::Always3, Method::OwnMean, Method::Ridge], 1);
+        config.subjects = None;
+        config.test_items = None;
+        config.keying = keying;
+        let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+        for r in Reference::ALL {
+            let expected = reference::evaluate(r, &data.inventory, &data.split, &data.subjects, Protocol::for_keying(keying), &RidgeConfig::default()).unwrap();
+            let got = results.runs.iter().find(|x| x.method == r.name()).unwrap();
+            assert_eq!(got.subjects, data.subjects.len());
+            assert!((got.total.unwrap() - expected.total.unwrap()).abs() < 1e-12, "{} {keying:?}: {:?} vs {:?}", r.name(), got.total, expected.total);
+        }
+    }
+}
+
+#[test]
+fn one_real_subject_runs_every_method() {
+    let (Some(data_dir), Some(model_dir)) = (papi_dir(), model_dir()) else { return };
+    let data = Dataset::load(&data_dir, None).unwrap();
+    let p2 = eval::run::load_p2(&data_dir.join("personality-prompts-dev-200.json")).unwrap();
+    let model = Llama::<TestBackend>::load(&model_dir, &Default::default()).unwrap();
+    let prompts = PromptEncoder::from_dir(&model_dir).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut config = quick_config(&Method::ALL, 1);
+    config.test_items = Some(5);
+    config.search_items = Some(4);
+    config.batch = 8;
+    config.pas.top_k = 24;
+    config.pas.search = Search::Grid { alphas: vec![0.0, 4.0] };
+    let results = Evaluator::new(&model, &prompts, &data, Some(p2), config, provenance(&model_dir), out.path()).unwrap().run().unwrap();
+    assert_eq!(results.runs.len(), 8);
+    for r in &results.runs {
+        assert_eq!(r.subjects, 1);
+        assert!(r.total.is_some_and(|t| t.is_finite()), "{}", r.method);
+    }
+    // On the real model the letters " A".." E" are read after "Option" for an unsteered prompt.
+    let no_change = results.runs.iter().find(|r| r.method == "no-change").unwrap();
+    assert_eq!(no_change.letter_found, Some(1.0));
+    let pas = results.runs.iter().find(|r| r.method == "pas").unwrap();
+    assert!(pas.tokens.search > 0 && pas.phases.collect > 0.0);
+}

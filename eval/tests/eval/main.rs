@@ -1,0 +1,65 @@
+//! eval's tests: scoring and parsing laws, statistics, and whole runs on a tiny random
+#![allow(clippy::print_stderr)] // tests say on stderr why they skip
+//! model with synthetic subjects (fast) and on the default model with real data (when the
+//! model and ../shared/papi are there).
+
+mod default_model;
+mod parsing;
+mod tiny_run;
+
+use std::path::{Path, PathBuf};
+
+use eval::{Method, Provenance, RunConfig};
+use llm_burn::{CpuBackend, Llama, PromptEncoder};
+use papi_data::synthetic::{SyntheticConfig, generate};
+use papi_data::{Dataset, Inventory, Split};
+use pas_core::Search;
+
+/// The CPU backend every test uses.
+pub type TestBackend = CpuBackend;
+
+/// A tiny random model folder, loaded.
+pub fn tiny_model(dir: &Path) -> (Llama<TestBackend>, PromptEncoder) {
+    llm_burn::tiny::write_model(dir, 11).expect("write tiny model");
+    (Llama::load(dir, &Default::default()).expect("load"), PromptEncoder::from_dir(dir).expect("prompts"))
+}
+
+/// A synthetic PAPI dataset with a small split (25 known, 40 test items, balanced over
+/// domains): the tiny tokenizer spells most text byte by byte, so prompts are long.
+pub fn synthetic_dataset(subjects: usize) -> Dataset {
+    let inventory = Inventory::synthetic();
+    let full = Split::short_form(&inventory).expect("split");
+    let known = eval::run::balanced(&full.known, &inventory, Some(25));
+    let test = eval::run::balanced(&full.test, &inventory, Some(40));
+    let split = Split::new(known, test, &inventory).expect("small split");
+    let subjects = generate(&inventory, &SyntheticConfig { subjects, seed: 3, missing_rate: 0.01, first_case: 100 });
+    Dataset { inventory, split, subjects, records_path: PathBuf::from("synthetic.json") }
+}
+
+/// A quick configuration: few items, two folds, three strengths.
+pub fn quick_config(methods: &[Method], subjects: usize) -> RunConfig {
+    let mut c = RunConfig { methods: methods.to_vec(), subjects: Some(subjects), test_items: Some(10), search_items: Some(10), batch: 4, ..Default::default() };
+    c.pas.top_k = 4;
+    c.pas.search = Search::Grid { alphas: vec![0.0, 1.0, 4.0] };
+    c.pas.selection = pas_core::Selection::HeldOut { folds: 2, seed: 0 };
+    c.bootstrap.resamples = 200;
+    c
+}
+
+/// Provenance for tests.
+pub fn provenance(dir: &Path) -> Provenance {
+    Provenance { git_revision: "test".into(), device: "cpu".into(), model_id: "tiny".into(), model_dir: dir.to_owned() }
+}
+
+/// The PAPI development folder: `PAPI_DIR`, else ../shared/papi beside the workspace.
+pub fn papi_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PAPI_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/papi"));
+    if dir.join("mpi_300_split.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: no PAPI data at {}", dir.display());
+        None
+    }
+}

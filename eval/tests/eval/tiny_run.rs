@@ -1,0 +1,158 @@
+//! Whole runs on the tiny random model and synthetic subjects: every method, the reports,
+//! resumption, and the laws between methods.
+
+use eval::results::Results;
+use eval::run::rerender;
+use eval::{Evaluator, Method, Scoring};
+use pas_core::Search;
+
+use crate::{provenance, quick_config, synthetic_dataset, tiny_model};
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_method_runs_reports_parse_and_a_rerun_resumes() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(12);
+    let p2: Vec<String> = (0..data.subjects.len()).map(|i| format!("You are person {i}.")).collect();
+    let out = tempfile::tempdir().unwrap();
+    let config = quick_config(&Method::ALL, 3);
+    let run = || Evaluator::new(&model, &prompts, &data, Some(p2.clone()), config.clone(), provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+    let first = run();
+
+    // Every method has a row except dpo, which says why it did not run.
+    let names: Vec<&str> = first.runs.iter().map(|r| r.method.as_str()).collect();
+    for m in Method::ALL.iter().filter(|m| **m != Method::Dpo) {
+        assert!(names.contains(&m.name()), "{m} missing from {names:?}");
+    }
+    assert_eq!(first.not_run.len(), 1);
+    assert_eq!(first.not_run[0].method, "dpo");
+    for r in &first.runs {
+        assert_eq!(r.subjects, 3, "{}", r.method);
+        let total = r.total.unwrap();
+        assert!((0.0..=20.0).contains(&total), "{}: {total}", r.method);
+        let [lo, hi] = r.total_ci95.unwrap();
+        assert!(lo <= total + 1e-9 && total <= hi + 1e-9, "{}: {total} outside [{lo}, {hi}]", r.method);
+    }
+    let pas = first.runs.iter().find(|r| r.method == "pas").unwrap();
+    assert!(pas.phases.collect > 0.0 && pas.tokens.search > 0 && pas.tokens.eval > 0);
+    assert_eq!(pas.alpha.as_ref().unwrap().counts.values().sum::<usize>(), 3);
+
+    // results.json parses back to what the run returned; report.md is rendered from it alone.
+    let parsed: Results = serde_json::from_str(&read(&out.path().join("results.json"))).unwrap();
+    assert_eq!(serde_json::to_value(&parsed).unwrap(), serde_json::to_value(&first).unwrap());
+    let report = read(&out.path().join("report.md"));
+    std::fs::remove_file(out.path().join("report.md")).unwrap();
+    rerender(out.path()).unwrap();
+    assert_eq!(read(&out.path().join("report.md")), report);
+    assert!(report.contains("| pas |") && report.contains("| ridge |") && report.contains("| dpo | not run"));
+    assert!(read(&out.path().join("totals.svg")).starts_with("<svg"));
+
+    // samples.jsonl: one line per subject x method x item.
+    let samples = read(&out.path().join("samples.jsonl"));
+    let lines: Vec<serde_json::Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3 * 8 * 10);
+    assert!(lines.iter().all(|l| l["subject"].is_i64() && l["method"].is_string() && l["item"].is_u64()));
+    assert!(lines.iter().filter(|l| l["method"] == "few-shot").all(|l| l["logprobs"].as_array().unwrap().len() == 5));
+
+    // A rerun finds every subject done and recomputes nothing.
+    let pas_file = out.path().join(format!("subjects/pas/{}.json", data.subjects[1].case));
+    let before = std::fs::metadata(&pas_file).unwrap().modified().unwrap();
+    let second = run();
+    assert_eq!(std::fs::metadata(&pas_file).unwrap().modified().unwrap(), before);
+    assert_eq!(second.runs.iter().map(|r| r.total).collect::<Vec<_>>(), first.runs.iter().map(|r| r.total).collect::<Vec<_>>());
+
+    // A subject lost in a killed run is redone, identically (deterministic under the seed).
+    let kept = read(&pas_file);
+    std::fs::remove_file(&pas_file).unwrap();
+    run();
+    let redone: serde_json::Value = serde_json::from_str(&read(&pas_file)).unwrap();
+    let mut kept: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    let mut redone = redone;
+    for v in [&mut kept, &mut redone] {
+        v["seconds"] = serde_json::Value::Null; // wall times differ
+    }
+    assert_eq!(kept, redone);
+}
+
+#[test]
+fn pas_at_strength_zero_is_few_shot_item_for_item() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(6);
+    let out = tempfile::tempdir().unwrap();
+    let mut config = quick_config(&[Method::FewShot, Method::Pas, Method::NoChange, Method::PasOnly], 2);
+    config.pas.search = Search::Grid { alphas: vec![0.0] };
+    Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+    for s in &data.subjects[..2] {
+        let load = |m: &str| -> serde_json::Value { serde_json::from_str(&read(&out.path().join(format!("subjects/{m}/{}.json", s.case)))).unwrap() };
+        for (steered, plain) in [("pas", "few-shot"), ("pas-only", "no-change")] {
+            let (a, b) = (load(steered), load(plain));
+            assert_eq!(a["pas"]["alpha"], 0.0);
+            assert_eq!(a["items"], b["items"], "{steered} vs {plain}, case {}", s.case);
+        }
+    }
+}
+
+#[test]
+fn an_output_folder_refuses_other_settings() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(4);
+    let out = tempfile::tempdir().unwrap();
+    let config = quick_config(&[Method::Always3, Method::NoChange], 2);
+    Evaluator::new(&model, &prompts, &data, None, config.clone(), provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+    let other = eval::RunConfig { keying: papi_data::Keying::AsReleased, ..config };
+    let err = Evaluator::new(&model, &prompts, &data, None, other, provenance(model_dir.path()), out.path()).unwrap().run().unwrap_err().to_string();
+    assert!(err.contains("run.json") && err.contains("keying"), "{err}");
+}
+
+#[test]
+fn p2_needs_one_description_per_subject() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(4);
+    let config = quick_config(&[Method::P2], 2);
+    let err = Evaluator::new(&model, &prompts, &data, Some(vec!["x".into(); 3]), config, provenance(model_dir.path()), "unused").err().unwrap().to_string();
+    assert!(err.contains("3 descriptions") && err.contains("4 subjects"), "{err}");
+}
+
+#[test]
+fn scorings_agree_where_they_must() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let users: Vec<String> = ["Worry about things.", "Make friends easily.", "Love to read."].iter().map(|t| eval::prompt::question(t)).collect();
+    let none = pas_core::Steering::none(pas_core::Steerable::geometry(&model));
+    let score = |s: Scoring, batch| eval::Scorer::new(&model, &prompts, s, batch).unwrap().score("sys", &users, &none).unwrap();
+    let next = score(Scoring::NextToken, 2);
+    // The shared prefix and batching change nothing: one item at a time gives the same.
+    for (u, item) in users.iter().zip(&next.items) {
+        let alone = eval::Scorer::new(&model, &prompts, Scoring::NextToken, 1).unwrap().score("sys", std::slice::from_ref(u), &none).unwrap();
+        for (a, b) in alone.items[0].logprobs.iter().zip(&item.logprobs) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        let best = (0..5).fold(0, |b, i| if item.logprobs[i] > item.logprobs[b] { i } else { b });
+        assert_eq!(item.choice, Some(best));
+    }
+    let aware = score(Scoring::FormatAware, 3);
+    for item in &aware.items {
+        assert!(item.path.tokens.len() <= eval::score::LOOKAHEAD);
+        assert!(item.logprobs.iter().all(|l| *l <= 0.0));
+        if item.path.tokens.is_empty() && item.path.found {
+            // Read right after the prefill: both spellings combined, so at least the spaced one.
+            let i = aware.items.iter().position(|x| x == item).unwrap();
+            for k in 0..5 {
+                assert!(item.logprobs[k] >= next.items[i].logprobs[k] - 1e-5);
+            }
+        }
+    }
+    let generated = score(Scoring::Generate, 3);
+    for item in &generated.items {
+        let text = item.text.as_ref().unwrap();
+        assert_eq!(item.choice, eval::score::parse_official(&format!("Option{text}")));
+        assert!(item.path.tokens.len() <= eval::score::GENERATE_TOKENS);
+    }
+}

@@ -1,0 +1,174 @@
+//! `reproduce`: the PAPI benchmark end to end (DESIGN contract), and `report`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use eval::stats::Bootstrap;
+use eval::{AlphaSelection, Evaluator, Method, Provenance, RunConfig, Scoring};
+use indicatif::{ProgressBar, ProgressStyle};
+use llm_burn::{Llama, PromptEncoder};
+use papi_data::reference::RidgeConfig;
+use papi_data::{Dataset, Keying};
+use pas_core::{PasConfig, Search, Selection};
+
+use crate::logits::Backend;
+
+/// Arguments of `reproduce`.
+#[derive(Args)]
+pub struct ReproduceArgs {
+    /// The PAPI folder (item key, split, records, personality prompts); default: $PAPI_DIR.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The records file, when the folder has several.
+    #[arg(long)]
+    records: Option<PathBuf>,
+    /// P² descriptions (default: the folder's `personality-prompts*.json`, if there is one).
+    #[arg(long)]
+    p2_prompts: Option<PathBuf>,
+    /// Model folder (default: the embedded default model, fetched if missing).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// How many subjects (the first N of the records file), or `all`.
+    #[arg(long, default_value = "2")]
+    subjects: String,
+    /// Comma-separated methods, or `all`: no-change, few-shot, p2, pas, pas-only, dpo,
+    /// always-3, own-mean, ridge.
+    #[arg(long, default_value = "all")]
+    methods: String,
+    /// `corrected` (the person's actual answers; default) or `as-released` (official).
+    #[arg(long, default_value = "corrected")]
+    keying: Keying,
+    /// `heldout` (inside the known items; default) or `oracle` (on the test items, official).
+    #[arg(long, default_value = "heldout")]
+    alpha_selection: AlphaSelection,
+    /// `format-aware` (default), `next-token`, or `generate` (official regex; reproduction only).
+    #[arg(long, default_value = "format-aware")]
+    scoring: Scoring,
+    /// Output folder (default: results/reproduce-<keying>-<alpha selection>). Re-running with
+    /// the same folder resumes: finished subjects are not redone.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Test items per subject, balanced over domains (default: all 180).
+    #[arg(long)]
+    test_items: Option<usize>,
+    /// Held-out known items scored per strength in the search, balanced (default: all).
+    #[arg(long)]
+    search_items: Option<usize>,
+    /// Folds over the known items for held-out strength selection.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Strengths tried (comma-separated; default: the official grid 0,1,2,4,6,8).
+    #[arg(long)]
+    alphas: Option<String>,
+    /// Heads steered (K).
+    #[arg(long, default_value_t = 24)]
+    top_k: usize,
+    /// Items continued from a shared prefix per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Bootstrap resamples for the intervals.
+    #[arg(long, default_value_t = 2000)]
+    bootstrap: usize,
+    /// Seed of the bootstrap, the probe split and the strength folds.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Arguments of `report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A `reproduce` output folder holding `results.json`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The code's git revision, `-dirty` when the tree has changes.
+fn git_revision() -> String {
+    let run = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
+    let Some(head) = run(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".into() };
+    let mut rev = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    if run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty()) {
+        rev.push_str("-dirty");
+    }
+    rev
+}
+
+fn find_p2(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("personality-prompts") && f.ends_with(".json")))
+        .collect();
+    found.sort();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// Runs `reproduce`.
+pub fn run(args: &ReproduceArgs) -> Result<()> {
+    let dir = crate::papi::data_dir(args.data.clone())?;
+    let data = Dataset::load(&dir, args.records.as_deref()).with_context(|| format!("loading {}", dir.display()))?;
+    let methods = Method::parse_list(&args.methods).map_err(anyhow::Error::msg)?;
+    let subjects = match args.subjects.as_str() {
+        "all" => None,
+        n => Some(n.parse::<usize>().with_context(|| format!("--subjects must be a number or `all`, got `{n}`"))?),
+    };
+    let p2_path = args.p2_prompts.clone().or_else(|| find_p2(&dir));
+    let p2 = match (&p2_path, methods.contains(&Method::P2)) {
+        (Some(p), true) => Some(eval::run::load_p2(p)?),
+        (None, true) => bail!("method p2 needs the personality prompts: pass --p2-prompts FILE (none found in {})", dir.display()),
+        _ => None,
+    };
+    let mut pas = PasConfig::heldout();
+    pas.top_k = args.top_k;
+    pas.seed = 42 + args.seed;
+    pas.selection = Selection::HeldOut { folds: args.folds, seed: args.seed };
+    if let Some(a) = &args.alphas {
+        let alphas = a.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>().with_context(|| format!("--alphas `{a}`"))?;
+        pas.search = Search::Grid { alphas };
+    }
+    let config = RunConfig {
+        methods,
+        keying: args.keying,
+        alpha_selection: args.alpha_selection,
+        scoring: args.scoring,
+        pas,
+        subjects,
+        test_items: args.test_items,
+        search_items: args.search_items,
+        batch: args.batch,
+        bootstrap: Bootstrap { resamples: args.bootstrap, seed: args.seed },
+        ridge: RidgeConfig { seed: args.seed, ..Default::default() },
+    };
+    let model_dir = match &args.model {
+        Some(d) => d.clone(),
+        None => crate::model::fetch(None)?,
+    };
+    let prompts = PromptEncoder::from_dir(&model_dir).with_context(|| format!("reading the tokenizer and chat template of {}", model_dir.display()))?;
+    let model = Llama::<Backend>::load(&model_dir, &Default::default()).with_context(|| format!("loading {}", model_dir.display()))?;
+    let model_id = model_dir.file_name().map_or("model".into(), |f| f.to_string_lossy().into_owned());
+    let device = if cfg!(feature = "cuda") { "cuda (burn)".to_owned() } else { format!("cpu (burn flex, {} threads)", std::thread::available_parallelism().map_or(1, |n| n.get())) };
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/reproduce-{}-{}", args.keying.as_str(), args.alpha_selection.as_str())));
+    let provenance = Provenance { git_revision: git_revision(), device, model_id, model_dir };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} subject·methods, ETA {eta} · {msg}")
+            .expect("a valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(500));
+    let evaluator = Evaluator::new(&model, &prompts, &data, p2, config, provenance, &out)?.with_progress(bar);
+    let results = evaluator.run()?;
+    eprintln!("wrote {}/results.json, report.md, totals.svg, samples.jsonl", out.display());
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", eval::results::render_markdown(&results))?;
+    Ok(())
+}
+
+/// Runs `report`: re-renders `report.md` and `totals.svg` from `results.json`.
+pub fn report(args: &ReportArgs) -> Result<()> {
+    let results = eval::run::rerender(&args.out)?;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", eval::results::render_markdown(&results))?;
+    Ok(())
+}
