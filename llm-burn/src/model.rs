@@ -45,19 +45,24 @@ pub struct Llama<B: Backend> {
 
 /// Keys and values of the positions seen so far, per layer, and which of them are real
 /// tokens (not padding) in each row. A fresh cache per run; [`KvCache::repeat`] shares one
-/// computed prefix across many continuations.
+/// computed prefix across many continuations without copying it.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    /// Per layer: keys and values `[batch, kv_heads, positions, head_dim]`.
+    /// Per layer: a prefix shared by every row, keys and values
+    /// `[1, kv_heads, prefix, head_dim]` (set by [`KvCache::repeat`]).
+    shared: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    /// Per layer: each row's own keys and values `[batch, kv_heads, positions, head_dim]`.
     layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
-    /// Per row: whether each cached position is a real token.
+    /// Per row: whether each cached position (shared prefix first) is a real token.
     valid: Vec<Vec<bool>>,
+    /// Positions in the shared prefix.
+    shared_len: usize,
 }
 
 impl<B: Backend> KvCache<B> {
     /// An empty cache for `layers` layers.
     pub fn new(layers: usize) -> Self {
-        KvCache { layers: vec![None; layers], valid: Vec::new() }
+        KvCache { shared: vec![None; layers], layers: vec![None; layers], valid: Vec::new(), shared_len: 0 }
     }
 
     /// Positions cached.
@@ -75,14 +80,21 @@ impl<B: Backend> KvCache<B> {
         self.valid.len()
     }
 
-    /// A batch-1 cache repeated `n` times, so `n` continuations share one prefix.
+    /// A batch-1 cache shared by `n` rows, so `n` continuations share one prefix: the
+    /// prefix is kept once (not copied per row) and attended to by all rows together.
     pub fn repeat(&self, n: usize) -> Result<Self> {
-        if self.batch() != 1 {
-            return Err(Error::Input(format!("only a batch-1 cache can be repeated (this one has {} rows)", self.batch())));
+        if self.batch() != 1 || self.shared_len > 0 {
+            return Err(Error::Input(format!(
+                "only a batch-1 cache without a shared prefix can be repeated (this one has {} rows, {} shared positions)",
+                self.batch(),
+                self.shared_len
+            )));
         }
         Ok(KvCache {
-            layers: self.layers.iter().map(|l| l.as_ref().map(|(k, v)| (k.clone().repeat_dim(0, n), v.clone().repeat_dim(0, n)))).collect(),
+            shared: self.layers.clone(),
+            layers: vec![None; self.layers.len()],
             valid: vec![self.valid[0].clone(); n],
+            shared_len: self.len(),
         })
     }
 }
@@ -303,11 +315,15 @@ impl<B: Backend> Llama<B> {
         // Mask [b, 1, group * s, t]: true where a query may not look. Query heads are
         // grouped per key/value head (rows g * s + i), so the mask repeats over the group.
         let group = c.heads / c.kv_heads;
-        let mut mask = Vec::with_capacity(b * group * s * t_all);
+        // The shared prefix (if any) is attended separately: this mask covers the rows' own
+        // positions, `shared_len..t_all`.
+        let sp = cache.shared_len;
+        let t_own = t_all - sp;
+        let mut mask = Vec::with_capacity(b * group * s * t_own);
         for r in 0..b {
             let row_start = mask.len();
             for i in 0..s {
-                for j in 0..t_all {
+                for j in sp..t_all {
                     mask.push(j > past + i || !cache.valid[r][j]);
                 }
             }
@@ -321,7 +337,14 @@ impl<B: Backend> Llama<B> {
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * s]), dev);
         let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, [b, 1, s, hd]), dev);
         let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, [b, 1, s, hd]), dev);
-        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [b, 1, group * s, t_all]), dev).expand([b, nkv, group * s, t_all]);
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [b, 1, group * s, t_own]), dev).expand([b, nkv, group * s, t_own]);
+        // Padding inside the shared prefix (none when it came from one row): `[1, 1, prefix]`.
+        let prefix_pad: Vec<bool> = cache.valid.first().map_or(Vec::new(), |v| v[..sp].iter().map(|x| !x).collect());
+        let prefix_mask = prefix_pad
+            .iter()
+            .any(|p| *p)
+            .then(|| Tensor::<B, 3, Bool>::from_data(TensorData::new(prefix_pad.clone(), [1, 1, sp]), dev));
+        let scale = 1.0 / (hd as f64).sqrt();
         let rope = |x: Tensor<B, 4>, heads: usize| -> Tensor<B, 4> {
             let half = hd / 2;
             let rotated = Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
@@ -366,10 +389,38 @@ impl<B: Backend> Llama<B> {
             cache.layers[l] = Some((k.clone(), v.clone()));
             // Grouped-query attention without copying keys and values per query head: the
             // `group` query heads of each key/value head are stacked along the query axis.
-            let qg = q.reshape([b, nkv, group * s, hd]); // [b, nkv, group*s, hd]
-            let scores = qg.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [b, nkv, group*s, t]
-            let probs = activation::softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
-            let mut heads = probs.matmul(v).reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd]); // [b, s, nh*hd]: the input of o_proj
+            let gs = group * s;
+            let qg = q.reshape([b, nkv, gs, hd]); // [b, nkv, gs, hd]
+            let own_scores = (qg.clone().matmul(k.swap_dims(2, 3)) * scale).mask_fill(mask.clone(), f32::MIN); // [b, nkv, gs, t_own]
+            let attended = match &cache.shared[l] {
+                None => activation::softmax(own_scores, 3).matmul(v), // [b, nkv, gs, hd]
+                Some((kp, vp)) => {
+                    // Every row's queries against the one shared prefix in a single product,
+                    // merged with the rows' own part by log-sum-exp.
+                    let n = b * gs;
+                    let q1 = qg.swap_dims(0, 1).reshape([nkv, n, hd]); // [nkv, b*gs, hd]
+                    let s1 = q1.matmul(kp.clone().reshape([nkv, sp, hd]).swap_dims(1, 2)) * scale; // [nkv, n, prefix]
+                    let s1 = match &prefix_mask {
+                        Some(m) => s1.mask_fill(m.clone().expand([nkv, n, sp]), f32::MIN),
+                        None => s1,
+                    };
+                    let m1 = s1.clone().max_dim(2); // [nkv, n, 1]
+                    let e1 = (s1 - m1.clone().expand([nkv, n, sp])).exp();
+                    let l1 = e1.clone().sum_dim(2); // [nkv, n, 1]
+                    let o1 = e1.matmul(vp.clone().reshape([nkv, sp, hd])); // [nkv, n, hd]
+                    let rows = |t: Tensor<B, 3>, w: usize| t.reshape([nkv, b, gs, w]).swap_dims(0, 1); // [b, nkv, gs, w]
+                    let (o1, m1, l1) = (rows(o1, hd), rows(m1, 1), rows(l1, 1));
+                    let m2 = own_scores.clone().max_dim(3); // [b, nkv, gs, 1]
+                    let m = m1.clone().max_pair(m2);
+                    let e2 = (own_scores - m.clone().expand([b, nkv, gs, t_own])).exp();
+                    let l2 = e2.clone().sum_dim(3);
+                    let o2 = e2.matmul(v); // [b, nkv, gs, hd]
+                    let c1 = (m1 - m).exp(); // [b, nkv, gs, 1]
+                    let denom = l1 * c1.clone() + l2;
+                    (o1 * c1.expand([b, nkv, gs, hd]) + o2) / denom.expand([b, nkv, gs, hd])
+                }
+            };
+            let mut heads = attended.reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd]); // [b, s, nh*hd]: the input of o_proj
             if let Some(cap) = captured.as_mut() {
                 cap.push(heads.clone().narrow(1, s - 1, 1).reshape([b, nh * hd]));
             }

@@ -1,7 +1,7 @@
 //! eval's tests: scoring and parsing laws, statistics, and whole runs on a tiny random
-#![allow(clippy::print_stderr)] // tests say on stderr why they skip
 //! model with synthetic subjects (fast) and on the default model with real data (when the
 //! model and ../shared/papi are there).
+#![allow(clippy::print_stderr)] // tests say on stderr why they skip
 
 mod default_model;
 mod parsing;

@@ -64,6 +64,42 @@ fn incremental_decoding_with_the_cache_equals_a_full_forward() {
 }
 
 #[test]
+fn a_shared_prefix_with_ragged_steered_continuations_and_more_steps_equals_full_rows() {
+    let (_d, model) = tiny();
+    let st = intervention(&model).at(1.5, Positions::All);
+    let none = Steering::none(model.config().geometry());
+    let prefix: &[u32] = &[5, 9, 13, 2, 7, 7];
+    let tails: [&[u32]; 3] = [&[21, 8, 30], &[4], &[11, 12]];
+    let steer: [&Steering; 3] = [&st, &none, &st];
+    let mut cache = model.new_cache();
+    model.forward(&[prefix], &mut cache, ForwardOptions { steering: &[&st], ..Default::default() }).unwrap();
+    let mut shared = cache.repeat(3).unwrap();
+    assert!(shared.repeat(2).is_err(), "a shared cache cannot be repeated again");
+    // The prefix was computed under `st`: rows steered otherwise see a different prefix, so
+    // compare against full rows whose prefix was steered the same way as the cache.
+    model.forward(&tails, &mut shared, ForwardOptions { steering: &[&st], ..Default::default() }).unwrap();
+    let out = model.forward(&[&[40], &[41], &[42]], &mut shared, ForwardOptions { steering: &[&st], ..Default::default() }).unwrap();
+    let v = out.logits.into_data().to_vec::<f32>().unwrap();
+    for (r, tail) in tails.iter().enumerate() {
+        let full: Vec<u32> = prefix.iter().chain(tail.iter()).copied().chain([40 + r as u32]).collect();
+        let alone = logits(&model, &[&full], &[&st]);
+        assert!(close(&v[r * 50..(r + 1) * 50], &alone[0], 1e-4), "row {r}");
+    }
+    // Per-row steering of the continuations, over an unsteered prefix.
+    let mut cache = model.new_cache();
+    model.forward(&[prefix], &mut cache, ForwardOptions::default()).unwrap();
+    let mut shared = cache.repeat(3).unwrap();
+    let out = model.forward(&tails, &mut shared, ForwardOptions { steering: &steer, ..Default::default() }).unwrap();
+    let v = out.logits.into_data().to_vec::<f32>().unwrap();
+    for (r, tail) in tails.iter().enumerate() {
+        let mut c = model.new_cache();
+        model.forward(&[prefix], &mut c, ForwardOptions::default()).unwrap();
+        let o = model.forward(&[tail], &mut c, ForwardOptions { steering: &[steer[r]], ..Default::default() }).unwrap();
+        assert!(close(&v[r * 50..(r + 1) * 50], &o.logits.into_data().to_vec::<f32>().unwrap(), 1e-4), "row {r}");
+    }
+}
+
+#[test]
 fn a_left_padded_batch_equals_single_rows() {
     let (_d, model) = tiny();
     let rows: [&[u32]; 3] = [&[3, 4, 5, 6, 7], &[11, 12], &[30, 31, 32]];
