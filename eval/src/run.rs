@@ -89,7 +89,7 @@ impl Default for RunConfig {
             alpha_selection: AlphaSelection::Heldout,
             scoring: Scoring::FormatAware,
             pas: PasConfig::heldout(),
-            subjects: Some(2),
+            subjects: Some(1),
             test_items: None,
             search_items: None,
             batch: 16,
