@@ -1,7 +1,8 @@
 //! The per-subject PAS path on the default model and the real data: the probe fit from the
 //! shared activations, one strength evaluated on a held-out fold (its few-shot prefix plus
 //! 8 items, steered), and the 16-item unit of test evaluation after the full few-shot
-//! prefix. Needs `cargo xtask fetch-model` and ../shared/papi (skips otherwise).
+//! prefix. Needs `cargo xtask fetch-model` and the PAPI data: `PAPI_DIR` as an absolute path
+//! (cargo runs benches from the crate's folder), else ../shared/papi (skips otherwise).
 #![allow(clippy::print_stderr)] // says on stderr when it skips
 
 use std::path::Path;
