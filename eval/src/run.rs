@@ -12,7 +12,7 @@ use llm_burn::{Llama, PromptEncoder};
 use papi_data::reference::{self, RidgeConfig};
 use papi_data::scoring::{Predictions, subject_mae, subject_total, target};
 use papi_data::{Dataset, Folds, Inventory, Keying, MissingAnswers, PerDomain, Protocol, Subject};
-use pas_core::{ContrastPair, HeadActivations, LabelledSample, PasConfig, Preference, Selection, Steerable, Steering, fit_intervention, labelled_samples};
+use pas_core::{ContrastPair, HeadActivations, PasConfig, Preference, Selection, Steerable, Steering, fit_intervention, labelled_samples};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -429,6 +429,24 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         few_shot_system(&self.data.inventory, subject, items, self.config.keying, self.protocol().missing)
     }
 
+    /// An item's record from a predicted answer alone (the model fields left empty).
+    fn item_record(&self, subject: &Subject, item: u16, answer: Option<u8>) -> ItemRecord {
+        let inv = &self.data.inventory;
+        let t = target(inv, subject, item, self.protocol());
+        ItemRecord {
+            item,
+            domain: inv.item(item).map_or('?', |i| i.domain().letter()),
+            logprobs: None,
+            choice: None,
+            answer,
+            target: t,
+            error: answer.zip(t).map(|(a, t)| a.abs_diff(t)),
+            path: None,
+            text: None,
+            prompt_hash: None,
+        }
+    }
+
     /// Turns item scores into a subject's result.
     fn record(
         &self,
@@ -450,18 +468,13 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 if let Some(a) = answer {
                     preds.set(n, a);
                 }
-                let t = target(inv, subject, n, self.protocol());
                 ItemRecord {
-                    item: n,
-                    domain: inv.item(n).map_or('?', |i| i.domain().letter()),
                     logprobs: Some(s.logprobs),
                     choice: s.choice.map(|c| LETTERS[c]),
-                    answer,
-                    target: t,
-                    error: answer.zip(t).map(|(a, t)| a.abs_diff(t)),
                     path: Some(s.path.clone()),
                     text: s.text.clone(),
                     prompt_hash: Some(s.prompt_hash.clone()),
+                    ..self.item_record(subject, n, answer)
                 }
             })
             .collect();
@@ -564,16 +577,20 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     let answered: Vec<u16> = known.iter().copied().filter(|&n| subject.stored(n) != papi_data::keying::MISSING).collect();
                     let folds = Folds::new(&answered, inv, folds, seed)?;
                     let per_fold = self.config.search_items.map(|n| n.div_ceil(folds.k()));
-                    let mut fold_fits = Vec::with_capacity(folds.k());
+                    // pas-core fits each fold without its groups (group k = known item k).
+                    let group_folds: Vec<Vec<usize>> = (0..folds.k())
+                        .map(|f| folds.held_out(f).iter().filter_map(|n| known.iter().position(|k| k == n)).collect())
+                        .collect();
                     let t_fit = Instant::now();
-                    for f in 0..folds.k() {
-                        let held = folds.held_out(f);
-                        let fit_samples: Vec<LabelledSample> = samples.iter().copied().filter(|s| !held.contains(&known[s.group])).collect();
-                        let fold_fit = fit_intervention(&contrast.acts, &fit_samples, cfg)?;
-                        let fit_items: Vec<u16> = known.iter().copied().filter(|n| !held.contains(n)).collect();
-                        let scored_items = balanced(held, inv, per_fold);
-                        fold_fits.push((fold_fit, system_for(&fit_items), scored_items));
-                    }
+                    let fold_fits: Vec<_> = pas_core::search::fit_held_out_folds(&contrast.acts, &samples, cfg, &group_folds)?
+                        .into_iter()
+                        .enumerate()
+                        .map(|(f, fold)| {
+                            let held = folds.held_out(f);
+                            let fit_items: Vec<u16> = known.iter().copied().filter(|n| !held.contains(n)).collect();
+                            (fold.fit, system_for(&fit_items), balanced(held, inv, per_fold))
+                        })
+                        .collect();
                     seconds.probes += t_fit.elapsed().as_secs_f64();
                     let all_held: Vec<u16> = fold_fits.iter().flat_map(|(_, _, items)| items.iter().copied()).collect();
                     let protocol = Protocol { keying, missing: MissingAnswers::Exclude };
@@ -639,22 +656,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 .map(|(s, p)| {
                     let records = items
                         .iter()
-                        .map(|&i| {
-                            let answer = p.get(i);
-                            let t = target(inv, s, i, self.protocol());
-                            ItemRecord {
-                                item: i,
-                                domain: inv.item(i).map_or('?', |it| it.domain().letter()),
-                                logprobs: None,
-                                choice: None,
-                                answer,
-                                target: t,
-                                error: answer.zip(t).map(|(a, t)| a.abs_diff(t)),
-                                path: None,
-                                text: None,
-                                prompt_hash: None,
-                            }
-                        })
+                        .map(|&i| self.item_record(s, i, p.get(i)))
                         .collect();
                     let mae = subject_mae(inv, s, &items, self.protocol(), p);
                     SubjectResult {
