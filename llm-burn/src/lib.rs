@@ -30,6 +30,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod gguf;
+pub mod lora;
 pub mod model;
 mod steerable;
 pub mod tiny;
@@ -38,7 +39,8 @@ pub mod weights;
 pub use chat::{ChatTemplate, Message, PromptEncoder};
 pub use config::LlamaConfig;
 pub use error::{Error, Result};
-pub use model::{ForwardOptions, KvCache, Llama, OProjBias, Output};
+pub use lora::{Lora, LoraSpec, Target};
+pub use model::{ForwardOptions, KvCache, Llama, LoraPass, OProjBias, Output};
 
 /// The CPU backend used by default (burn's `flex`).
 pub type CpuBackend = burn_flex::Flex;

@@ -8,8 +8,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData, activation};
 use pas_core::{Positions, Steering};
 
+use burn::tensor::backend::AutodiffBackend;
+use rand::{Rng, SeedableRng};
+
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
+use crate::lora::{Lora, Target};
 use crate::weights::WeightFiles;
 
 /// One decoder layer's weights; linear weights are stored `[in, out]`.
@@ -126,11 +130,39 @@ pub struct ForwardOptions<'a, B: Backend> {
     pub o_proj_bias: Option<&'a OProjBias<B>>,
     /// Capture the head outputs at the last position.
     pub capture: bool,
+    /// LoRA adapters added to their projections (none: the base model).
+    pub lora: Option<LoraPass<'a, B>>,
 }
 
 impl<B: Backend> Default for ForwardOptions<'_, B> {
     fn default() -> Self {
-        ForwardOptions { steering: &[], o_proj_bias: None, capture: false }
+        ForwardOptions { steering: &[], o_proj_bias: None, capture: false, lora: None }
+    }
+}
+
+/// Adapters for one forward pass, with LoRA dropout on their input when training.
+#[derive(Debug)]
+pub struct LoraPass<'a, B: Backend> {
+    /// The adapters.
+    pub lora: &'a Lora<B>,
+    /// Probability of zeroing an input of an adapter (PEFT's `lora_dropout`); 0 at inference.
+    pub dropout: f64,
+    /// Seed of this pass's dropout masks (the same seed gives the same masks).
+    pub seed: u64,
+}
+
+impl<B: Backend> Clone for LoraPass<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for LoraPass<'_, B> {}
+
+impl<'a, B: Backend> LoraPass<'a, B> {
+    /// The adapters without dropout.
+    pub fn new(lora: &'a Lora<B>) -> Self {
+        LoraPass { lora, dropout: 0.0, seed: 0 }
     }
 }
 
@@ -373,13 +405,39 @@ impl<B: Backend> Llama<B> {
             Some((build(Positions::All), build(Positions::Last)))
         };
 
+        if let Some(pass) = options.lora {
+            if pass.lora.num_layers() != c.layers {
+                return Err(Error::Input(format!("adapters for {} layers on a model of {}", pass.lora.num_layers(), c.layers)));
+            }
+            if !(0.0..1.0).contains(&pass.dropout) {
+                return Err(Error::Input(format!("LoRA dropout must be in [0, 1), not {}", pass.dropout)));
+            }
+        }
+        // A projection with its adapter (if any): `x·W (+ bias) + scale · (drop(x)·A)·B`.
+        let proj = |x: Tensor<B, 3>, l: usize, t: Target, w: &Tensor<B, 2>, bias: Option<&Tensor<B, 1>>| -> Tensor<B, 3> {
+            let Some(pass) = options.lora else { return Self::linear(x, w, bias) };
+            let Some(ad) = pass.lora.get(l, t) else { return Self::linear(x, w, bias) };
+            let [bb, ss, i] = x.dims();
+            let o = w.dims()[1];
+            let x2 = x.clone().reshape([bb * ss, i]);
+            let x2 = if pass.dropout > 0.0 {
+                let keep = 1.0 - pass.dropout;
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(pass.seed ^ ((l as u64) << 32 | t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let m: Vec<f32> = (0..bb * ss * i).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+                x2 * Tensor::<B, 2>::from_data(TensorData::new(m, [bb * ss, i]), dev)
+            } else {
+                x2
+            };
+            let delta = x2.matmul(ad.a.clone()).matmul(ad.b.clone()) * pass.lora.scale();
+            Self::linear(x, w, bias) + delta.reshape([bb, ss, o])
+        };
         let mut x = self.embed.clone().select(0, ids).reshape([b, s, c.hidden]); // [b, s, hidden]
         let mut captured = options.capture.then(|| Vec::with_capacity(c.layers));
         for (l, layer) in self.layers.iter().enumerate() {
             let hn = self.rms_norm(x.clone(), &layer.input_norm);
-            let q = Self::linear(hn.clone(), &layer.wq, layer.bq.as_ref()).reshape([b, s, nh, hd]).swap_dims(1, 2); // [b, nh, s, hd]
-            let k = Self::linear(hn.clone(), &layer.wk, layer.bk.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2); // [b, nkv, s, hd]
-            let v = Self::linear(hn, &layer.wv, layer.bv.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+            let q = proj(hn.clone(), l, Target::Q, &layer.wq, layer.bq.as_ref()).reshape([b, s, nh, hd]).swap_dims(1, 2); // [b, nh, s, hd]
+            let k = proj(hn.clone(), l, Target::K, &layer.wk, layer.bk.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2); // [b, nkv, s, hd]
+            let v = proj(hn, l, Target::V, &layer.wv, layer.bv.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
             let q = rope(q, nh);
             let k = rope(k, nkv);
             let (k, v) = match cache.layers[l].take() {
@@ -433,18 +491,81 @@ impl<B: Backend> Llama<B> {
                     heads = if s > 1 { Tensor::cat(vec![heads.narrow(1, 0, s - 1), tail], 1) } else { tail };
                 }
             }
-            x = x + Self::linear(heads, &layer.wo, None);
+            x = x + proj(heads, l, Target::O, &layer.wo, None);
             if let Some(bias) = options.o_proj_bias.and_then(|o| o.layers[l].as_ref()) {
                 x = x + bias.clone().reshape([1, 1, c.hidden]).expand([b, s, c.hidden]);
             }
             let hn = self.rms_norm(x.clone(), &layer.post_norm);
-            let gate = activation::silu(Self::linear(hn.clone(), &layer.w_gate, None));
-            let up = Self::linear(hn, &layer.w_up, None);
-            x = x + Self::linear(gate * up, &layer.w_down, None);
+            let gate = activation::silu(proj(hn.clone(), l, Target::Gate, &layer.w_gate, None));
+            let up = proj(hn, l, Target::Up, &layer.w_up, None);
+            x = x + proj(gate * up, l, Target::Down, &layer.w_down, None);
         }
         let last = self.rms_norm(x.narrow(1, s - 1, 1), &self.norm).reshape([b, c.hidden]);
         let logits = last.matmul(self.lm_head.clone().transpose()); // [b, vocab]
         Ok(Output { logits, heads: captured })
+    }
+
+    /// A copy of the model with `lora` merged into its weights (`W + scale · A·B`), which
+    /// runs at the base model's speed and gives the same logits as passing the adapters to
+    /// [`Llama::forward`] (to rounding). The base weights are shared, not copied, where no
+    /// adapter sits.
+    pub fn merged(&self, lora: &Lora<B>) -> Result<Self> {
+        if lora.num_layers() != self.config.layers {
+            return Err(Error::Input(format!("adapters for {} layers on a model of {}", lora.num_layers(), self.config.layers)));
+        }
+        let mut out = self.clone();
+        let scale = lora.scale();
+        for (l, layer) in out.layers.iter_mut().enumerate() {
+            for t in Target::ALL {
+                let Some(ad) = lora.get(l, t) else { continue };
+                let w = match t {
+                    Target::Q => &mut layer.wq,
+                    Target::K => &mut layer.wk,
+                    Target::V => &mut layer.wv,
+                    Target::O => &mut layer.wo,
+                    Target::Gate => &mut layer.w_gate,
+                    Target::Up => &mut layer.w_up,
+                    Target::Down => &mut layer.w_down,
+                };
+                let delta = ad.a.clone().matmul(ad.b.clone()) * scale;
+                if delta.dims() != w.dims() {
+                    return Err(Error::Tensor { name: t.peft_name(l, "lora_A·lora_B"), message: format!("{:?}, the weight is {:?}", delta.dims(), w.dims()) });
+                }
+                *w = w.clone() + delta;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The model with every tensor passed through `f`, possibly onto another backend.
+    fn map_tensors<C: Backend>(&self, device: &C::Device, f1: impl Fn(Tensor<B, 1>) -> Tensor<C, 1>, f2: impl Fn(Tensor<B, 2>) -> Tensor<C, 2>) -> Llama<C> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                input_norm: f1(l.input_norm.clone()),
+                post_norm: f1(l.post_norm.clone()),
+                wq: f2(l.wq.clone()),
+                wk: f2(l.wk.clone()),
+                wv: f2(l.wv.clone()),
+                bq: l.bq.clone().map(&f1),
+                bk: l.bk.clone().map(&f1),
+                bv: l.bv.clone().map(&f1),
+                wo: f2(l.wo.clone()),
+                w_gate: f2(l.w_gate.clone()),
+                w_up: f2(l.w_up.clone()),
+                w_down: f2(l.w_down.clone()),
+            })
+            .collect();
+        Llama {
+            config: self.config.clone(),
+            embed: f2(self.embed.clone()),
+            lm_head: f2(self.lm_head.clone()),
+            norm: f1(self.norm.clone()),
+            layers,
+            inv_freq: self.inv_freq.clone(),
+            device: device.clone(),
+        }
     }
 
     /// Folds a steering through each layer's `o_proj`: `W_o · d` per steered layer, computed
@@ -499,6 +620,14 @@ impl<B: Backend> Llama<B> {
             next = vec![id];
         }
         Ok(out)
+    }
+}
+
+impl<A: AutodiffBackend> Llama<A> {
+    /// The model on an autodiff backend, sharing `inner`'s weights (no copy). Its weights
+    /// are constants: gradients flow only to tensors that require them (adapters).
+    pub fn from_inner(inner: &Llama<A::InnerBackend>) -> Self {
+        inner.map_tensors(inner.device(), Tensor::from_inner, Tensor::from_inner)
     }
 }
 

@@ -179,3 +179,89 @@ fn the_model_is_steerable_through_pas_core() {
     assert!(lp.iter().flatten().all(|v| v.is_finite() && *v <= 0.0));
     assert!(model.capture(&[prompts[1]], &[5]).is_err(), "position past the prompt");
 }
+
+mod lora {
+    use llm_burn::lora::{Adapter, Lora, LoraSpec, Target};
+    use llm_burn::{ForwardOptions, Llama, LoraPass};
+
+    use super::{close, tiny};
+    use crate::TestBackend;
+
+    fn lora_logits(model: &Llama<TestBackend>, rows: &[&[u32]], lora: Option<&Lora<TestBackend>>) -> Vec<f32> {
+        let mut cache = model.new_cache();
+        let options = ForwardOptions { lora: lora.map(LoraPass::new), ..Default::default() };
+        model.forward(rows, &mut cache, options).unwrap().logits.into_data().to_vec::<f32>().unwrap()
+    }
+
+    /// Adapters with a non-zero `B`, so they change the model.
+    fn nonzero(model: &Llama<TestBackend>, targets: &[Target]) -> Lora<TestBackend> {
+        let spec = LoraSpec { rank: 2, alpha: 4.0, targets: targets.to_vec() };
+        let fresh = Lora::<TestBackend>::init(model.config(), &spec, 3, &Default::default()).unwrap();
+        let mut k = 0.0f32;
+        fresh.map(|_, t| {
+            let dims = t.dims();
+            k += 1.0;
+            let v: Vec<f32> = (0..dims[0] * dims[1]).map(|i| ((i as f32 * 0.37 + k).sin()) * 0.3).collect();
+            burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(v, dims), &Default::default())
+        })
+    }
+
+    #[test]
+    fn fresh_adapters_leave_the_logits_bit_identical() {
+        let (_d, model) = tiny();
+        let spec = LoraSpec { rank: 4, alpha: 8.0, targets: Target::ALL.to_vec() };
+        let lora = Lora::<TestBackend>::init(model.config(), &spec, 11, &Default::default()).unwrap();
+        let rows: [&[u32]; 2] = [&[5, 9, 13, 21], &[7, 3]];
+        assert_eq!(lora_logits(&model, &rows, None), lora_logits(&model, &rows, Some(&lora)));
+        // `A` is random (PEFT's init), `B` is zero.
+        let a = lora.get(0, Target::Q).unwrap().a.clone().into_data().to_vec::<f32>().unwrap();
+        assert!(a.iter().any(|x| *x != 0.0) && a.iter().all(|x| x.abs() <= 0.25));
+        assert_eq!(lora.tensors().len(), 2 * 7 * 2);
+    }
+
+    #[test]
+    fn adapters_change_the_logits_and_merging_them_gives_the_same_model() {
+        let (_d, model) = tiny();
+        let rows: [&[u32]; 2] = [&[5, 9, 13, 21], &[7, 3]];
+        let base = lora_logits(&model, &rows, None);
+        for targets in [Target::ALL.to_vec(), vec![Target::Q], vec![Target::O, Target::Down]] {
+            let lora = nonzero(&model, &targets);
+            let with = lora_logits(&model, &rows, Some(&lora));
+            assert!(!close(&base, &with, 1e-3), "adapters on {targets:?} changed nothing");
+            let merged = model.merged(&lora).unwrap();
+            let m = lora_logits(&merged, &rows, None);
+            assert!(close(&with, &m, 1e-4), "merged differs on {targets:?}");
+        }
+        // The base model is untouched by merging.
+        assert_eq!(lora_logits(&model, &rows, None), base);
+    }
+
+    #[test]
+    fn dropout_is_seeded_and_scales_the_kept_inputs() {
+        let (_d, model) = tiny();
+        let lora = nonzero(&model, &Target::ALL);
+        let rows: [&[u32]; 1] = [&[5, 9, 13, 21]];
+        let run = |dropout: f64, seed: u64| {
+            let mut cache = model.new_cache();
+            let options = ForwardOptions { lora: Some(LoraPass { lora: &lora, dropout, seed }), ..Default::default() };
+            model.forward(&rows, &mut cache, options).unwrap().logits.into_data().to_vec::<f32>().unwrap()
+        };
+        assert_eq!(run(0.3, 1), run(0.3, 1));
+        assert_ne!(run(0.3, 1), run(0.3, 2));
+        assert_eq!(run(0.0, 1), lora_logits(&model, &rows, Some(&lora)));
+        let mut cache = model.new_cache();
+        let bad = ForwardOptions { lora: Some(LoraPass { lora: &lora, dropout: 1.0, seed: 0 }), ..Default::default() };
+        assert!(model.forward(&rows, &mut cache, bad).is_err());
+    }
+
+    #[test]
+    fn adapters_of_the_wrong_shape_are_refused() {
+        let (_d, model) = tiny();
+        let dev = Default::default();
+        let bad = Adapter::<TestBackend> { a: burn::tensor::Tensor::zeros([16, 2], &dev), b: burn::tensor::Tensor::zeros([2, 15], &dev) };
+        let layers = vec![[(Target::Q, bad)].into_iter().collect(), Default::default()];
+        let err = Lora::from_parts(model.config(), 2, 4.0, layers).unwrap_err().to_string();
+        assert!(err.contains("q_proj") && err.contains("[2, 15]"), "{err}");
+        assert!(Target::parse("gate").is_ok() && Target::parse("v_proj").is_ok() && Target::parse("lm_head").is_err());
+    }
+}
