@@ -1,7 +1,47 @@
 //! dpo-baseline: DPO fine-tuning of LoRA adapters on a person's answers, the baseline that
-//! PAS's optimisation time is compared against.
+//! PAS's optimisation time is compared against (the paper claims PAS needs a fifth of DPO's
+//! time; the original code has no DPO at all).
 //!
-//! It will hold LoRA adapters on llm-burn's model, preference pairs built from a subject's
-//! known items, the sigmoid DPO loss with a frozen reference (adapters off), the training
-//! loop with per-step logs, and adapter save/load. (Not written yet: see the dpo-baseline
-//! issue.)
+//! - [`data`]: preference pairs from a subject's known items (chosen = the person's option,
+//!   rejected by a documented rule).
+//! - [`train`]: the sigmoid DPO loss against the frozen base model (adapters off, its
+//!   log-probabilities computed once), AdamW with global gradient clipping, held-out early
+//!   stopping, a per-step log with TRL's metric names, and timings.
+//! - [`adapters`]: save and load the adapters as safetensors in PEFT's layout.
+//!
+//! # Example
+//!
+//! ```
+//! use burn::backend::Autodiff;
+//! use dpo_baseline::{DpoConfig, Example, Rejected, train};
+//! use llm_burn::{CpuBackend, Llama, tiny};
+//!
+//! let dir = std::env::temp_dir().join(format!("dpo-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! tiny::write_model(&dir, 7)?;
+//! let model = Llama::<CpuBackend>::load(&dir, &Default::default())?;
+//! let options = [0, 1, 2, 3, 4].map(tiny::option_token);
+//! // Two items the person agrees with (5) and one they disagree with (1).
+//! let examples: Vec<Example> = [(1, vec![1, 40, 41, 42], 5), (2, vec![1, 40, 43], 5), (3, vec![1, 44, 45], 1)]
+//!     .into_iter()
+//!     .filter_map(|(item, prompt, answer)| Example::new(item, prompt, answer, Rejected::OppositeExtreme))
+//!     .collect();
+//! let config = DpoConfig { epochs: 2, batch_size: 2, ..Default::default() };
+//! let trained = train::train::<Autodiff<CpuBackend>>(&model, &examples, &[], &options, &config, |_| {})?;
+//! assert_eq!(trained.report.steps, 4);
+//! assert!((trained.report.first_loss - std::f64::consts::LN_2).abs() < 1e-5);
+//! let tuned = model.merged(&trained.lora)?; // runs at the base model's speed
+//! # let _ = tuned;
+//! # Ok::<(), dpo_baseline::Error>(())
+//! ```
+
+pub mod adapters;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod train;
+
+pub use config::{DpoConfig, LoraConfig, SystemPrompt};
+pub use data::{Example, Pair, Rejected};
+pub use error::{Error, Result};
+pub use train::{LogLine, Metrics, TrainReport, Trained};

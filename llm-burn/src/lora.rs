@@ -29,26 +29,34 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 
-/// A projection an adapter can sit on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A projection an adapter can sit on (serialised as PEFT's `target_modules` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Target {
     /// `self_attn.q_proj`.
+    #[serde(rename = "q_proj")]
     Q,
     /// `self_attn.k_proj`.
+    #[serde(rename = "k_proj")]
     K,
     /// `self_attn.v_proj`.
+    #[serde(rename = "v_proj")]
     V,
     /// `self_attn.o_proj`.
+    #[serde(rename = "o_proj")]
     O,
     /// `mlp.gate_proj`.
+    #[serde(rename = "gate_proj")]
     Gate,
     /// `mlp.up_proj`.
+    #[serde(rename = "up_proj")]
     Up,
     /// `mlp.down_proj`.
+    #[serde(rename = "down_proj")]
     Down,
 }
 
