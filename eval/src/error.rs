@@ -15,6 +15,9 @@ pub enum Error {
     /// Loading or running the model, or encoding a prompt.
     #[error(transparent)]
     Model(#[from] llm_burn::Error),
+    /// Training the DPO baseline.
+    #[error(transparent)]
+    Dpo(#[from] dpo_baseline::Error),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -8,6 +8,8 @@ use papi_data::{Domain, PerDomain};
 use pas_core::{Fallback, PasConfig, SearchResult};
 use serde::{Deserialize, Serialize};
 
+use dpo_baseline::{DpoConfig, TrainReport};
+
 use crate::score::ScorePath;
 use crate::stats::Interval;
 
@@ -22,17 +24,30 @@ pub struct Phases<T> {
     pub search: T,
     /// Evaluation of the test items.
     pub eval: T,
+    /// Reference log-probabilities of the preference prompts (DPO only).
+    #[serde(default)]
+    pub reference: T,
+    /// Optimisation steps and held-out checks (DPO only).
+    #[serde(default)]
+    pub train: T,
 }
 
 impl<T: Copy + std::ops::Add<Output = T>> Phases<T> {
-    /// The sum of the four phases.
+    /// The sum of the phases.
     pub fn sum(&self) -> T {
-        self.collect + self.probes + self.search + self.eval
+        self.collect + self.probes + self.search + self.eval + self.reference + self.train
     }
 
     /// Phase-wise sum.
     pub fn plus(&self, o: &Self) -> Self {
-        Phases { collect: self.collect + o.collect, probes: self.probes + o.probes, search: self.search + o.search, eval: self.eval + o.eval }
+        Phases {
+            collect: self.collect + o.collect,
+            probes: self.probes + o.probes,
+            search: self.search + o.search,
+            eval: self.eval + o.eval,
+            reference: self.reference + o.reference,
+            train: self.train + o.train,
+        }
     }
 }
 
@@ -102,6 +117,9 @@ pub struct SubjectResult {
     /// PAS details (pas, pas-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pas: Option<PasRecord>,
+    /// DPO training details (dpo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<TrainReport>,
     /// Seconds per phase spent on this subject (shared work not included).
     pub seconds: Phases<f64>,
     /// Tokens run per phase for this subject (shared work not included).
@@ -174,6 +192,23 @@ pub struct Comparison {
     pub ci95: [f64; 2],
 }
 
+/// The optimisation time of PAS and of DPO per subject, side by side (the paper claims
+/// PAS needs a fifth of DPO's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimisationTime {
+    /// The PAS method measured (`pas`, else `pas-only`).
+    pub pas_method: String,
+    /// PAS per subject: activation collection divided over the subjects, probe fits and
+    /// the strength search (not the final evaluation).
+    pub pas_seconds: f64,
+    /// DPO per subject: reference log-probabilities and training (not the evaluation).
+    pub dpo_seconds: f64,
+    /// `dpo_seconds / pas_seconds`.
+    pub ratio: f64,
+    /// Subjects averaged over.
+    pub subjects: usize,
+}
+
 /// A requested method that produced no row, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotRun {
@@ -226,6 +261,12 @@ pub struct Meta {
     pub collect_seconds: f64,
     /// Tokens of the activation collection.
     pub collect_tokens: u64,
+    /// DPO settings (when dpo ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<DpoConfig>,
+    /// Known items per subject used by DPO (training and held-out; all when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo_items: Option<usize>,
 }
 
 /// The content of `results.json`.
@@ -239,6 +280,9 @@ pub struct Results {
     pub comparisons: Vec<Comparison>,
     /// Requested methods without a row.
     pub not_run: Vec<NotRun>,
+    /// PAS's optimisation time against DPO's (when both ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimisation_time: Option<OptimisationTime>,
 }
 
 /// A domain map keyed by letter.
@@ -317,21 +361,50 @@ pub fn render_markdown(r: &Results) -> String {
         "Activation collection (shared by all subjects and by both PAS methods): {:.1} s, {} tokens.\n",
         m.collect_seconds, m.collect_tokens
     );
-    let _ = writeln!(s, "| method | s / subject | collect s | probes s | search s | eval s | tokens | letter found |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| method | s / subject | collect s | probes s | search s | reference s | train s | eval s | tokens | letter found |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for run in r.runs.iter().filter(|r| !r.reference) {
+        let p = &run.phases;
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
             run.method,
             run.seconds_per_subject,
-            run.phases.collect,
-            run.phases.probes,
-            run.phases.search,
-            run.phases.eval,
+            p.collect,
+            p.probes,
+            p.search,
+            p.reference,
+            p.train,
+            p.eval,
             run.tokens.sum(),
             run.letter_found.map_or("–".into(), |f| format!("{:.1}%", 100.0 * f))
         );
+    }
+    if let Some(t) = &r.optimisation_time {
+        let _ = writeln!(s, "\n## Optimisation time: PAS against DPO\n");
+        let _ = writeln!(
+            s,
+            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s (activation collection divided over the subjects, probes, strength search); `dpo` {:.1} s (reference log-probabilities, training, held-out checks). **DPO / PAS = {:.2}**.",
+            t.subjects, t.pas_method, t.pas_seconds, t.dpo_seconds, t.ratio
+        );
+        if let Some(d) = &m.dpo {
+            let _ = writeln!(
+                s,
+                "\nDPO settings: beta {}, learning rate {}, up to {} epochs (patience {}), batch {} pairs, LoRA rank {} alpha {} on {}, rejected `{}`, system prompt `{}`, {} held out{}.",
+                d.beta,
+                d.learning_rate,
+                d.epochs,
+                d.patience,
+                d.batch_size,
+                d.lora.rank,
+                d.lora.alpha,
+                d.lora.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>().join(", "),
+                serde_json::to_value(d.rejected).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                serde_json::to_value(d.system).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                d.held_out_fraction,
+                m.dpo_items.map_or(String::new(), |n| format!(", {n} known items per subject"))
+            );
+        }
     }
     let alphas: Vec<&Run> = r.runs.iter().filter(|r| r.alpha.is_some()).collect();
     if !alphas.is_empty() {

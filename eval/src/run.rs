@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
+use dpo_baseline::{DpoConfig, Example, LogLine, SystemPrompt, TrainReport};
 use indicatif::ProgressBar;
 use llm_burn::{Llama, PromptEncoder};
 use papi_data::reference::{self, RidgeConfig};
@@ -17,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::method::Method;
-use crate::prompt::{DEFAULT_SYSTEM, LETTERS, answer_of_option, contrast_question, few_shot_system, question};
-use crate::results::{AlphaSummary, Comparison, ItemRecord, Meta, NotRun, PasRecord, Phases, Results, Run, SubjectResult, by_letter, ci_pair};
+use crate::prompt::{DEFAULT_SYSTEM, LETTERS, PREFILL, answer_of_option, contrast_question, few_shot_system, question};
+use crate::results::{
+    AlphaSummary, Comparison, ItemRecord, Meta, OptimisationTime, PasRecord, Phases, Results, Run, SubjectResult, by_letter, ci_pair,
+};
 use crate::score::{ItemScore, Scorer, Scoring, short_hash};
 use crate::stats::{Bootstrap, aggregate_ci, paired_difference};
 
@@ -79,6 +83,11 @@ pub struct RunConfig {
     pub bootstrap: Bootstrap,
     /// Ridge reference settings.
     pub ridge: RidgeConfig,
+    /// DPO settings.
+    pub dpo: DpoConfig,
+    /// Known items per subject used by DPO, training and held-out together (`None`: all),
+    /// balanced over domains.
+    pub dpo_items: Option<usize>,
 }
 
 impl Default for RunConfig {
@@ -95,6 +104,8 @@ impl Default for RunConfig {
             batch: 16,
             bootstrap: Bootstrap::default(),
             ridge: RidgeConfig::default(),
+            dpo: DpoConfig::default(),
+            dpo_items: None,
         }
     }
 }
@@ -125,6 +136,10 @@ struct Fingerprint {
     model_hash: String,
     chat_template_hash: String,
     records: String,
+    #[serde(default)]
+    dpo: DpoConfig,
+    #[serde(default)]
+    dpo_items: Option<usize>,
 }
 
 /// Writes a file atomically (a temporary file renamed into place).
@@ -260,6 +275,12 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         if config.batch == 0 {
             return Err(Error::Config("--batch must be at least 1".into()));
         }
+        if config.methods.contains(&Method::Dpo) {
+            config.dpo.validate()?;
+        }
+        if config.dpo_items.is_some_and(|n| n < 2) {
+            return Err(Error::Config("--dpo-items must be at least 2".into()));
+        }
         if config.subjects == Some(0) {
             return Err(Error::Config("--subjects must be at least 1".into()));
         }
@@ -315,6 +336,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             model_hash: model_hash(&self.provenance.model_dir),
             chat_template_hash: short_hash(self.prompts.template.source()),
             records: self.data.records_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            dpo: self.config.dpo.clone(),
+            dpo_items: self.config.dpo_items,
         }
     }
 
@@ -359,7 +382,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         }
         let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
         let model_methods: Vec<Method> =
-            self.config.methods.iter().copied().filter(|m| m.reference().is_none() && *m != Method::Dpo).collect();
+            self.config.methods.iter().copied().filter(|m| m.reference().is_none()).collect();
         let todo: Vec<(usize, Method)> = subjects
             .iter()
             .enumerate()
@@ -410,7 +433,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     self.record(subject, method, &scored.items, None, seconds, tokens)
                 }
                 Method::Pas | Method::PasOnly => self.pas(&scorer, subject, method, contrast.as_ref().expect("computed above"))?,
-                _ => unreachable!("reference predictors and dpo are not model methods here"),
+                Method::Dpo => self.dpo(subject)?,
+                _ => unreachable!("reference predictors are not model methods"),
             };
             write_json(&self.subject_path(method, subject.case), &result)?;
             self.progress.inc(1);
@@ -479,7 +503,17 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             })
             .collect();
         let mae = subject_mae(inv, subject, &items, self.protocol(), &preds);
-        SubjectResult { case: subject.case, method: method.name().into(), mae, total: subject_total(&mae), items: records, pas, seconds, tokens }
+        SubjectResult {
+            case: subject.case,
+            method: method.name().into(),
+            mae,
+            total: subject_total(&mae),
+            items: records,
+            pas,
+            dpo: None,
+            seconds,
+            tokens,
+        }
     }
 
     /// The activations of the 2 × known contrast prompts (read from the run's cache when
@@ -640,6 +674,79 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         Ok(self.record(subject, method, &scores, Some(record), seconds, tokens))
     }
 
+    /// DPO for one subject: preference pairs from the known items, LoRA adapters trained
+    /// (or read back from an interrupted run), merged, and the test items scored under the
+    /// same system prompt. Writes `OUT/dpo/<case>.jsonl` (the training log) and
+    /// `OUT/dpo/<case>.safetensors` (the adapters, with the report in their metadata).
+    fn dpo(&self, subject: &Subject) -> Result<SubjectResult> {
+        let inv = &self.data.inventory;
+        let cfg = &self.config.dpo;
+        let known = &self.data.split.known;
+        let system = match cfg.system {
+            SystemPrompt::Plain => DEFAULT_SYSTEM.to_owned(),
+            SystemPrompt::FewShot => self.few_shot(subject, known),
+        };
+        let answered: Vec<u16> = known.iter().copied().filter(|&n| subject.stored(n) != papi_data::keying::MISSING).collect();
+        let items = balanced(&answered, inv, self.config.dpo_items);
+        let mut examples = Vec::with_capacity(items.len());
+        for &n in &items {
+            let item = inv.item(n).expect("known items are in the inventory");
+            let answer = self.config.keying.answer(subject.stored(n), item.sign);
+            let prompt = self.prompts.encode(&self.prompts.render(&system, &question(&item.text), PREFILL)?)?;
+            examples.extend(Example::new(n, prompt, answer, cfg.rejected));
+        }
+        let (train, held_out) = dpo_baseline::data::split_held_out(examples, cfg.held_out_fraction, cfg.seed ^ subject.case as u64);
+        let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
+        let options: [u32; 5] = scorer.options().spaced;
+
+        let dir = self.out.join("dpo");
+        let (adapters_path, log_path) = (dir.join(format!("{}.safetensors", subject.case)), dir.join(format!("{}.jsonl", subject.case)));
+        const REPORT: &str = "train_report";
+        let device = self.model.device();
+        let reuse = adapters_path
+            .exists()
+            .then(|| dpo_baseline::adapters::load::<B>(&adapters_path, self.model.config(), device))
+            .transpose()?
+            .and_then(|(lora, meta)| Some((lora, serde_json::from_str::<TrainReport>(meta.get(REPORT)?).ok()?)));
+        let (lora, report) = match reuse {
+            Some(done) => done,
+            None => {
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let mut log = String::new();
+                let progress = &self.progress;
+                let case = subject.case;
+                let trained = dpo_baseline::train::train::<Autodiff<B>>(self.model, &train, &held_out, &options, cfg, |line| {
+                    if let LogLine::Step { step, metrics, .. } = line {
+                        progress.set_message(format!("case {case} · dpo step {step} · loss {:.3} · accuracy {:.2}", metrics.loss, metrics.rewards_accuracies));
+                    }
+                    log.push_str(&serde_json::to_string(line).unwrap_or_default());
+                    log.push('\n');
+                })?;
+                write_atomic(&log_path, log.as_bytes())?;
+                let meta: BTreeMap<String, String> = [
+                    ("case".to_owned(), subject.case.to_string()),
+                    ("keying".to_owned(), self.config.keying.as_str().to_owned()),
+                    ("model_hash".to_owned(), model_hash(&self.provenance.model_dir)),
+                    ("dpo_config".to_owned(), serde_json::to_string(cfg).unwrap_or_default()),
+                    (REPORT.to_owned(), serde_json::to_string(&trained.report).unwrap_or_default()),
+                ]
+                .into_iter()
+                .collect();
+                dpo_baseline::adapters::save(&adapters_path, &trained.lora, &meta)?;
+                (trained.lora, trained.report)
+            }
+        };
+        let tuned = self.model.merged(&lora)?;
+        let tuned_scorer = Scorer::new(&tuned, self.prompts, self.config.scoring, self.config.batch)?;
+        let t = Instant::now();
+        let scored = tuned_scorer.score(&system, &self.questions(&self.test_items()), &Steering::none(self.model.geometry()))?;
+        let seconds = Phases { eval: t.elapsed().as_secs_f64(), reference: report.reference_seconds, train: report.training_seconds, ..Default::default() };
+        let tokens = Phases { eval: scored.tokens, reference: report.reference_tokens, train: report.training_tokens, ..Default::default() };
+        let mut result = self.record(subject, Method::Dpo, &scored.items, None, seconds, tokens);
+        result.dpo = Some(report);
+        Ok(result)
+    }
+
     /// The reference predictors' results for the run's subjects (ridge fitted across the
     /// whole records file, each subject predicted by a model that never saw it).
     fn references(&self) -> Result<Vec<(Method, Vec<SubjectResult>)>> {
@@ -666,6 +773,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                         total: subject_total(&mae),
                         items: records,
                         pas: None,
+                        dpo: None,
                         seconds: Phases::default(),
                         tokens: Phases::default(),
                     }
@@ -681,13 +789,9 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     fn aggregate(&self, shared: &BTreeMap<Method, Phases<(f64, u64)>>) -> Result<Results> {
         let subjects = self.subjects();
         let mut per_method: Vec<(Method, Vec<SubjectResult>)> = Vec::new();
-        let mut not_run = Vec::new();
+        let not_run = Vec::new();
         let references = self.references()?;
         for &m in &self.config.methods {
-            if m == Method::Dpo {
-                not_run.push(NotRun { method: m.name().into(), reason: "the dpo-baseline crate has no trainer yet (issue #5)".into() });
-                continue;
-            }
             if let Some((_, r)) = references.iter().find(|(rm, _)| *rm == m) {
                 per_method.push((m, r.clone()));
                 continue;
@@ -703,8 +807,22 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 let agg = papi_data::scoring::aggregate(&maes);
                 let (dci, tci) = aggregate_ci(&maes, self.config.bootstrap);
                 let sh = shared.get(m).copied().unwrap_or_default();
-                let mut phases = Phases { collect: sh.collect.0, probes: sh.probes.0, search: sh.search.0, eval: sh.eval.0 };
-                let mut tokens = Phases { collect: sh.collect.1, probes: sh.probes.1, search: sh.search.1, eval: sh.eval.1 };
+                let mut phases = Phases {
+                    collect: sh.collect.0,
+                    probes: sh.probes.0,
+                    search: sh.search.0,
+                    eval: sh.eval.0,
+                    reference: sh.reference.0,
+                    train: sh.train.0,
+                };
+                let mut tokens = Phases {
+                    collect: sh.collect.1,
+                    probes: sh.probes.1,
+                    search: sh.search.1,
+                    eval: sh.eval.1,
+                    reference: sh.reference.1,
+                    train: sh.train.1,
+                };
                 for r in results {
                     phases = phases.plus(&r.seconds);
                     tokens = tokens.plus(&r.tokens);
@@ -757,6 +875,21 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 }
             }
         }
+        let optimisation_time = {
+            let pas = runs.iter().find(|r| r.method == Method::Pas.name()).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly.name()));
+            let dpo = runs.iter().find(|r| r.method == Method::Dpo.name());
+            pas.zip(dpo).map(|(p, d)| {
+                let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
+                let dpo_seconds = (d.phases.reference + d.phases.train) / n;
+                OptimisationTime {
+                    pas_method: p.method.clone(),
+                    pas_seconds,
+                    dpo_seconds,
+                    ratio: dpo_seconds / pas_seconds.max(f64::MIN_POSITIVE),
+                    subjects: subjects.len(),
+                }
+            })
+        };
         let fp = self.fingerprint();
         let collect = shared.values().map(|p| p.collect).find(|c| c.1 > 0).unwrap_or_default();
         let results = Results {
@@ -784,10 +917,13 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 ridge: self.config.ridge,
                 collect_seconds: collect.0,
                 collect_tokens: collect.1,
+                dpo: self.config.methods.contains(&Method::Dpo).then(|| self.config.dpo.clone()),
+                dpo_items: self.config.dpo_items.filter(|_| self.config.methods.contains(&Method::Dpo)),
             },
             runs,
             comparisons,
             not_run,
+            optimisation_time,
         };
         let mut samples = String::new();
         for (m, results) in &per_method {

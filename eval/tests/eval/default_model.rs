@@ -57,8 +57,10 @@ fn one_real_subject_runs_every_method() {
     config.batch = 8;
     config.pas.top_k = 24;
     config.pas.search = Search::Grid { alphas: vec![0.0, 4.0] };
+    config.dpo_items = Some(10);
+    config.dpo = dpo_baseline::DpoConfig { epochs: 1, batch_size: 4, ..Default::default() };
     let results = Evaluator::new(&model, &prompts, &data, Some(p2), config, provenance(&model_dir), out.path()).unwrap().run().unwrap();
-    assert_eq!(results.runs.len(), 8);
+    assert_eq!(results.runs.len(), 9);
     for r in &results.runs {
         assert_eq!(r.subjects, 1);
         assert!(r.total.is_some_and(|t| t.is_finite()), "{}", r.method);
@@ -68,4 +70,13 @@ fn one_real_subject_runs_every_method() {
     assert_eq!(no_change.letter_found, Some(1.0));
     let pas = results.runs.iter().find(|r| r.method == "pas").unwrap();
     assert!(pas.tokens.search > 0 && pas.phases.collect > 0.0);
+    // DPO trained a few steps from ln 2 with a finite loss, and its time is set beside PAS's.
+    let case = results.meta.cases[0];
+    let dpo: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("subjects/dpo/{case}.json"))).unwrap()).unwrap();
+    let report = &dpo["dpo"];
+    assert!(report["steps"].as_u64().unwrap() >= 2, "{report}");
+    assert!((report["first_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{report}");
+    assert!(report["last_epoch"]["loss"].as_f64().unwrap().is_finite());
+    let t = results.optimisation_time.as_ref().unwrap();
+    assert!(t.pas_seconds > 0.0 && t.dpo_seconds > 0.0 && t.ratio.is_finite());
 }

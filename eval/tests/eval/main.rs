@@ -43,6 +43,8 @@ pub fn quick_config(methods: &[Method], subjects: usize) -> RunConfig {
     c.pas.search = Search::Grid { alphas: vec![0.0, 1.0, 4.0] };
     c.pas.selection = pas_core::Selection::HeldOut { folds: 2, seed: 0 };
     c.bootstrap.resamples = 200;
+    c.dpo = dpo_baseline::DpoConfig { epochs: 2, learning_rate: 1e-2, ..Default::default() };
+    c.dpo_items = Some(20);
     c
 }
 

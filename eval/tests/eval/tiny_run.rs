@@ -23,13 +23,12 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     let run = || Evaluator::new(&model, &prompts, &data, Some(p2.clone()), config.clone(), provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
     let first = run();
 
-    // Every method has a row except dpo, which says why it did not run.
+    // Every method has a row.
     let names: Vec<&str> = first.runs.iter().map(|r| r.method.as_str()).collect();
-    for m in Method::ALL.iter().filter(|m| **m != Method::Dpo) {
+    for m in Method::ALL {
         assert!(names.contains(&m.name()), "{m} missing from {names:?}");
     }
-    assert_eq!(first.not_run.len(), 1);
-    assert_eq!(first.not_run[0].method, "dpo");
+    assert!(first.not_run.is_empty());
     for r in &first.runs {
         assert_eq!(r.subjects, 3, "{}", r.method);
         let total = r.total.unwrap();
@@ -40,6 +39,16 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     let pas = first.runs.iter().find(|r| r.method == "pas").unwrap();
     assert!(pas.phases.collect > 0.0 && pas.tokens.search > 0 && pas.tokens.eval > 0);
     assert_eq!(pas.alpha.as_ref().unwrap().counts.values().sum::<usize>(), 3);
+    // DPO: reference and training phases timed, and set beside PAS's optimisation time.
+    let dpo = first.runs.iter().find(|r| r.method == "dpo").unwrap();
+    assert!(dpo.phases.reference > 0.0 && dpo.phases.train > 0.0 && dpo.tokens.train > dpo.tokens.reference);
+    let t = first.optimisation_time.as_ref().unwrap();
+    assert_eq!(t.pas_method, "pas");
+    let pas_s = (pas.phases.collect + pas.phases.probes + pas.phases.search) / 3.0;
+    assert!((t.pas_seconds - pas_s).abs() < 1e-9 && (t.ratio - t.dpo_seconds / t.pas_seconds).abs() < 1e-9);
+    let case = data.subjects[0].case;
+    let log = read(&out.path().join(format!("dpo/{case}.jsonl")));
+    assert!(log.lines().all(|l| serde_json::from_str::<dpo_baseline::LogLine>(l).is_ok()) && log.contains("rewards/margins"));
 
     // results.json parses back to what the run returned; report.md is rendered from it alone.
     let parsed: Results = serde_json::from_str(&read(&out.path().join("results.json"))).unwrap();
@@ -48,13 +57,13 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     std::fs::remove_file(out.path().join("report.md")).unwrap();
     rerender(out.path()).unwrap();
     assert_eq!(read(&out.path().join("report.md")), report);
-    assert!(report.contains("| pas |") && report.contains("| ridge |") && report.contains("| dpo | not run"));
+    assert!(report.contains("| pas |") && report.contains("| ridge |") && report.contains("| dpo |") && report.contains("DPO / PAS = "));
     assert!(read(&out.path().join("totals.svg")).starts_with("<svg"));
 
     // samples.jsonl: one line per subject x method x item.
     let samples = read(&out.path().join("samples.jsonl"));
     let lines: Vec<serde_json::Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 3 * 8 * 10);
+    assert_eq!(lines.len(), 3 * 9 * 10);
     assert!(lines.iter().all(|l| l["subject"].is_i64() && l["method"].is_string() && l["item"].is_u64()));
     assert!(lines.iter().filter(|l| l["method"] == "few-shot").all(|l| l["logprobs"].as_array().unwrap().len() == 5));
 
@@ -76,6 +85,16 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
         v["seconds"] = serde_json::Value::Null; // wall times differ
     }
     assert_eq!(kept, redone);
+
+    // A DPO subject lost after its training reuses the saved adapters: same answers, same
+    // training report (its times are the first run's).
+    let dpo_file = out.path().join(format!("subjects/dpo/{case}.json"));
+    let kept: serde_json::Value = serde_json::from_str(&read(&dpo_file)).unwrap();
+    std::fs::remove_file(&dpo_file).unwrap();
+    run();
+    let redone: serde_json::Value = serde_json::from_str(&read(&dpo_file)).unwrap();
+    assert_eq!(kept["items"], redone["items"]);
+    assert_eq!(kept["dpo"], redone["dpo"]);
 }
 
 #[test]
