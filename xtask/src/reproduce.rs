@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use eval::stats::Bootstrap;
+use dpo_baseline::{DpoConfig, LoraConfig, Rejected, SystemPrompt};
 use eval::{AlphaSelection, Evaluator, Method, Provenance, RunConfig, Scoring};
+use llm_burn::lora::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 use llm_burn::{Llama, PromptEncoder};
 use papi_data::reference::RidgeConfig;
@@ -75,9 +77,46 @@ pub struct ReproduceArgs {
     /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 2000)]
     bootstrap: usize,
-    /// Seed of the bootstrap, the probe split and the strength folds.
+    /// Seed of the bootstrap, the probe split, the strength folds and DPO (adapters'
+    /// initialisation, held-out split, pair order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// DPO: most passes over the training pairs (early stopping on the held-out pairs).
+    #[arg(long, default_value_t = DpoConfig::default().epochs)]
+    dpo_epochs: usize,
+    /// DPO: AdamW learning rate (constant).
+    #[arg(long, default_value_t = DpoConfig::default().learning_rate)]
+    dpo_lr: f64,
+    /// DPO: beta, the strength of the tie to the reference model.
+    #[arg(long, default_value_t = DpoConfig::default().beta)]
+    dpo_beta: f64,
+    /// DPO: preference pairs per optimisation step.
+    #[arg(long, default_value_t = DpoConfig::default().batch_size)]
+    dpo_batch: usize,
+    /// DPO: LoRA rank.
+    #[arg(long, default_value_t = LoraConfig::default().rank)]
+    dpo_rank: usize,
+    /// DPO: LoRA alpha (updates scaled by alpha / rank).
+    #[arg(long, default_value_t = LoraConfig::default().alpha)]
+    dpo_alpha: f64,
+    /// DPO: LoRA dropout.
+    #[arg(long, default_value_t = LoraConfig::default().dropout)]
+    dpo_dropout: f64,
+    /// DPO: adapted projections, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    dpo_targets: String,
+    /// DPO: the rejected option: `opposite-extreme` (default) or `all-others`.
+    #[arg(long, default_value = "opposite-extreme")]
+    dpo_rejected: Rejected,
+    /// DPO: the preference prompts' system prompt: `plain` (default) or `few-shot`.
+    #[arg(long, default_value = "plain")]
+    dpo_system: String,
+    /// DPO: fraction of the known items held out to choose the epoch.
+    #[arg(long, default_value_t = DpoConfig::default().held_out_fraction)]
+    dpo_held_out: f64,
+    /// DPO: known items used per subject, balanced over domains (default: all answered).
+    #[arg(long)]
+    dpo_items: Option<usize>,
 }
 
 /// Arguments of `report`.
@@ -148,6 +187,28 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         batch: args.batch,
         bootstrap: Bootstrap { resamples: args.bootstrap, seed: args.seed },
         ridge: RidgeConfig { seed: args.seed, ..Default::default() },
+        dpo: DpoConfig {
+            beta: args.dpo_beta,
+            learning_rate: args.dpo_lr,
+            epochs: args.dpo_epochs,
+            batch_size: args.dpo_batch,
+            held_out_fraction: args.dpo_held_out,
+            rejected: args.dpo_rejected,
+            system: match args.dpo_system.as_str() {
+                "plain" => SystemPrompt::Plain,
+                "few-shot" => SystemPrompt::FewShot,
+                other => bail!("--dpo-system must be `plain` or `few-shot`, got `{other}`"),
+            },
+            lora: LoraConfig {
+                rank: args.dpo_rank,
+                alpha: args.dpo_alpha,
+                dropout: args.dpo_dropout,
+                targets: args.dpo_targets.split(',').map(Target::parse).collect::<Result<_, _>>()?,
+            },
+            seed: args.seed,
+            ..Default::default()
+        },
+        dpo_items: args.dpo_items,
     };
     let model_dir = match &args.model {
         Some(d) => d.clone(),
