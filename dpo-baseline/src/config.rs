@@ -55,7 +55,9 @@ pub struct DpoConfig {
     pub learning_rate: f64,
     /// Passes over the training pairs (at most; see `patience`).
     pub epochs: usize,
-    /// Pairs per optimisation step.
+    /// Prompts (items) per optimisation step, each with all its pairs (one pair per
+    /// prompt under the opposite-extreme rule, two for answers of 3, four under
+    /// all-others). The loss is the mean over the step's pairs.
     pub batch_size: usize,
     /// Clip the global gradient norm to this (`None`: no clipping).
     pub max_grad_norm: Option<f64>,

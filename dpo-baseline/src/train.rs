@@ -277,13 +277,14 @@ pub fn evaluate<B: Backend>(
 /// AdamW as PyTorch computes it (decoupled weight decay, bias-corrected moments), over the
 /// adapters' tensors in [`Lora::tensors`] order.
 #[derive(Debug)]
-struct AdamW<B: Backend> {
+pub struct AdamW<B: Backend> {
     moments: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
     step: i32,
 }
 
 impl<B: Backend> AdamW<B> {
-    fn new(lora: &Lora<B>) -> Self {
+    /// Zero moments for `lora`'s tensors.
+    pub fn new(lora: &Lora<B>) -> Self {
         let moments = lora.tensors().iter().map(|(_, t)| (t.zeros_like(), t.zeros_like())).collect();
         AdamW { moments, step: 0 }
     }
@@ -306,6 +307,59 @@ impl<B: Backend> AdamW<B> {
             p - (m.clone() / bc1) / denom * lr
         })
     }
+}
+
+/// What one optimisation step did.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: Backend> {
+    /// The updated adapters.
+    pub lora: Lora<B>,
+    /// The batch's metrics (the loss as computed in the graph).
+    pub metrics: Metrics,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens forwarded.
+    pub tokens: u64,
+}
+
+/// One DPO step: the policy's option log-probabilities for `prompts` (adapters on, with
+/// dropout seeded by `seed`), the loss of `pairs` (row, pair) against `reference`,
+/// back-propagation to the adapters, global-norm clipping and an AdamW update.
+/// `policy_model` is the model on the autodiff backend ([`Llama::from_inner`]).
+#[allow(clippy::too_many_arguments)] // the step's inputs are all distinct and named
+pub fn step<A: AutodiffBackend>(
+    policy_model: &Llama<A>,
+    lora: &Lora<A::InnerBackend>,
+    adam: &mut AdamW<A::InnerBackend>,
+    prompts: &[&[u32]],
+    pairs: &[(usize, Pair)],
+    reference: &[[f32; 5]],
+    options: &[u32; 5],
+    config: &DpoConfig,
+    seed: u64,
+) -> Result<StepOutput<A::InnerBackend>> {
+    let trainable = Lora::<A>::trainable(lora);
+    let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed };
+    let (lp, tokens) = option_logprobs(policy_model, Some(pass), prompts, options)?;
+    let (loss, rc, rr) = dpo_loss(lp, pairs, reference, config.beta)?;
+    let loss_value = f64::from(loss.clone().into_scalar().elem::<f32>());
+    let grads = loss.backward();
+    let mut g: Vec<Tensor<A::InnerBackend, 2>> =
+        trainable.tensors().iter().map(|(_, t)| t.grad(&grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
+    let norm = g.iter().map(|t| f64::from(t.clone().powi_scalar(2).sum().into_scalar().elem::<f32>())).sum::<f64>().sqrt();
+    if !norm.is_finite() || !loss_value.is_finite() {
+        return Err(Error::Data(format!("loss {loss_value}, gradient norm {norm} (lower the learning rate)")));
+    }
+    if let Some(max) = config.max_grad_norm
+        && norm > max
+    {
+        let s = max / (norm + 1e-6);
+        g = g.into_iter().map(|t| t * s).collect();
+    }
+    let lora = adam.update(lora, g, config.learning_rate, config);
+    let mut metrics = Metrics::from_rewards(&rc, &rr);
+    metrics.loss = loss_value;
+    Ok(StepOutput { lora, metrics, grad_norm: norm, tokens })
 }
 
 /// Trains fresh LoRA adapters with DPO on `train` (choosing the epoch on `held_out`) and
@@ -355,43 +409,29 @@ pub fn train<A: AutodiffBackend>(
         None
     };
     let mut bad_epochs = 0;
-    let steps_per_epoch = train_pairs.len().div_ceil(config.batch_size);
+    let steps_per_epoch = train.len().div_ceil(config.batch_size);
     for epoch in 0..config.epochs {
-        let mut order = train_pairs.clone();
+        // A batch is `batch_size` prompts with all their pairs: each prompt runs once per
+        // epoch however many options are rejected against its chosen one.
+        let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1 + epoch as u64)));
         let mut epoch_metrics = Vec::new();
         for (b, chunk) in order.chunks(config.batch_size).enumerate() {
-            // The batch's distinct prompts, each run once.
-            let mut rows: Vec<usize> = chunk.iter().map(|p| p.example).collect();
-            rows.sort_unstable();
-            rows.dedup();
-            let batch: Vec<(usize, Pair)> = chunk.iter().map(|p| (rows.binary_search(&p.example).expect("listed"), *p)).collect();
-            let prompts: Vec<&[u32]> = rows.iter().map(|&r| train[r].prompt.as_slice()).collect();
-            let refs: Vec<[f32; 5]> = rows.iter().map(|&r| ref_train[r]).collect();
+            let batch: Vec<(usize, Pair)> = chunk
+                .iter()
+                .enumerate()
+                .flat_map(|(row, &e)| train[e].rejected.iter().map(move |&r| (row, Pair { example: e, chosen: train[e].chosen, rejected: r })))
+                .collect();
+            let prompts: Vec<&[u32]> = chunk.iter().map(|&e| train[e].prompt.as_slice()).collect();
+            let refs: Vec<[f32; 5]> = chunk.iter().map(|&e| ref_train[e]).collect();
 
-            let trainable = Lora::<A>::trainable(&lora);
-            let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed: config.seed ^ ((report.steps as u64 + 1) << 20) };
-            let (lp, tokens) = option_logprobs(&policy_model, Some(pass), &prompts, options)?;
-            report.training_tokens += tokens;
-            let (loss, rc, rr) = dpo_loss(lp, &batch, &refs, config.beta)?;
-            let loss_value = f64::from(loss.clone().into_scalar().elem::<f32>());
-            let grads = loss.backward();
-            let mut g: Vec<Tensor<A::InnerBackend, 2>> =
-                trainable.tensors().iter().map(|(_, t)| t.grad(&grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
-            let norm = g.iter().map(|t| f64::from(t.clone().powi_scalar(2).sum().into_scalar().elem::<f32>())).sum::<f64>().sqrt();
-            if !norm.is_finite() || !loss_value.is_finite() {
-                return Err(Error::Data(format!("step {}: loss {loss_value}, gradient norm {norm} (lower the learning rate)", report.steps + 1)));
-            }
-            if let Some(max) = config.max_grad_norm
-                && norm > max
-            {
-                let s = max / (norm + 1e-6);
-                g = g.into_iter().map(|t| t * s).collect();
-            }
-            lora = adam.update(&lora, g, config.learning_rate, config);
+            let seed = config.seed ^ ((report.steps as u64 + 1) << 20);
+            let done = step::<A>(&policy_model, &lora, &mut adam, &prompts, &batch, &refs, options, config, seed)
+                .map_err(|e| Error::Data(format!("step {}: {e}", report.steps + 1)))?;
+            report.training_tokens += done.tokens;
+            lora = done.lora;
+            let (loss_value, norm, metrics) = (done.metrics.loss, done.grad_norm, done.metrics);
             report.steps += 1;
-            let mut metrics = Metrics::from_rewards(&rc, &rr);
-            metrics.loss = loss_value;
             if report.steps == 1 {
                 report.first_loss = loss_value;
             }

@@ -390,7 +390,7 @@ pub fn render_markdown(r: &Results) -> String {
         if let Some(d) = &m.dpo {
             let _ = writeln!(
                 s,
-                "\nDPO settings: beta {}, learning rate {}, up to {} epochs (patience {}), batch {} pairs, LoRA rank {} alpha {} on {}, rejected `{}`, system prompt `{}`, {} held out{}.",
+                "\nDPO settings: beta {}, learning rate {}, up to {} epochs (patience {}), {} items per step, LoRA rank {} alpha {} on {}, rejected `{}`, system prompt `{}`, {} held out{}.",
                 d.beta,
                 d.learning_rate,
                 d.epochs,

@@ -3,6 +3,7 @@
 //! `results.json`, `report.md`, `totals.svg` and `samples.jsonl`.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -712,17 +713,23 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             Some(done) => done,
             None => {
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                let mut log = String::new();
+                // The log is written line by line as training goes (a fresh file per attempt).
+                let mut log = std::io::BufWriter::new(std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?);
+                let mut log_error = None;
                 let progress = &self.progress;
                 let case = subject.case;
                 let trained = dpo_baseline::train::train::<Autodiff<B>>(self.model, &train, &held_out, &options, cfg, |line| {
                     if let LogLine::Step { step, metrics, .. } = line {
                         progress.set_message(format!("case {case} · dpo step {step} · loss {:.3} · accuracy {:.2}", metrics.loss, metrics.rewards_accuracies));
                     }
-                    log.push_str(&serde_json::to_string(line).unwrap_or_default());
-                    log.push('\n');
+                    let text = serde_json::to_string(line).unwrap_or_default();
+                    if let Err(e) = writeln!(log, "{text}").and_then(|()| log.flush()) {
+                        log_error.get_or_insert(e);
+                    }
                 })?;
-                write_atomic(&log_path, log.as_bytes())?;
+                if let Some(e) = log_error {
+                    return Err(Error::io(&log_path, e));
+                }
                 let meta: BTreeMap<String, String> = [
                     ("case".to_owned(), subject.case.to_string()),
                     ("keying".to_owned(), self.config.keying.as_str().to_owned()),

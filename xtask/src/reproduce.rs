@@ -90,7 +90,7 @@ pub struct ReproduceArgs {
     /// DPO: beta, the strength of the tie to the reference model.
     #[arg(long, default_value_t = DpoConfig::default().beta)]
     dpo_beta: f64,
-    /// DPO: preference pairs per optimisation step.
+    /// DPO: items (prompts, each with all its pairs) per optimisation step.
     #[arg(long, default_value_t = DpoConfig::default().batch_size)]
     dpo_batch: usize,
     /// DPO: LoRA rank.
