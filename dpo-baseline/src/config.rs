@@ -97,7 +97,7 @@ impl Default for DpoConfig {
             held_out_fraction: 0.2,
             patience: 1,
             eval_batch: 16,
-            rejected: Rejected::OppositeExtreme,
+            rejected: Rejected::AllOthers,
             system: SystemPrompt::Plain,
             lora: LoraConfig::default(),
             seed: 0,

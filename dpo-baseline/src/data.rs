@@ -2,11 +2,17 @@
 //!
 //! Every answered item gives one prompt (the evaluation's item prompt, ending with the
 //! prefill "Option") whose completions are single option tokens `" A"`..`" E"`. The chosen
-//! completion is the person's option (answer 5 = A ... 1 = E). The rejected one is, under
-//! [`Rejected::OppositeExtreme`] (the default), the extreme on the other side: E for answers
-//! 5 and 4, A for 2 and 1. An answer of 3 has no other side, so both extremes are rejected
-//! (two pairs: the person is neither). Under [`Rejected::AllOthers`] every other option is
-//! rejected (four pairs per item). Missing answers give no pair.
+//! completion is the person's option (answer 5 = A ... 1 = E). Under [`Rejected::AllOthers`]
+//! (the default) every other option is rejected: four pairs per item, so the person's option
+//! must rank above each of the others. Under [`Rejected::OppositeExtreme`] the rejected one
+//! is the extreme on the other side: E for answers 5 and 4, A for 2 and 1; an answer of 3 has
+//! no other side, so both extremes are rejected (two pairs: the person is neither). Missing
+//! answers give no pair.
+//!
+//! Why all-others by default: opposite-extreme pairs can all be won without finding the
+//! person's option, by pushing both extremes down. Measured on the default model (one
+//! subject, 30 test items), opposite-extreme training answered C to every test item (the
+//! same as always answering 3), while all-others answered the person's most frequent option.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -17,9 +23,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum Rejected {
     /// The extreme on the other side of the scale (both extremes for an answer of 3).
-    #[default]
     OppositeExtreme,
-    /// Every other option, one pair each.
+    /// Every other option, one pair each (the default).
+    #[default]
     AllOthers,
 }
 

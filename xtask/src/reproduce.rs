@@ -105,8 +105,9 @@ pub struct ReproduceArgs {
     /// DPO: adapted projections, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
     #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
     dpo_targets: String,
-    /// DPO: the rejected option: `opposite-extreme` (default) or `all-others`.
-    #[arg(long, default_value = "opposite-extreme")]
+    /// DPO: the rejected options: `all-others` (default: every other option, one pair each)
+    /// or `opposite-extreme` (the extreme on the other side; both for an answer of 3).
+    #[arg(long, default_value = "all-others")]
     dpo_rejected: Rejected,
     /// DPO: the preference prompts' system prompt: `plain` (default) or `few-shot`.
     #[arg(long, default_value = "plain")]
