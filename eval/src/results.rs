@@ -343,9 +343,13 @@ pub fn render_markdown(r: &Results) -> String {
         let _ = writeln!(s, "| {} | not run: {} | | | | | |", n.method, n.reason);
     }
     let _ = writeln!(s, "\n## Reference predictors (same subjects and items)\n");
-    header(&mut s);
-    for run in r.runs.iter().filter(|r| r.reference) {
-        row(&mut s, run);
+    if r.runs.iter().any(|r| r.reference) {
+        header(&mut s);
+        for run in r.runs.iter().filter(|r| r.reference) {
+            row(&mut s, run);
+        }
+    } else {
+        let _ = writeln!(s, "None requested (add `always-3,own-mean,ridge` to `--methods`).");
     }
     if !r.comparisons.is_empty() {
         let _ = writeln!(s, "\n## Paired differences in Total against {} (negative: better)\n", r.comparisons[0].baseline);

@@ -11,5 +11,6 @@ pub type TestBackend = llm_burn::CpuBackend;
 mod chat;
 mod default_model;
 mod gguf_format;
+mod loading;
 mod npy;
 mod tiny_model;
