@@ -13,8 +13,11 @@ use crate::TestBackend;
 
 const ROWS: [&[u32]; 2] = [&[5, 9, 13, 21, 8], &[7, 3, 30]];
 
+/// Tensors by name: shape and values.
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// The tiny model's tensors as `f32` (name → (shape, values)), and its `config.json`.
-fn tiny_tensors(seed: u64) -> (BTreeMap<String, (Vec<usize>, Vec<f32>)>, serde_json::Value) {
+fn tiny_tensors(seed: u64) -> (Tensors, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     llm_burn::tiny::write_weights(dir.path(), seed, 50).unwrap();
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
@@ -32,7 +35,7 @@ fn tiny_tensors(seed: u64) -> (BTreeMap<String, (Vec<usize>, Vec<f32>)>, serde_j
 }
 
 /// Writes `tensors` (in `dtype`) as one file, or as `shards` files with an index.
-fn write(dir: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, config: &serde_json::Value, dtype: Dtype, shards: usize) {
+fn write(dir: &Path, tensors: &Tensors, config: &serde_json::Value, dtype: Dtype, shards: usize) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let encode = |v: &[f32]| -> Vec<u8> {
         match dtype {
