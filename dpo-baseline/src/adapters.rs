@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use llm_burn::LlamaConfig;
+use llm_burn::weights::transpose;
 use llm_burn::lora::{Adapter, Lora, Target};
 use safetensors::{Dtype, SafeTensors};
 
@@ -19,16 +20,6 @@ pub const RANK: &str = "lora_rank";
 pub const ALPHA: &str = "lora_alpha";
 /// Comma-separated `target_modules`.
 pub const TARGETS: &str = "target_modules";
-
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
-}
 
 /// Writes `lora` to `path` (atomically) with `metadata` added to the file's own.
 pub fn save<B: Backend>(path: &Path, lora: &Lora<B>, metadata: &BTreeMap<String, String>) -> Result<()> {

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::lora::{Lora, Target};
-use crate::weights::WeightFiles;
+use crate::weights::{WeightFiles, transpose};
 
 /// One decoder layer's weights; linear weights are stored `[in, out]`.
 #[derive(Debug, Clone)]
@@ -169,16 +169,6 @@ impl<'a, B: Backend> LoraPass<'a, B> {
 /// One layer's steering for a batch: displacements `[batch, 1, heads * head_dim]` of the rows
 /// steered at every position, and of the rows steered at the last position only.
 type LayerSteering<B> = (Option<Tensor<B, 3>>, Option<Tensor<B, 3>>);
-
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
-}
 
 impl<B: Backend> Llama<B> {
     /// Loads a Hugging Face folder (`config.json` and safetensors weights). Every tensor of

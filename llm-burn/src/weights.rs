@@ -101,3 +101,15 @@ impl WeightFiles {
         })
     }
 }
+
+/// Transposes a row-major `[rows, cols]` matrix into row-major `[cols, rows]` (Hugging Face
+/// stores linear weights `[out, in]`; this crate keeps them `[in, out]`).
+pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
