@@ -16,21 +16,32 @@ use crate::error::{Error, Result};
 use crate::lora::{Lora, Target};
 use crate::weights::{WeightFiles, transpose};
 
+/// The name table of a layer, relative to `model.layers.{i}.`: the two norms (`[hidden]`);
+/// every projection of [`Target::ALL`] as `{target.module()}.weight` (`[out, in]` in the file,
+/// [`Target::dims`]); and, when the config has q/k/v biases, `{module}.bias` (`[out]`) of these.
+const NORMS: [&str; 2] = ["input_layernorm.weight", "post_attention_layernorm.weight"];
+/// The projections that carry a bias when the config says so (Qwen2).
+const BIASED: [Target; 3] = [Target::Q, Target::K, Target::V];
+
 /// One decoder layer's weights; linear weights are stored `[in, out]`.
 #[derive(Debug, Clone)]
 struct Layer<B: Backend> {
     input_norm: Tensor<B, 1>,
     post_norm: Tensor<B, 1>,
-    wq: Tensor<B, 2>,
-    wk: Tensor<B, 2>,
-    wv: Tensor<B, 2>,
-    bq: Option<Tensor<B, 1>>,
-    bk: Option<Tensor<B, 1>>,
-    bv: Option<Tensor<B, 1>>,
-    wo: Tensor<B, 2>,
-    w_gate: Tensor<B, 2>,
-    w_up: Tensor<B, 2>,
-    w_down: Tensor<B, 2>,
+    /// The projections in [`Target::ALL`] order.
+    linear: [Tensor<B, 2>; 7],
+    /// Biases of [`BIASED`], in that order.
+    bias: [Option<Tensor<B, 1>>; 3],
+}
+
+impl<B: Backend> Layer<B> {
+    fn w(&self, t: Target) -> &Tensor<B, 2> {
+        &self.linear[t as usize]
+    }
+
+    fn b(&self, t: Target) -> Option<&Tensor<B, 1>> {
+        BIASED.iter().position(|&x| x == t).and_then(|k| self.bias[k].as_ref())
+    }
 }
 
 /// A loaded model.
@@ -178,7 +189,7 @@ impl<B: Backend> Llama<B> {
         let config = LlamaConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
         let c = &config;
-        let (h, q_out, kv_out) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let h = c.hidden;
         let mut used = std::collections::BTreeSet::new();
         let mut read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
             let v = files.read(&name, shape)?;
@@ -202,29 +213,21 @@ impl<B: Backend> Llama<B> {
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             let p = |s: &str| format!("model.layers.{i}.{s}");
-            let (bq, bk, bv) = if c.qkv_bias {
-                (
-                    Some(t1(read(p("self_attn.q_proj.bias"), &[q_out])?)),
-                    Some(t1(read(p("self_attn.k_proj.bias"), &[kv_out])?)),
-                    Some(t1(read(p("self_attn.v_proj.bias"), &[kv_out])?)),
-                )
-            } else {
-                (None, None, None)
-            };
-            layers.push(Layer {
-                input_norm: t1(read(p("input_layernorm.weight"), &[h])?),
-                post_norm: t1(read(p("post_attention_layernorm.weight"), &[h])?),
-                wq: lin(read(p("self_attn.q_proj.weight"), &[q_out, h])?, q_out, h),
-                wk: lin(read(p("self_attn.k_proj.weight"), &[kv_out, h])?, kv_out, h),
-                wv: lin(read(p("self_attn.v_proj.weight"), &[kv_out, h])?, kv_out, h),
-                bq,
-                bk,
-                bv,
-                wo: lin(read(p("self_attn.o_proj.weight"), &[h, q_out])?, h, q_out),
-                w_gate: lin(read(p("mlp.gate_proj.weight"), &[c.intermediate, h])?, c.intermediate, h),
-                w_up: lin(read(p("mlp.up_proj.weight"), &[c.intermediate, h])?, c.intermediate, h),
-                w_down: lin(read(p("mlp.down_proj.weight"), &[h, c.intermediate])?, h, c.intermediate),
-            });
+            let [input_norm, post_norm] = NORMS.map(|n| p(n));
+            let (input_norm, post_norm) = (t1(read(input_norm, &[h])?), t1(read(post_norm, &[h])?));
+            let mut linear = Vec::with_capacity(Target::ALL.len());
+            for t in Target::ALL {
+                let (inp, out) = t.dims(c);
+                linear.push(lin(read(p(&format!("{}.weight", t.module())), &[out, inp])?, out, inp));
+            }
+            let mut bias = [None, None, None];
+            if c.qkv_bias {
+                for (slot, t) in bias.iter_mut().zip(BIASED) {
+                    *slot = Some(t1(read(p(&format!("{}.bias", t.module())), &[t.dims(c).1])?));
+                }
+            }
+            let linear = linear.try_into().unwrap_or_else(|_| unreachable!("one weight per target"));
+            layers.push(Layer { input_norm, post_norm, linear, bias });
         }
         let unused: Vec<&str> = files
             .names()
@@ -404,7 +407,8 @@ impl<B: Backend> Llama<B> {
             }
         }
         // A projection with its adapter (if any): `x·W (+ bias) + scale · (drop(x)·A)·B`.
-        let proj = |x: Tensor<B, 3>, l: usize, t: Target, w: &Tensor<B, 2>, bias: Option<&Tensor<B, 1>>| -> Tensor<B, 3> {
+        let proj = |x: Tensor<B, 3>, l: usize, t: Target, layer: &Layer<B>| -> Tensor<B, 3> {
+            let (w, bias) = (layer.w(t), layer.b(t));
             let Some(pass) = options.lora else { return Self::linear(x, w, bias) };
             let Some(ad) = pass.lora.get(l, t) else { return Self::linear(x, w, bias) };
             let [bb, ss, i] = x.dims();
@@ -425,9 +429,9 @@ impl<B: Backend> Llama<B> {
         let mut captured = options.capture.then(|| Vec::with_capacity(c.layers));
         for (l, layer) in self.layers.iter().enumerate() {
             let hn = self.rms_norm(x.clone(), &layer.input_norm);
-            let q = proj(hn.clone(), l, Target::Q, &layer.wq, layer.bq.as_ref()).reshape([b, s, nh, hd]).swap_dims(1, 2); // [b, nh, s, hd]
-            let k = proj(hn.clone(), l, Target::K, &layer.wk, layer.bk.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2); // [b, nkv, s, hd]
-            let v = proj(hn, l, Target::V, &layer.wv, layer.bv.as_ref()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+            let q = proj(hn.clone(), l, Target::Q, layer).reshape([b, s, nh, hd]).swap_dims(1, 2); // [b, nh, s, hd]
+            let k = proj(hn.clone(), l, Target::K, layer).reshape([b, s, nkv, hd]).swap_dims(1, 2); // [b, nkv, s, hd]
+            let v = proj(hn, l, Target::V, layer).reshape([b, s, nkv, hd]).swap_dims(1, 2);
             let q = rope(q, nh);
             let k = rope(k, nkv);
             let (k, v) = match cache.layers[l].take() {
@@ -481,14 +485,14 @@ impl<B: Backend> Llama<B> {
                     heads = if s > 1 { Tensor::cat(vec![heads.narrow(1, 0, s - 1), tail], 1) } else { tail };
                 }
             }
-            x = x + proj(heads, l, Target::O, &layer.wo, None);
+            x = x + proj(heads, l, Target::O, layer);
             if let Some(bias) = options.o_proj_bias.and_then(|o| o.layers[l].as_ref()) {
                 x = x + bias.clone().reshape([1, 1, c.hidden]).expand([b, s, c.hidden]);
             }
             let hn = self.rms_norm(x.clone(), &layer.post_norm);
-            let gate = activation::silu(proj(hn.clone(), l, Target::Gate, &layer.w_gate, None));
-            let up = proj(hn, l, Target::Up, &layer.w_up, None);
-            x = x + proj(gate * up, l, Target::Down, &layer.w_down, None);
+            let gate = activation::silu(proj(hn.clone(), l, Target::Gate, layer));
+            let up = proj(hn, l, Target::Up, layer);
+            x = x + proj(gate * up, l, Target::Down, layer);
         }
         let last = self.rms_norm(x.narrow(1, s - 1, 1), &self.norm).reshape([b, c.hidden]);
         let logits = last.matmul(self.lm_head.clone().transpose()); // [b, vocab]
@@ -508,15 +512,7 @@ impl<B: Backend> Llama<B> {
         for (l, layer) in out.layers.iter_mut().enumerate() {
             for t in Target::ALL {
                 let Some(ad) = lora.get(l, t) else { continue };
-                let w = match t {
-                    Target::Q => &mut layer.wq,
-                    Target::K => &mut layer.wk,
-                    Target::V => &mut layer.wv,
-                    Target::O => &mut layer.wo,
-                    Target::Gate => &mut layer.w_gate,
-                    Target::Up => &mut layer.w_up,
-                    Target::Down => &mut layer.w_down,
-                };
+                let w = &mut layer.linear[t as usize];
                 let delta = ad.a.clone().matmul(ad.b.clone()) * scale;
                 if delta.dims() != w.dims() {
                     return Err(Error::Tensor { name: t.peft_name(l, "lora_A·lora_B"), message: format!("{:?}, the weight is {:?}", delta.dims(), w.dims()) });
@@ -535,16 +531,8 @@ impl<B: Backend> Llama<B> {
             .map(|l| Layer {
                 input_norm: f1(l.input_norm.clone()),
                 post_norm: f1(l.post_norm.clone()),
-                wq: f2(l.wq.clone()),
-                wk: f2(l.wk.clone()),
-                wv: f2(l.wv.clone()),
-                bq: l.bq.clone().map(&f1),
-                bk: l.bk.clone().map(&f1),
-                bv: l.bv.clone().map(&f1),
-                wo: f2(l.wo.clone()),
-                w_gate: f2(l.w_gate.clone()),
-                w_up: f2(l.w_up.clone()),
-                w_down: f2(l.w_down.clone()),
+                linear: l.linear.clone().map(&f2),
+                bias: l.bias.clone().map(|b| b.map(&f1)),
             })
             .collect();
         Llama {
@@ -576,7 +564,7 @@ impl<B: Backend> Llama<B> {
             .map(|(l, layer)| {
                 steering.layer(l).map(|d| {
                     let d = Tensor::<B, 2>::from_data(TensorData::new(d.to_vec(), [1, width]), &self.device);
-                    d.matmul(layer.wo.clone()).reshape([self.config.hidden]) // [hidden]
+                    d.matmul(layer.w(Target::O).clone()).reshape([self.config.hidden]) // [hidden]
                 })
             })
             .collect();
