@@ -213,7 +213,7 @@ impl<B: Backend> Llama<B> {
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             let p = |s: &str| format!("model.layers.{i}.{s}");
-            let [input_norm, post_norm] = NORMS.map(|n| p(n));
+            let [input_norm, post_norm] = NORMS.map(&p);
             let (input_norm, post_norm) = (t1(read(input_norm, &[h])?), t1(read(post_norm, &[h])?));
             let mut linear = Vec::with_capacity(Target::ALL.len());
             for t in Target::ALL {
