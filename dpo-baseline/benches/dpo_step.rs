@@ -6,7 +6,6 @@
 //! `LLM_MODEL_DIR` points elsewhere).
 #![allow(missing_docs, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -28,15 +27,8 @@ const ITEMS: [(&str, u8); 8] = [
     ("Believe in the importance of art", 2),
 ];
 
-fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LLM_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct"));
-    dir.join("tokenizer.json").is_file().then_some(dir)
-}
-
 fn bench(c: &mut Criterion) {
-    let Some(dir) = model_dir() else {
+    let Some(dir) = llm_burn::default_model_dir() else {
         eprintln!("skipped: no default model (run `cargo xtask fetch-model`)");
         return;
     };

@@ -32,6 +32,20 @@ pub struct Phases<T> {
     pub train: T,
 }
 
+impl<T: Copy> Phases<T> {
+    /// Each phase through `f`.
+    pub fn map<U>(&self, f: impl Fn(T) -> U) -> Phases<U> {
+        Phases {
+            collect: f(self.collect),
+            probes: f(self.probes),
+            search: f(self.search),
+            eval: f(self.eval),
+            reference: f(self.reference),
+            train: f(self.train),
+        }
+    }
+}
+
 impl<T: Copy + std::ops::Add<Output = T>> Phases<T> {
     /// The sum of the phases.
     pub fn sum(&self) -> T {

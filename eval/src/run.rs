@@ -814,22 +814,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 let agg = papi_data::scoring::aggregate(&maes);
                 let (dci, tci) = aggregate_ci(&maes, self.config.bootstrap);
                 let sh = shared.get(m).copied().unwrap_or_default();
-                let mut phases = Phases {
-                    collect: sh.collect.0,
-                    probes: sh.probes.0,
-                    search: sh.search.0,
-                    eval: sh.eval.0,
-                    reference: sh.reference.0,
-                    train: sh.train.0,
-                };
-                let mut tokens = Phases {
-                    collect: sh.collect.1,
-                    probes: sh.probes.1,
-                    search: sh.search.1,
-                    eval: sh.eval.1,
-                    reference: sh.reference.1,
-                    train: sh.train.1,
-                };
+                let mut phases = sh.map(|(seconds, _)| seconds);
+                let mut tokens = sh.map(|(_, tokens)| tokens);
                 for r in results {
                     phases = phases.plus(&r.seconds);
                     tokens = tokens.plus(&r.tokens);

@@ -42,6 +42,17 @@ pub use error::{Error, Result};
 pub use lora::{Lora, LoraSpec, Target};
 pub use model::{ForwardOptions, KvCache, Llama, LoraPass, OProjBias, Output};
 
+/// The embedded default model's folder when it has been fetched: `LLM_MODEL_DIR` if set, else
+/// the workspace cache `.cache/models/SmolLM2-135M-Instruct` that `cargo xtask fetch-model`
+/// fills. `None` when the folder holds no `tokenizer.json` and `model.safetensors` (tests and
+/// benches skip then).
+pub fn default_model_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("LLM_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct"));
+    (dir.join("tokenizer.json").is_file() && dir.join("model.safetensors").is_file()).then_some(dir)
+}
+
 /// The CPU backend used by default (burn's `flex`).
 pub type CpuBackend = burn_flex::Flex;
 

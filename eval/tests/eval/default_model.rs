@@ -1,7 +1,6 @@
 //! The default model on the real development data: one subject, every method, a handful of
 //! items; and the reference predictors against papi-data's.
 
-use std::path::Path;
 
 use eval::{Evaluator, Method};
 use llm_burn::{Llama, PromptEncoder};
@@ -12,13 +11,11 @@ use pas_core::Search;
 use crate::{TestBackend, papi_dir, provenance, quick_config, tiny_model};
 
 fn model_dir() -> Option<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct");
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no default model (run `cargo xtask fetch-model`)");
-        None
+    let dir = llm_burn::default_model_dir();
+    if dir.is_none() {
+        eprintln!("skipped: no default model (run `cargo xtask fetch-model`, or set LLM_MODEL_DIR)");
     }
+    dir
 }
 
 #[test]

@@ -7,15 +7,11 @@ use serde_json::Value;
 
 /// The converted default model (`LLM_MODEL_DIR`, else the xtask cache), if present.
 pub fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LLM_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct"));
-    if dir.join("tokenizer.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: no default model at {} (run `cargo xtask fetch-model`)", dir.display());
-        None
+    let dir = llm_burn::default_model_dir();
+    if dir.is_none() {
+        eprintln!("skipped: no default model (run `cargo xtask fetch-model`, or set LLM_MODEL_DIR)");
     }
+    dir
 }
 
 /// The fixtures (`FIXTURES_DIR`, else ../shared/fixtures), if present.
