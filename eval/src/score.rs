@@ -158,6 +158,17 @@ pub fn short_hash(text: &str) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The length of the token prefix that all `rows` share, leaving every row at least one token
+/// of its own (the prefix is computed once, each row continues it).
+pub fn shared_prefix_len(rows: &[Vec<u32>]) -> usize {
+    let min_len = rows.iter().map(Vec::len).min().unwrap_or(0);
+    let mut lcp = 0;
+    while lcp + 1 < min_len && rows.iter().all(|r| r[lcp] == rows[0][lcp]) {
+        lcp += 1;
+    }
+    lcp
+}
+
 /// Asks a model items and reads its answers.
 #[derive(Debug)]
 pub struct Scorer<'m, B: Backend> {
@@ -216,12 +227,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
         }
         let rendered: Vec<String> = users.iter().map(|u| self.prompts.render(system, u, PREFILL)).collect::<Result<_, _>>()?;
         let rows: Vec<Vec<u32>> = rendered.iter().map(|r| self.prompts.encode(r)).collect::<Result<_, _>>()?;
-        // The shared prefix: every row keeps at least one token of its own.
-        let min_len = rows.iter().map(Vec::len).min().unwrap_or(0);
-        let mut lcp = 0;
-        while lcp + 1 < min_len && rows.iter().all(|r| r[lcp] == rows[0][lcp]) {
-            lcp += 1;
-        }
+        let lcp = shared_prefix_len(&rows);
         let mut tokens = 0u64;
         let mut prefix = self.model.new_cache();
         if lcp > 0 {

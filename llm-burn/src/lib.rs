@@ -25,11 +25,14 @@
 //! # Ok::<(), llm_burn::Error>(())
 //! ```
 
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod convert;
 pub mod error;
+mod forward;
 pub mod gguf;
+pub mod host;
 pub mod lora;
 pub mod model;
 mod steerable;
@@ -40,7 +43,8 @@ pub use chat::{ChatTemplate, Message, PromptEncoder};
 pub use config::LlamaConfig;
 pub use error::{Error, Result};
 pub use lora::{Lora, LoraSpec, Target};
-pub use model::{ForwardOptions, KvCache, Llama, LoraPass, OProjBias, Output};
+pub use cache::KvCache;
+pub use model::{ForwardOptions, Kernels, Llama, LoraPass, OProjBias, Output};
 
 /// The embedded default model's folder when it has been fetched: `LLM_MODEL_DIR` if set, else
 /// the workspace cache `.cache/models/SmolLM2-135M-Instruct` that `cargo xtask fetch-model`

@@ -58,6 +58,24 @@ impl Steering {
         Steering { geometry, positions: Positions::All, layers: vec![None; geometry.layers as usize] }
     }
 
+    /// A steering from per-layer displacements (`None`: nothing added to that layer), checked
+    /// against the geometry: one entry per layer, each `[heads * head_dim]` and finite.
+    pub fn from_layers(geometry: Geometry, positions: Positions, layers: Vec<Option<Vec<f32>>>) -> Result<Self> {
+        if layers.len() != geometry.layers as usize {
+            return Err(Error::Shape { what: "steering layers".into(), expected: geometry.layers as usize, found: layers.len() });
+        }
+        for (l, d) in layers.iter().enumerate() {
+            let Some(d) = d else { continue };
+            if d.len() != geometry.layer_width() {
+                return Err(Error::Shape { what: format!("steering of layer {l}"), expected: geometry.layer_width(), found: d.len() });
+            }
+            if let Some(x) = d.iter().find(|x| !x.is_finite()) {
+                return Err(Error::Intervention(format!("steering of layer {l} holds {x}")));
+            }
+        }
+        Ok(Steering { geometry, positions, layers })
+    }
+
     /// The geometry.
     pub fn geometry(&self) -> Geometry {
         self.geometry

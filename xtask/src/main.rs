@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod deps;
+mod engine_bench;
 mod logits;
 mod model;
 mod papi;
@@ -42,6 +43,9 @@ enum Task {
     Reproduce(Box<reproduce::ReproduceArgs>),
     /// Re-render report.md and totals.svg of a reproduce folder from its results.json.
     Report(reproduce::ReportArgs),
+    /// Our engine and PyTorch side by side on the same work (prefill, few-shot scoring,
+    /// contrast capture, per-row steering): one table with the ratio per row.
+    EngineBench(engine_bench::EngineBenchArgs),
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -63,6 +67,7 @@ fn main() -> Result<()> {
         Task::Logits(args) => logits::run(&args),
         Task::Reproduce(args) => reproduce::run(&args),
         Task::Report(args) => reproduce::report(&args),
+        Task::EngineBench(args) => engine_bench::run(&args),
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;

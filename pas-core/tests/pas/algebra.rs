@@ -1,6 +1,6 @@
 //! Laws of the intervention algebra and of its persistence (proptest).
 
-use pas_core::{Error, Geometry, HeadId, Intervention, InterventionMeta, ModelIdentity, Positions, SteeredHead};
+use pas_core::{Error, Geometry, HeadId, Intervention, InterventionMeta, ModelIdentity, Positions, SteeredHead, Steering};
 use proptest::prelude::*;
 
 fn geometry() -> impl Strategy<Value = Geometry> {
@@ -48,6 +48,14 @@ proptest! {
             let norm = h.direction.iter().map(|x| x * x).sum::<f32>().sqrt();
             prop_assert!((norm - 1.0).abs() < 1e-4, "{}", norm);
         }
+    }
+
+    #[test]
+    fn a_steering_rebuilt_from_its_layers_is_equal(iv in with_intervention(), a in -8.0f32..8.0) {
+        let s = iv.at(a, Positions::Last);
+        let g = iv.geometry();
+        let layers = (0..g.layers as usize).map(|l| s.layer(l).map(<[f32]>::to_vec)).collect();
+        prop_assert_eq!(Steering::from_layers(g, Positions::Last, layers).expect("valid layers"), s);
     }
 
     #[test]
@@ -153,4 +161,12 @@ fn a_corrupt_file_is_a_format_error() {
     let p = dir.path().join("bad.safetensors");
     std::fs::write(&p, b"not a safetensors file").unwrap();
     assert!(matches!(Intervention::load(&p), Err(Error::Format { .. })));
+}
+
+#[test]
+fn steering_from_layers_refuses_a_wrong_shape() {
+    let g = Geometry::new(2, 2, 3);
+    assert!(matches!(Steering::from_layers(g, Positions::All, vec![None]), Err(Error::Shape { found: 1, .. })));
+    assert!(matches!(Steering::from_layers(g, Positions::All, vec![None, Some(vec![0.0; 5])]), Err(Error::Shape { expected: 6, .. })));
+    assert!(Steering::from_layers(g, Positions::All, vec![Some(vec![f32::NAN; 6]), None]).is_err());
 }
