@@ -11,6 +11,7 @@ pub type TestBackend = llm_burn::CpuBackend;
 mod chat;
 mod default_model;
 mod gguf_format;
+mod kernels;
 mod loading;
 mod npy;
 mod tiny_model;
