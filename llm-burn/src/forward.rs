@@ -71,13 +71,20 @@ impl<B: Backend> Llama<B> {
         self.check(tokens, cache, &options)?;
         let c = &self.config;
         let step = self.step_inputs(tokens, cache);
-        let (b, s, width) = (step.b, step.s, c.heads * c.head_dim);
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(step.ids.clone(), [b * s]), &self.device);
-        let mut x = self.embed.clone().select(0, ids).reshape([b, s, c.hidden]); // [b, s, hidden]
+        let (b, width) = (step.b, c.heads * c.head_dim);
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(step.ids.clone(), [b * step.s]), &self.device);
+        let mut x = self.embed.clone().select(0, ids).reshape([b, step.s, c.hidden]); // [b, s, hidden]
         let mut captured = options.capture.then(|| Vec::with_capacity(c.layers));
         for (l, layer) in self.layers.iter().enumerate() {
+            // Only the last position's output of the last layer is read (its keys and values
+            // are cached all the same): from its attention on, that layer runs on it alone.
+            let last_only = l + 1 == c.layers && step.s > 1;
             let hn = self.rms_norm(x.clone(), &layer.input_norm);
-            let heads = self.attention(l, layer, hn, &step, cache, options.lora)?; // [b, s, heads * head_dim]
+            let heads = self.attention(l, layer, hn, &step, cache, options.lora, last_only)?; // [b, s', heads * head_dim]
+            let s = heads.dims()[1];
+            if last_only {
+                x = x.narrow(1, step.s - 1, 1);
+            }
             if let Some(cap) = captured.as_mut() {
                 cap.push(heads.clone().narrow(1, s - 1, 1).reshape([b, width])); // [b, heads * head_dim]
             }
@@ -252,24 +259,36 @@ impl<B: Backend> Llama<B> {
 
     /// Self-attention of layer `l`: projections, RoPE, the cache, and attention over the
     /// shared prefix and each row's own positions. `hn`: `[b, s, hidden]` (normed). Returns
-    /// the head outputs `[b, s, heads * head_dim]`, the input of `o_proj` (the PAS site).
-    fn attention(&self, l: usize, layer: &Layer<B>, hn: Tensor<B, 3>, step: &Step<B>, cache: &mut KvCache<B>, lora: Option<LoraPass<'_, B>>) -> Result<Tensor<B, 3>> {
-        let q = self.proj(hn.clone(), l, Target::Q, layer, lora); // [b, s, heads * hd]
+    /// the head outputs `[b, s, heads * head_dim]`, the input of `o_proj` (the PAS site), or
+    /// with `last_only` those of the last position, `[b, 1, heads * head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, l: usize, layer: &Layer<B>, hn: Tensor<B, 3>, step: &Step<B>, cache: &mut KvCache<B>, lora: Option<LoraPass<'_, B>>, last_only: bool) -> Result<Tensor<B, 3>> {
         let k = self.proj(hn.clone(), l, Target::K, layer, lora); // [b, s, kv_heads * hd]
-        let v = self.proj(hn, l, Target::V, layer, lora);
+        let v = self.proj(hn.clone(), l, Target::V, layer, lora);
         match &step.tensor {
-            None => self.attention_host(l, q, k, v, step, cache),
-            Some(ts) => Ok(self.attention_tensor(l, q, k, v, step, ts, cache)),
+            None => {
+                let hq = if last_only { hn.narrow(1, step.s - 1, 1) } else { hn };
+                let q = self.proj(hq, l, Target::Q, layer, lora); // [b, s', heads * hd]
+                self.attention_host(l, q, k, v, step, cache)
+            }
+            Some(ts) => {
+                let q = self.proj(hn, l, Target::Q, layer, lora); // [b, s, heads * hd]
+                let out = self.attention_tensor(l, q, k, v, step, ts, cache);
+                Ok(if last_only { out.narrow(1, step.s - 1, 1) } else { out })
+            }
         }
     }
 
-    /// [`Llama::attention`] on the host kernels.
+    /// [`Llama::attention`] on the host kernels; `q` holds the queries of all `s` new
+    /// positions, or of the last one only.
     fn attention_host(&self, l: usize, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, step: &Step<B>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let c = &self.config;
         let (b, s, hd) = (step.b, step.s, c.head_dim);
         let kv_width = c.kv_heads * hd;
+        let queries = q.dims()[1];
         let (mut q, mut k, v) = (to_vec(q), to_vec(k), to_vec(v));
-        host::rope(&mut q, &step.positions, &self.inv_freq, hd);
+        let q_positions: Vec<usize> = step.positions.chunks(s).flat_map(|p| &p[s - queries..]).copied().collect();
+        host::rope(&mut q, &q_positions, &self.inv_freq, hd);
         host::rope(&mut k, &step.positions, &self.inv_freq, hd);
         let KvCache { shared, layers, valid, .. } = cache;
         let slot = layers[l].get_or_insert_with(|| LayerKv::Host { k: (0..b).map(|_| Arc::default()).collect(), v: (0..b).map(|_| Arc::default()).collect() });
@@ -284,9 +303,10 @@ impl<B: Backend> Llama<B> {
             _ => None,
         };
         let rows: Vec<RowKv<'_>> = (0..b).map(|r| RowKv { prefix, own: (ck[r].as_slice(), cv[r].as_slice()), valid: &valid[r] }).collect();
-        let shape = AttentionShape { heads: c.heads, kv_heads: c.kv_heads, head_dim: hd, seq: s, past: step.past };
+        // The queries are the last `queries` of the step's positions.
+        let shape = AttentionShape { heads: c.heads, kv_heads: c.kv_heads, head_dim: hd, seq: queries, past: step.past + s - queries };
         let out = host::attention(&q, &rows, shape);
-        Ok(Tensor::from_data(TensorData::new(out, [b, s, c.heads * hd]), &self.device))
+        Ok(Tensor::from_data(TensorData::new(out, [b, queries, c.heads * hd]), &self.device))
     }
 
     /// [`Llama::attention`] on tensor operations. Grouped-query attention without copying

@@ -85,7 +85,7 @@ def score(model, hooks, unit, layers, width):
     p = prefix.shape[1]
     steer = unit.get("steer")
     t = time.perf_counter()
-    cache = model.model(input_ids=prefix, use_cache=True).past_key_values
+    cache = model.model(input_ids=prefix, use_cache=True).cache
     out = []
     tokens = p
     rows = unit["rows"]
@@ -100,7 +100,7 @@ def score(model, hooks, unit, layers, width):
         if steer is not None:
             d = torch.tensor(steer[start : start + b]).view(b, layers, width)
             hooks.add = [d[:, l].unsqueeze(1) for l in range(layers)]
-        h = model.model(input_ids=ids, attention_mask=am, position_ids=pos, past_key_values=c, use_cache=True).last_hidden_state
+        h = model.model(input_ids=ids, attention_mask=am, position_ids=pos, cache=c, use_cache=True).last_hidden_state
         hooks.add = None
         tokens += int(mask.sum())
         last = h[torch.arange(b), lens - 1]
