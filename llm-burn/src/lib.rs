@@ -3,7 +3,12 @@
 //! - [`Llama`]: the decoder, generic over burn's `Backend`, loaded from a Hugging Face
 //!   folder; immutable, with the KV cache and the steering passed into
 //!   [`Llama::forward`]; head outputs (the input of `o_proj`) captured and steered per row.
-//!   It implements [`pas_core::Steerable`].
+//!   It implements [`pas_core::Steerable`]; its capture runs prefixes shared by prompts once.
+//! - [`host`]: CPU kernels on plain buffers (norms, RoPE, attention over a shared prefix, the
+//!   gated activation) that the model runs on the CPU backend; other backends (CUDA,
+//!   autodiff) run the same steps as tensor operations ([`Kernels`]).
+//! - [`KvCache`]: the cache passed into `forward`; [`KvCache::repeat`] shares a prefix across
+//!   rows without copying it, [`KvCache::select_rows`] forks rows.
 //! - [`PromptEncoder`]: `tokenizer.json` plus the model's chat template, rendered as
 //!   transformers renders it.
 //! - [`gguf`] and [`convert`]: the embedded default model (SmolLM2-135M-Instruct, a GGUF

@@ -385,7 +385,7 @@ fn table(rows: &[Row]) -> String {
             r.ours_seconds,
             opt(r.torch_seconds.map(|t| r.tokens as f64 / t), 0),
             r.tokens as f64 / r.ours_seconds,
-            opt(r.ratio, 2).replace('-', "-"),
+            opt(r.ratio, 2),
             r.max_abs_diff.map_or("-".into(), |d| format!("{d:.1e}")),
         ));
     }
