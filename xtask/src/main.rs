@@ -8,6 +8,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// The allocator of the command line: it keeps freed buffers for reuse, where glibc's returns
+/// large ones to the kernel and each forward pass then pays page faults on fresh pages (about
+/// 20% of a 1,024-token prefill on the CPU, measured with `perf`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod deps;
 mod engine_bench;
 mod logits;
