@@ -331,8 +331,8 @@ pub fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "Model `{}` ({}), scoring `{}`, strength selection `{}`, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
-        m.model_id, m.device, m.scoring, m.alpha_selection, m.missing_answers, m.test_items, m.records, m.git_revision, m.chat_template_hash
+        "Model `{}` ({}), scoring `{}`, strength selection `{}`, PAS steering at `{}` positions, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
+        m.model_id, m.device, m.scoring, m.alpha_selection, m.pas.positions.as_str(), m.missing_answers, m.test_items, m.records, m.git_revision, m.chat_template_hash
     );
     let _ = writeln!(s, "Mean absolute error per domain (lower is better) and Total (their sum), each with a 95% bootstrap interval over subjects.\n");
     let header = |s: &mut String| {
@@ -402,8 +402,8 @@ pub fn render_markdown(r: &Results) -> String {
         let _ = writeln!(s, "\n## Optimisation time: PAS against DPO\n");
         let _ = writeln!(
             s,
-            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s (activation collection divided over the subjects, probes, strength search); `dpo` {:.1} s (reference log-probabilities, training, held-out checks). **DPO / PAS = {:.2}**.",
-            t.subjects, t.pas_method, t.pas_seconds, t.dpo_seconds, t.ratio
+            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s with steering at `{}` positions (activation collection divided over the subjects, probes, strength search); `dpo` {:.1} s (reference log-probabilities, training, held-out checks). **DPO / PAS = {:.2}**.",
+            t.subjects, t.pas_method, t.pas_seconds, m.pas.positions.as_str(), t.dpo_seconds, t.ratio
         );
         if let Some(d) = &m.dpo {
             let _ = writeln!(

@@ -15,7 +15,7 @@ use llm_burn::{Llama, PromptEncoder};
 use papi_data::reference::{self, RidgeConfig};
 use papi_data::scoring::{Predictions, subject_mae, subject_total, target};
 use papi_data::{Dataset, Folds, Inventory, Keying, MissingAnswers, PerDomain, Protocol, Subject};
-use pas_core::{ContrastPair, HeadActivations, PasConfig, Preference, Selection, Steerable, Steering, fit_intervention, labelled_samples};
+use pas_core::{ContrastPair, HeadActivations, PasConfig, Positions, Preference, Search, Selection, Steerable, Steering, fit_intervention, labelled_samples};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ use crate::prompt::{DEFAULT_SYSTEM, LETTERS, PREFILL, answer_of_option, contrast
 use crate::results::{
     AlphaSummary, Comparison, ItemRecord, Meta, OptimisationTime, PasRecord, Phases, Results, Run, SubjectResult, by_letter, ci_pair,
 };
-use crate::score::{ItemScore, Scorer, Scoring, short_hash};
+use crate::score::{ItemScore, Scored, Scorer, Scoring, short_hash};
 use crate::stats::{Bootstrap, aggregate_ci, paired_difference};
 
 /// How the PAS strength is selected.
@@ -629,10 +629,31 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     seconds.probes += t_fit.elapsed().as_secs_f64();
                     let all_held: Vec<u16> = fold_fits.iter().flat_map(|(_, _, items)| items.iter().copied()).collect();
                     let protocol = Protocol { keying, missing: MissingAnswers::Exclude };
+                    // Steering that leaves the prompt's prefix alone: each fold's grid in one
+                    // pass over one prefix (rows = items × strengths).
+                    let batched: Option<(Vec<f64>, Vec<Vec<Scored>>)> = match (&cfg.search, cfg.positions) {
+                        (Search::Grid { alphas }, Positions::Answer) => {
+                            let per_fold = fold_fits
+                                .iter()
+                                .map(|(fold_fit, system, items)| {
+                                    let steerings: Vec<Steering> = alphas.iter().map(|&a| fold_fit.intervention.at(a as f32, cfg.positions)).collect();
+                                    scorer.score_strengths(system, &self.questions(items), &steerings)
+                                })
+                                .collect::<Result<Vec<_>>>()?;
+                            Some((alphas.clone(), per_fold))
+                        }
+                        _ => None,
+                    };
                     cfg.search.run(|alpha| -> Result<f64> {
                         let mut preds = Predictions::empty(inv.len());
-                        for (fold_fit, system, items) in &fold_fits {
-                            let scored = scorer.score(system, &self.questions(items), &fold_fit.intervention.at(alpha as f32, cfg.positions))?;
+                        for (f, (fold_fit, system, items)) in fold_fits.iter().enumerate() {
+                            let scored = match &batched {
+                                Some((alphas, per_fold)) => {
+                                    let k = alphas.iter().position(|&a| a == alpha).expect("the grid evaluates its own strengths");
+                                    per_fold[f][k].clone()
+                                }
+                                None => scorer.score(system, &self.questions(items), &fold_fit.intervention.at(alpha as f32, cfg.positions))?,
+                            };
                             tokens.search += scored.tokens;
                             for (&n, s) in items.iter().zip(&scored.items) {
                                 if let Some(c) = s.choice {

@@ -7,7 +7,7 @@
 
 use burn::tensor::backend::Backend;
 use llm_burn::{ForwardOptions, KvCache, Llama, PromptEncoder};
-use pas_core::Steering;
+use pas_core::{Positions, Steering};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -169,6 +169,13 @@ pub fn shared_prefix_len(rows: &[Vec<u32>]) -> usize {
     lcp
 }
 
+/// Rendered prompts, their tokens and the length of the prefix they share.
+struct Prompts<'a> {
+    rendered: &'a [String],
+    rows: &'a [Vec<u32>],
+    lcp: usize,
+}
+
 /// Asks a model items and reads its answers.
 #[derive(Debug)]
 pub struct Scorer<'m, B: Backend> {
@@ -210,9 +217,9 @@ impl<'m, B: Backend> Scorer<'m, B> {
         &self.options
     }
 
-    fn step(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, steering: &Steering) -> Result<Vec<Vec<f32>>> {
-        let steer = [steering];
-        let st: &[&Steering] = if steering.is_zero() { &[] } else { &steer };
+    /// One forward pass; `steer` is one steering per row (all-zero ones run unsteered).
+    fn step(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, steer: &[&Steering]) -> Result<Vec<Vec<f32>>> {
+        let st: &[&Steering] = if steer.iter().all(|s| s.is_zero()) { &[] } else { steer };
         let out = self.model.forward(tokens, cache, ForwardOptions { steering: st, ..Default::default() })?;
         let vocab = out.logits.dims()[1];
         let data = out.logits.into_data().to_vec::<f32>().map_err(|e| Error::Config(format!("logits: {e:?}")))?;
@@ -222,28 +229,57 @@ impl<'m, B: Backend> Scorer<'m, B> {
     /// Asks every user message under one system prompt (rendered with the model's chat
     /// template and the prefill "Option") with `steering` applied, and reads the answers.
     pub fn score(&self, system: &str, users: &[String], steering: &Steering) -> Result<Scored> {
-        if users.is_empty() {
-            return Ok(Scored { items: Vec::new(), tokens: 0 });
+        let mut all = self.score_strengths(system, users, std::slice::from_ref(steering))?;
+        Ok(all.pop().expect("one scored set per steering"))
+    }
+
+    /// [`Scorer::score`] under each of `steerings` (e.g. one intervention at several
+    /// strengths). When none of them steers the prompt's shared prefix (zero steerings and
+    /// [`Positions::Answer`]) that prefix runs once, unsteered, and the rows of every steering
+    /// share batches, each row with its own steering; otherwise each steering runs apart.
+    pub fn score_strengths(&self, system: &str, users: &[String], steerings: &[Steering]) -> Result<Vec<Scored>> {
+        if users.is_empty() || steerings.is_empty() {
+            return Ok(steerings.iter().map(|_| Scored { items: Vec::new(), tokens: 0 }).collect());
         }
         let rendered: Vec<String> = users.iter().map(|u| self.prompts.render(system, u, PREFILL)).collect::<Result<_, _>>()?;
         let rows: Vec<Vec<u32>> = rendered.iter().map(|r| self.prompts.encode(r)).collect::<Result<_, _>>()?;
-        let lcp = shared_prefix_len(&rows);
+        let prompts = Prompts { rendered: &rendered, rows: &rows, lcp: shared_prefix_len(&rows) };
+        let prefix_free = steerings.iter().all(|s| s.is_zero() || s.positions() == Positions::Answer);
+        if !prefix_free {
+            return steerings.iter().map(|s| self.score_rows(&prompts, s, &(0..rows.len()).map(|i| (i, s)).collect::<Vec<_>>())).collect();
+        }
+        let jobs: Vec<(usize, &Steering)> = steerings.iter().flat_map(|s| (0..rows.len()).map(move |i| (i, s))).collect();
+        let all = self.score_rows(&prompts, &Steering::none(self.model.config().geometry()), &jobs)?;
+        // The shared run's tokens are counted with the first steering.
+        Ok(all
+            .items
+            .chunks(rows.len())
+            .enumerate()
+            .map(|(k, items)| Scored { items: items.to_vec(), tokens: if k == 0 { all.tokens } else { 0 } })
+            .collect())
+    }
+
+    /// The prefix once (under `prefix_steering`), then `jobs` (row, steering of its tokens)
+    /// continuing it in batches; scores in job order.
+    fn score_rows(&self, p: &Prompts<'_>, prefix_steering: &Steering, jobs: &[(usize, &Steering)]) -> Result<Scored> {
+        let lcp = p.lcp;
         let mut tokens = 0u64;
         let mut prefix = self.model.new_cache();
         if lcp > 0 {
-            self.step(&[&rows[0][..lcp]], &mut prefix, steering)?;
+            self.step(&[&p.rows[0][..lcp]], &mut prefix, &[prefix_steering])?;
             tokens += lcp as u64;
         }
-        let mut items = Vec::with_capacity(rows.len());
-        for (c, chunk) in rows.chunks(self.batch).enumerate() {
+        let mut items = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(self.batch) {
             let mut cache = if lcp > 0 { prefix.repeat(chunk.len())? } else { self.model.new_cache() };
-            let suffixes: Vec<&[u32]> = chunk.iter().map(|r| &r[lcp..]).collect();
+            let suffixes: Vec<&[u32]> = chunk.iter().map(|&(i, _)| &p.rows[i][lcp..]).collect();
+            let steer: Vec<&Steering> = chunk.iter().map(|&(_, s)| s).collect();
             tokens += suffixes.iter().map(|s| s.len() as u64).sum::<u64>();
-            let first = self.step(&suffixes, &mut cache, steering)?;
-            let (scores, steps) = self.read(first, &mut cache, steering)?;
+            let first = self.step(&suffixes, &mut cache, &steer)?;
+            let (scores, steps) = self.read(first, &mut cache, &steer)?;
             tokens += steps;
-            for (i, mut s) in scores.into_iter().enumerate() {
-                s.prompt_hash = short_hash(&rendered[c * self.batch + i]);
+            for (&(i, _), mut s) in chunk.iter().zip(scores) {
+                s.prompt_hash = short_hash(&p.rendered[i]);
                 items.push(s);
             }
         }
@@ -252,7 +288,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
 
     /// Reads the answers of a batch from the log-probabilities after the prompt, running
     /// further steps as the scoring needs; returns the scores and the tokens run.
-    fn read(&self, first: Vec<Vec<f32>>, cache: &mut KvCache<B>, steering: &Steering) -> Result<(Vec<ItemScore>, u64)> {
+    fn read(&self, first: Vec<Vec<f32>>, cache: &mut KvCache<B>, steer: &[&Steering]) -> Result<(Vec<ItemScore>, u64)> {
         let n = first.len();
         let o = &self.options;
         let new = |lp: [f32; 5], choice, tokens, found| ItemScore {
@@ -304,7 +340,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
                     }
                     let rows: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
                     let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-                    lps = self.step(&refs, cache, steering)?;
+                    lps = self.step(&refs, cache, steer)?;
                     steps += n as u64;
                 }
                 Ok((out.into_iter().map(|s| s.expect("every row is read by the last step")).collect(), steps))
@@ -330,7 +366,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
                     }
                     let rows: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
                     let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-                    lps = self.step(&refs, cache, steering)?;
+                    lps = self.step(&refs, cache, steer)?;
                     steps += n as u64;
                 }
                 let mut out = Vec::with_capacity(n);

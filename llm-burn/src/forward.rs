@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData, activation};
-use pas_core::{Positions, Steering};
+use pas_core::Steering;
 use rand::{Rng, SeedableRng};
 
 use crate::cache::{KvCache, LayerKv};
@@ -389,12 +389,13 @@ impl<B: Backend> Llama<B> {
         if steering.is_empty() || (0..b).all(|r| pick(r).layer(l).is_none()) {
             return None;
         }
-        let build = |which: Positions| -> Option<Tensor<B, 3>> {
+        // Rows steered at every token of this pass (`All`, `Answer`), or at the last only.
+        let build = |every_token: bool| -> Option<Tensor<B, 3>> {
             let mut any = false;
             let mut v = vec![0.0f32; b * width];
             for r in 0..b {
                 let st = pick(r);
-                if st.positions() == which
+                if st.positions().every_token() == every_token
                     && let Some(d) = st.layer(l)
                 {
                     v[r * width..(r + 1) * width].copy_from_slice(d);
@@ -403,7 +404,7 @@ impl<B: Backend> Llama<B> {
             }
             any.then(|| Tensor::<B, 3>::from_data(TensorData::new(v, [b, 1, width]), &self.device))
         };
-        Some((build(Positions::All), build(Positions::Last)))
+        Some((build(true), build(false)))
     }
 
     /// The gated MLP: `down(silu(gate(x)) * up(x))`. `hn`: `[b, s, hidden]` (normed).

@@ -40,6 +40,38 @@ pub enum Positions {
     All,
     /// The last position of the input only (as ITI).
     Last,
+    /// Every token after the prompt's shared prefix (the system prompt, few-shot answers and
+    /// the question's fixed opening stay unsteered): the caller runs that prefix without
+    /// steering, once for every strength; within a forward pass it acts as [`Positions::All`].
+    Answer,
+}
+
+impl Positions {
+    /// The command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Positions::All => "all",
+            Positions::Last => "last",
+            Positions::Answer => "answer",
+        }
+    }
+
+    /// Whether the tokens of a forward pass are steered at every position (not the last only).
+    pub fn every_token(self) -> bool {
+        self != Positions::Last
+    }
+}
+
+impl std::str::FromStr for Positions {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(Positions::All),
+            "last" => Ok(Positions::Last),
+            "answer" => Ok(Positions::Answer),
+            _ => Err(format!("unknown steered positions `{s}` (expected all, answer or last)")),
+        }
+    }
 }
 
 /// An intervention resolved at one strength: per layer, the displacement added to the

@@ -71,6 +71,11 @@ pub struct ReproduceArgs {
     /// Heads steered (K).
     #[arg(long, default_value_t = 24)]
     top_k: usize,
+    /// Where PAS steers: `all` (every token, the paper's o_proj bias; default), `answer` (the
+    /// tokens after the prompt's shared prefix: system prompt and few-shot answers unsteered,
+    /// computed once per fold for every strength) or `last` (the last position only).
+    #[arg(long, default_value = "all")]
+    steer_positions: pas_core::Positions,
     /// Items continued from a shared prefix per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -170,6 +175,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     };
     let mut pas = PasConfig::heldout();
     pas.top_k = args.top_k;
+    pas.positions = args.steer_positions;
     pas.seed = 42 + args.seed;
     pas.selection = Selection::HeldOut { folds: args.folds, seed: args.seed };
     if let Some(a) = &args.alphas {

@@ -175,3 +175,72 @@ fn scorings_agree_where_they_must() {
         assert!(item.path.tokens.len() <= eval::score::GENERATE_TOKENS);
     }
 }
+
+/// A seeded intervention on two heads of the tiny model.
+fn tiny_intervention(model: &llm_burn::Llama<crate::TestBackend>) -> pas_core::Intervention {
+    use pas_core::{HeadId, Intervention, SteeredHead};
+    let heads = vec![
+        SteeredHead { head: HeadId::new(0, 1), direction: vec![0.5, 0.5, 0.5, 0.5], sigma: 2.0 },
+        SteeredHead { head: HeadId::new(1, 3), direction: vec![1.0, 0.0, 0.0, 0.0], sigma: 1.5 },
+    ];
+    Intervention::new(pas_core::Steerable::geometry(model), heads).unwrap()
+}
+
+#[test]
+fn answer_positions_score_every_strength_over_one_unsteered_prefix() {
+    use pas_core::Positions;
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let users: Vec<String> = ["Worry about things.", "Make friends easily.", "Love to read."].iter().map(|t| eval::prompt::question(t)).collect();
+    let iv = tiny_intervention(&model);
+    let scorer = eval::Scorer::new(&model, &prompts, Scoring::FormatAware, 4).unwrap();
+    let alphas = [0.0f32, 2.0, 6.0];
+    let steerings: Vec<_> = alphas.iter().map(|&a| iv.at(a, Positions::Answer)).collect();
+    let together = scorer.score_strengths("sys", &users, &steerings).unwrap();
+    // Each strength alone: the same answers (batches of other strengths change nothing).
+    for (k, s) in steerings.iter().enumerate() {
+        let alone = scorer.score("sys", &users, s).unwrap();
+        for (a, b) in alone.items.iter().zip(&together[k].items) {
+            assert_eq!(a.choice, b.choice, "strength {}", alphas[k]);
+            assert!(a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| (x - y).abs() < 1e-4), "strength {}", alphas[k]);
+        }
+    }
+    // The prefix runs once: fewer tokens than three separate runs.
+    let separate: u64 = steerings.iter().map(|s| scorer.score("sys", &users, s).unwrap().tokens).sum();
+    assert!(together.iter().map(|s| s.tokens).sum::<u64>() < separate);
+    // Steering the prefix too (`all`) is another model: its log-probabilities differ.
+    let all = scorer.score("sys", &users, &iv.at(6.0, Positions::All)).unwrap();
+    let differs = all.items.iter().zip(&together[2].items).any(|(a, b)| a.logprobs.iter().zip(&b.logprobs).any(|(x, y)| (x - y).abs() > 1e-3));
+    assert!(differs, "answer and all positions gave the same log-probabilities");
+}
+
+#[test]
+fn a_batched_answer_search_scores_each_strength_as_it_would_alone() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(4);
+    let mut config = quick_config(&[Method::Pas], 1);
+    config.pas.positions = pas_core::Positions::Answer;
+    let batched = tempfile::tempdir().unwrap();
+    Evaluator::new(&model, &prompts, &data, None, config.clone(), provenance(model_dir.path()), batched.path()).unwrap().run().unwrap();
+    let report = read(&batched.path().join("report.md"));
+    assert!(report.contains("PAS steering at `answer` positions"), "{report}");
+    let case = data.subjects[0].case;
+    let load = |dir: &std::path::Path| -> serde_json::Value { serde_json::from_str(&read(&dir.join(format!("subjects/pas/{case}.json")))).unwrap() };
+    let kept = load(batched.path());
+    let evals = kept["pas"]["search"]["evaluations"].as_array().expect("the search's evaluations").clone();
+    assert_eq!(evals.len(), 3, "every grid point scored once: {kept}");
+    // Each grid point searched alone gives the same held-out objective.
+    for e in &evals {
+        let (alpha, value) = (e[0].as_f64().unwrap(), e[1].as_f64().unwrap());
+        let mut one = config.clone();
+        one.pas.search = Search::Grid { alphas: vec![alpha] };
+        let out = tempfile::tempdir().unwrap();
+        Evaluator::new(&model, &prompts, &data, None, one, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+        let alone = load(out.path());
+        assert_eq!(alone["pas"]["search"]["evaluations"][0][1].as_f64().unwrap(), value, "alpha {alpha}");
+        if alpha == kept["pas"]["alpha"].as_f64().unwrap() {
+            assert_eq!(alone["items"], kept["items"], "the test answers at the chosen strength");
+        }
+    }
+}

@@ -170,3 +170,13 @@ fn steering_from_layers_refuses_a_wrong_shape() {
     assert!(matches!(Steering::from_layers(g, Positions::All, vec![None, Some(vec![0.0; 5])]), Err(Error::Shape { expected: 6, .. })));
     assert!(Steering::from_layers(g, Positions::All, vec![Some(vec![f32::NAN; 6]), None]).is_err());
 }
+
+#[test]
+fn steered_positions_parse_their_own_spelling() {
+    for p in [Positions::All, Positions::Last, Positions::Answer] {
+        assert_eq!(p.as_str().parse::<Positions>(), Ok(p));
+        assert_eq!(serde_json::to_value(p).unwrap(), serde_json::json!(p.as_str()));
+    }
+    assert!(Positions::Answer.every_token() && Positions::All.every_token() && !Positions::Last.every_token());
+    assert!("first".parse::<Positions>().unwrap_err().contains("all, answer or last"));
+}
