@@ -632,7 +632,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     // Steering that leaves the prompt's prefix alone: each fold's grid in one
                     // pass over one prefix (rows = items × strengths).
                     let batched: Option<(Vec<f64>, Vec<Vec<Scored>>)> = match (&cfg.search, cfg.positions) {
-                        (Search::Grid { alphas }, Positions::Answer) => {
+                        (Search::Grid { alphas }, Positions::Answer | Positions::Last) => {
                             let per_fold = fold_fits
                                 .iter()
                                 .map(|(fold_fit, system, items)| {

@@ -234,17 +234,22 @@ impl<'m, B: Backend> Scorer<'m, B> {
     }
 
     /// [`Scorer::score`] under each of `steerings` (e.g. one intervention at several
-    /// strengths). When none of them steers the prompt's shared prefix (zero steerings and
-    /// [`Positions::Answer`]) that prefix runs once, unsteered, and the rows of every steering
-    /// share batches, each row with its own steering; otherwise each steering runs apart.
+    /// strengths). When none of them steers the prompt's shared prefix (zero steerings,
+    /// [`Positions::Answer`], whose prefix ends where the user's message starts, and
+    /// [`Positions::Last`], whose one steered position is never in the prefix) that prefix runs once, unsteered, and the rows of every steering share
+    /// batches, each row with its own steering; otherwise ([`Positions::All`]) each steering
+    /// runs apart with its prefix steered.
     pub fn score_strengths(&self, system: &str, users: &[String], steerings: &[Steering]) -> Result<Vec<Scored>> {
         if users.is_empty() || steerings.is_empty() {
             return Ok(steerings.iter().map(|_| Scored { items: Vec::new(), tokens: 0 }).collect());
         }
         let rendered: Vec<String> = users.iter().map(|u| self.prompts.render(system, u, PREFILL)).collect::<Result<_, _>>()?;
         let rows: Vec<Vec<u32>> = rendered.iter().map(|r| self.prompts.encode(r)).collect::<Result<_, _>>()?;
-        let prompts = Prompts { rendered: &rendered, rows: &rows, lcp: shared_prefix_len(&rows) };
-        let prefix_free = steerings.iter().all(|s| s.is_zero() || s.positions() == Positions::Answer);
+        let prefix_free = steerings.iter().all(|s| s.is_zero() || s.positions() != Positions::All);
+        // `answer` steers the whole user message: the shared prefix stops where it starts.
+        let answer = steerings.iter().any(|s| !s.is_zero() && s.positions() == Positions::Answer);
+        let lcp = if answer { shared_prefix_len(&rows).min(self.user_start(system)?) } else { shared_prefix_len(&rows) };
+        let prompts = Prompts { rendered: &rendered, rows: &rows, lcp };
         if !prefix_free {
             return steerings.iter().map(|s| self.score_rows(&prompts, s, &(0..rows.len()).map(|i| (i, s)).collect::<Vec<_>>())).collect();
         }
@@ -259,8 +264,18 @@ impl<'m, B: Backend> Scorer<'m, B> {
             .collect())
     }
 
+    /// Tokens of a prompt under `system` before the user's message (the system prompt, e.g.
+    /// the few-shot answers, and the chat template's opening of the user turn): what
+    /// [`Positions::Answer`] leaves unsteered, the same whichever items are asked.
+    pub fn user_start(&self, system: &str) -> Result<usize> {
+        let probe = |user: &str| -> Result<Vec<u32>> { Ok(self.prompts.encode(&self.prompts.render(system, user, PREFILL)?)?) };
+        Ok(shared_prefix_len(&[probe("A")?, probe("B")?]))
+    }
+
     /// The prefix once (under `prefix_steering`), then `jobs` (row, steering of its tokens)
-    /// continuing it in batches; scores in job order.
+    /// continuing it in batches; scores in job order. When every job steers the last position
+    /// only, each row's tokens but its last run once for all its jobs (see
+    /// [`Scorer::first_step`]).
     fn score_rows(&self, p: &Prompts<'_>, prefix_steering: &Steering, jobs: &[(usize, &Steering)]) -> Result<Scored> {
         let lcp = p.lcp;
         let mut tokens = 0u64;
@@ -269,21 +284,52 @@ impl<'m, B: Backend> Scorer<'m, B> {
             self.step(&[&p.rows[0][..lcp]], &mut prefix, &[prefix_steering])?;
             tokens += lcp as u64;
         }
-        let mut items = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(self.batch) {
-            let mut cache = if lcp > 0 { prefix.repeat(chunk.len())? } else { self.model.new_cache() };
-            let suffixes: Vec<&[u32]> = chunk.iter().map(|&(i, _)| &p.rows[i][lcp..]).collect();
-            let steer: Vec<&Steering> = chunk.iter().map(|&(_, s)| s).collect();
-            tokens += suffixes.iter().map(|s| s.len() as u64).sum::<u64>();
-            let first = self.step(&suffixes, &mut cache, &steer)?;
+        let share_bodies = jobs.iter().all(|&(i, s)| (s.is_zero() || s.positions() == Positions::Last) && p.rows[i].len() - lcp >= 2);
+        // Jobs of one row side by side, so that a batch holds few rows under many steerings.
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        if share_bodies {
+            order.sort_by_key(|&j| jobs[j].0);
+        }
+        let mut items: Vec<Option<ItemScore>> = vec![None; jobs.len()];
+        for chunk in order.chunks(self.batch) {
+            let chunk_jobs: Vec<(usize, &Steering)> = chunk.iter().map(|&j| jobs[j]).collect();
+            let steer: Vec<&Steering> = chunk_jobs.iter().map(|&(_, s)| s).collect();
+            let (first, mut cache, run) = self.first_step(p, &prefix, &chunk_jobs, share_bodies)?;
             let (scores, steps) = self.read(first, &mut cache, &steer)?;
-            tokens += steps;
-            for (&(i, _), mut s) in chunk.iter().zip(scores) {
-                s.prompt_hash = short_hash(&p.rendered[i]);
-                items.push(s);
+            tokens += run + steps;
+            for (&j, mut s) in chunk.iter().zip(scores) {
+                s.prompt_hash = short_hash(&p.rendered[jobs[j].0]);
+                items[j] = Some(s);
             }
         }
-        Ok(Scored { items, tokens })
+        Ok(Scored { items: items.into_iter().map(|s| s.expect("every job is scored")).collect(), tokens })
+    }
+
+    /// The log-probabilities after each job's whole prompt, its cache, and the tokens run.
+    /// With `share_bodies` (jobs sorted by row, each steering at most the last position) the
+    /// distinct rows' tokens but the last run once, unsteered, and each job continues a copy
+    /// of its row's cache with its last token under its own steering.
+    fn first_step(&self, p: &Prompts<'_>, prefix: &KvCache<B>, jobs: &[(usize, &Steering)], share_bodies: bool) -> Result<(Vec<Vec<f32>>, KvCache<B>, u64)> {
+        let lcp = p.lcp;
+        let fresh = |n: usize| if lcp > 0 { prefix.repeat(n) } else { Ok(self.model.new_cache()) };
+        let steer: Vec<&Steering> = jobs.iter().map(|&(_, s)| s).collect();
+        if !share_bodies {
+            let mut cache = fresh(jobs.len())?;
+            let suffixes: Vec<&[u32]> = jobs.iter().map(|&(i, _)| &p.rows[i][lcp..]).collect();
+            let first = self.step(&suffixes, &mut cache, &steer)?;
+            return Ok((first, cache, suffixes.iter().map(|s| s.len() as u64).sum()));
+        }
+        let mut distinct: Vec<usize> = jobs.iter().map(|&(i, _)| i).collect();
+        distinct.dedup();
+        let mut cache = fresh(distinct.len())?;
+        let bodies: Vec<&[u32]> = distinct.iter().map(|&i| &p.rows[i][lcp..p.rows[i].len() - 1]).collect();
+        self.model.forward(&bodies, &mut cache, ForwardOptions::default())?;
+        let fork: Vec<usize> = jobs.iter().map(|&(i, _)| distinct.iter().position(|&d| d == i).expect("a job's row is among the distinct rows")).collect();
+        let mut forked = cache.select_rows(&fork)?;
+        let lasts: Vec<[u32; 1]> = jobs.iter().map(|&(i, _)| [p.rows[i][p.rows[i].len() - 1]]).collect();
+        let refs: Vec<&[u32]> = lasts.iter().map(|l| l.as_slice()).collect();
+        let first = self.step(&refs, &mut forked, &steer)?;
+        Ok((first, forked, bodies.iter().map(|b| b.len() as u64).sum::<u64>() + jobs.len() as u64))
     }
 
     /// Reads the answers of a batch from the log-probabilities after the prompt, running

@@ -187,7 +187,7 @@ fn tiny_intervention(model: &llm_burn::Llama<crate::TestBackend>) -> pas_core::I
 }
 
 #[test]
-fn answer_positions_score_every_strength_over_one_unsteered_prefix() {
+fn answer_and_last_positions_score_every_strength_over_one_unsteered_prefix() {
     use pas_core::Positions;
     let model_dir = tempfile::tempdir().unwrap();
     let (model, prompts) = tiny_model(model_dir.path());
@@ -195,23 +195,50 @@ fn answer_positions_score_every_strength_over_one_unsteered_prefix() {
     let iv = tiny_intervention(&model);
     let scorer = eval::Scorer::new(&model, &prompts, Scoring::FormatAware, 4).unwrap();
     let alphas = [0.0f32, 2.0, 6.0];
-    let steerings: Vec<_> = alphas.iter().map(|&a| iv.at(a, Positions::Answer)).collect();
-    let together = scorer.score_strengths("sys", &users, &steerings).unwrap();
-    // Each strength alone: the same answers (batches of other strengths change nothing).
-    for (k, s) in steerings.iter().enumerate() {
-        let alone = scorer.score("sys", &users, s).unwrap();
-        for (a, b) in alone.items.iter().zip(&together[k].items) {
-            assert_eq!(a.choice, b.choice, "strength {}", alphas[k]);
-            assert!(a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| (x - y).abs() < 1e-4), "strength {}", alphas[k]);
-        }
-    }
-    // The prefix runs once: fewer tokens than three separate runs.
-    let separate: u64 = steerings.iter().map(|s| scorer.score("sys", &users, s).unwrap().tokens).sum();
-    assert!(together.iter().map(|s| s.tokens).sum::<u64>() < separate);
-    // Steering the prefix too (`all`) is another model: its log-probabilities differ.
     let all = scorer.score("sys", &users, &iv.at(6.0, Positions::All)).unwrap();
-    let differs = all.items.iter().zip(&together[2].items).any(|(a, b)| a.logprobs.iter().zip(&b.logprobs).any(|(x, y)| (x - y).abs() > 1e-3));
-    assert!(differs, "answer and all positions gave the same log-probabilities");
+    for positions in [Positions::Answer, Positions::Last] {
+        let steerings: Vec<_> = alphas.iter().map(|&a| iv.at(a, positions)).collect();
+        let together = scorer.score_strengths("sys", &users, &steerings).unwrap();
+        // Each strength alone, one item at a time: the same answers (batches of other
+        // strengths, and for `last` the shared item bodies, change nothing).
+        for (k, s) in steerings.iter().enumerate() {
+            for (u, b) in users.iter().zip(&together[k].items) {
+                let alone = eval::Scorer::new(&model, &prompts, Scoring::FormatAware, 1).unwrap().score("sys", std::slice::from_ref(u), s).unwrap();
+                let a = &alone.items[0];
+                assert_eq!((a.choice, &a.path), (b.choice, &b.path), "{positions:?} at {}", alphas[k]);
+                assert!(a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| (x - y).abs() < 1e-4), "{positions:?} at {}", alphas[k]);
+            }
+        }
+        // Against the whole prompt in one unshared forward pass, steered as the setting says.
+        let next = eval::Scorer::new(&model, &prompts, Scoring::NextToken, 4).unwrap();
+        let shared = next.score_strengths("sys", &users, &steerings).unwrap();
+        let letters = next.options().spaced;
+        for (k, st) in steerings.iter().enumerate() {
+            for (u, item) in users.iter().zip(&shared[k].items) {
+                let ids = prompts.encode(&prompts.render("sys", u, eval::prompt::PREFILL).unwrap()).unwrap();
+                let lp = if positions == Positions::Last {
+                    model.choice_logprobs(&[&ids], &[st], &letters).unwrap().remove(0)
+                } else {
+                    // `answer`: the prompt before the user's message unsteered, the rest steered.
+                    let lcp = next.user_start("sys").unwrap();
+                    assert!(lcp > 0 && lcp < eval::score::shared_prefix_len(&[ids.clone(), prompts.encode(&prompts.render("sys", "other", eval::prompt::PREFILL).unwrap()).unwrap()]) + 1);
+                    let mut cache = model.new_cache();
+                    model.forward(&[&ids[..lcp]], &mut cache, llm_burn::ForwardOptions::default()).unwrap();
+                    let out = model.forward(&[&ids[lcp..]], &mut cache, llm_burn::ForwardOptions { steering: &[st], ..Default::default() }).unwrap();
+                    llm_burn::model::logprobs_of(out.logits, &letters).unwrap().remove(0)
+                };
+                assert!(lp.iter().zip(&item.logprobs).all(|(x, y)| (x - y).abs() < 1e-4), "{positions:?} at {}: {lp:?} vs {:?}", alphas[k], item.logprobs);
+            }
+        }
+        // Under `last` the item bodies run once for all strengths: fewer tokens than separate runs.
+        if positions == Positions::Last {
+            let separate: u64 = steerings.iter().map(|s| scorer.score("sys", &users, s).unwrap().tokens).sum();
+            assert!(together.iter().map(|s| s.tokens).sum::<u64>() < separate);
+        }
+        // Steering the prefix too (`all`) is another model: its log-probabilities differ.
+        let differs = all.items.iter().zip(&together[2].items).any(|(a, b)| a.logprobs.iter().zip(&b.logprobs).any(|(x, y)| (x - y).abs() > 1e-3));
+        assert!(differs, "{positions:?} and all positions gave the same log-probabilities");
+    }
 }
 
 #[test]
