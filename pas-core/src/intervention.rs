@@ -284,6 +284,8 @@ pub struct InterventionMeta {
     pub seed: u64,
     /// Degrees of freedom removed in sigma.
     pub sigma_ddof: u32,
+    /// The positions it is meant to steer (files without the field: [`Positions::All`]).
+    pub positions: Positions,
 }
 
 /// The model a saved intervention must match on load.
@@ -304,7 +306,8 @@ fn f32_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
 impl Intervention {
     /// Saves the intervention and its metadata as safetensors: `heads` (I32 `[n, 2]`: layer,
     /// head), `directions` (F32 `[n, head_dim]`), `sigmas` (F32 `[n]`), and the metadata
-    /// (schema version, model id, config hash, geometry, method, K, seed, ddof) in the header.
+    /// (schema version, model id, config hash, geometry, method, K, seed, ddof, steered
+    /// positions) in the header.
     /// The file is written atomically.
     pub fn save(&self, path: impl AsRef<Path>, meta: &InterventionMeta) -> Result<()> {
         let path = path.as_ref();
@@ -332,6 +335,7 @@ impl Intervention {
             ("top_k", meta.top_k.to_string()),
             ("seed", meta.seed.to_string()),
             ("sigma_ddof", meta.sigma_ddof.to_string()),
+            ("positions", meta.positions.as_str().to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -364,6 +368,10 @@ impl Intervention {
             top_k: num("top_k")? as usize,
             seed: num("seed")?,
             sigma_ddof: as_u32("sigma_ddof")?,
+            positions: match info.get("positions") {
+                Some(p) => p.parse().map_err(bad)?,
+                None => Positions::All,
+            },
         };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let tensor = |name: &str, dtype: Dtype| -> Result<TensorView<'_>> {
