@@ -236,9 +236,10 @@ impl<'m, B: Backend> Scorer<'m, B> {
     /// [`Scorer::score`] under each of `steerings` (e.g. one intervention at several
     /// strengths). When none of them steers the prompt's shared prefix (zero steerings,
     /// [`Positions::Answer`], whose prefix ends where the user's message starts, and
-    /// [`Positions::Last`], whose one steered position is never in the prefix) that prefix runs once, unsteered, and the rows of every steering share
-    /// batches, each row with its own steering; otherwise ([`Positions::All`]) each steering
-    /// runs apart with its prefix steered.
+    /// [`Positions::Last`], whose one steered position is never in the prefix) that prefix
+    /// runs once, unsteered, and the rows of every steering share batches, each row with its
+    /// own steering; otherwise ([`Positions::All`]) each steering runs apart with its prefix
+    /// steered.
     pub fn score_strengths(&self, system: &str, users: &[String], steerings: &[Steering]) -> Result<Vec<Scored>> {
         if users.is_empty() || steerings.is_empty() {
             return Ok(steerings.iter().map(|_| Scored { items: Vec::new(), tokens: 0 }).collect());
@@ -273,9 +274,9 @@ impl<'m, B: Backend> Scorer<'m, B> {
     }
 
     /// The prefix once (under `prefix_steering`), then `jobs` (row, steering of its tokens)
-    /// continuing it in batches; scores in job order. When every job steers the last position
-    /// only, each row's tokens but its last run once for all its jobs (see
-    /// [`Scorer::first_step`]).
+    /// continuing it in batches; scores in job order. When rows run under several steerings
+    /// that steer the last position only, each row's tokens but its last run once for all its
+    /// jobs (see [`Scorer::first_step`]).
     fn score_rows(&self, p: &Prompts<'_>, prefix_steering: &Steering, jobs: &[(usize, &Steering)]) -> Result<Scored> {
         let lcp = p.lcp;
         let mut tokens = 0u64;
@@ -284,7 +285,12 @@ impl<'m, B: Backend> Scorer<'m, B> {
             self.step(&[&p.rows[0][..lcp]], &mut prefix, &[prefix_steering])?;
             tokens += lcp as u64;
         }
-        let share_bodies = jobs.iter().all(|&(i, s)| (s.is_zero() || s.positions() == Positions::Last) && p.rows[i].len() - lcp >= 2);
+        // Worth it when a row runs under several steerings, all of them at the last position
+        // at most (unsteered scoring keeps the plain path).
+        let distinct = jobs.iter().map(|&(i, _)| i).collect::<std::collections::BTreeSet<_>>().len();
+        let share_bodies = jobs.len() > distinct
+            && jobs.iter().any(|(_, s)| !s.is_zero())
+            && jobs.iter().all(|&(i, s)| (s.is_zero() || s.positions() == Positions::Last) && p.rows[i].len() - lcp >= 2);
         // Jobs of one row side by side, so that a batch holds few rows under many steerings.
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         if share_bodies {

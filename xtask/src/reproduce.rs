@@ -34,7 +34,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// How many subjects (the first N of the records file), or `all`. The default (one
-    /// subject, every method, all 180 test items) takes roughly 12 minutes on a 2-core CPU.
+    /// subject, every method, all 180 test items) takes about 7 minutes on a 2-core CPU.
     #[arg(long, default_value = "1")]
     subjects: String,
     /// Comma-separated methods, or `all`: no-change, few-shot, p2, pas, pas-only, dpo,
