@@ -79,7 +79,7 @@ pub fn rope(x: &mut [f32], positions: &[usize], inv_freq: &[f32], head_dim: usiz
     let half = head_dim / 2;
     let width = x.len() / positions.len().max(1);
     x.par_chunks_mut(width).zip(positions.par_iter()).for_each(|(row, &p)| {
-        let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|f| (p as f32 * f).cos_sin()).unzip();
+        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|f| (p as f32 * f).sin_cos()).unzip();
         for head in row.chunks_exact_mut(head_dim) {
             let (a, b) = head.split_at_mut(half);
             for j in 0..half {
@@ -89,16 +89,6 @@ pub fn rope(x: &mut [f32], positions: &[usize], inv_freq: &[f32], head_dim: usiz
             }
         }
     });
-}
-
-trait CosSin {
-    fn cos_sin(self) -> (f32, f32);
-}
-
-impl CosSin for f32 {
-    fn cos_sin(self) -> (f32, f32) {
-        (self.cos(), self.sin())
-    }
 }
 
 /// The shape of one attention call.
