@@ -37,13 +37,17 @@
 //! let p2 = eval::run::load_p2("../shared/papi/personality-prompts-dev-200.json".as_ref())?;
 //! let provenance = Provenance { git_revision: "unknown".into(), device: "cpu".into(), model_id: "SmolLM2-135M-Instruct".into(), model_dir: dir };
 //! let results = Evaluator::new(&model, &prompts, &data, Some(p2), RunConfig::default(), provenance, "results/example")?.run()?;
-//! println!("{}", eval::results::render_markdown(&results));
+//! println!("{}", eval::report::render_markdown(&results));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod aggregate;
+pub mod config;
+pub mod decision;
 pub mod error;
 pub mod method;
 pub mod prompt;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod score;
@@ -52,5 +56,7 @@ pub mod stats;
 pub use error::{Error, Result};
 pub use method::Method;
 pub use results::{Results, Run, SubjectResult};
-pub use run::{AlphaSelection, Evaluator, Provenance, RunConfig};
+pub use config::{AlphaSelection, Provenance, RunConfig, Settings};
+pub use decision::Decision;
+pub use run::Evaluator;
 pub use score::{Scorer, Scoring};

@@ -3,12 +3,25 @@
 use papi_data::reference::Reference;
 use serde::{Deserialize, Serialize};
 
+/// A method is either a model method (it asks the model) or a reference predictor (it
+/// predicts from the data alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Asks the model.
+    Model,
+    /// Predicts from the data alone.
+    Reference(Reference),
+}
+
 /// A method of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// The default system prompt, no person at all.
     NoChange,
+    /// The answer-bias control: five per-person logit offsets over the unsteered model's
+    /// option logits, fitted on the known items; nothing else.
+    OptionBias,
     /// The person's known answers in the system prompt.
     FewShot,
     /// A prose description of the person as the system prompt (P²).
@@ -17,6 +30,9 @@ pub enum Method {
     Pas,
     /// Steering with the default system prompt: what the steering itself contributes.
     PasOnly,
+    /// Few-shot prompt plus one intervention per Big Five domain, each test item steered by
+    /// its domain's (strength searched per domain).
+    PasDomain,
     /// DPO on LoRA adapters (dpo-baseline).
     Dpo,
     /// Reference predictor: always 3.
@@ -30,17 +46,30 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 9] =
-        [Method::NoChange, Method::FewShot, Method::P2, Method::Pas, Method::PasOnly, Method::Dpo, Method::Always3, Method::OwnMean, Method::Ridge];
+    pub const ALL: [Method; 11] = [
+        Method::NoChange,
+        Method::OptionBias,
+        Method::FewShot,
+        Method::P2,
+        Method::Pas,
+        Method::PasOnly,
+        Method::PasDomain,
+        Method::Dpo,
+        Method::Always3,
+        Method::OwnMean,
+        Method::Ridge,
+    ];
 
     /// The name used in reports and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Method::NoChange => "no-change",
+            Method::OptionBias => "option-bias",
             Method::FewShot => "few-shot",
             Method::P2 => "p2",
             Method::Pas => "pas",
             Method::PasOnly => "pas-only",
+            Method::PasDomain => "pas-domain",
             Method::Dpo => "dpo",
             Method::Always3 => "always-3",
             Method::OwnMean => "own-mean",
@@ -58,9 +87,17 @@ impl Method {
         }
     }
 
-    /// Whether it steers the model with a PAS intervention.
+    /// Whether it steers the model with PAS interventions.
     pub fn is_pas(self) -> bool {
-        matches!(self, Method::Pas | Method::PasOnly)
+        matches!(self, Method::Pas | Method::PasOnly | Method::PasDomain)
+    }
+
+    /// What kind of predictor it is.
+    pub fn kind(self) -> Kind {
+        match self.reference() {
+            Some(r) => Kind::Reference(r),
+            None => Kind::Model,
+        }
     }
 
     /// Parses a comma-separated list (`all` for every method); duplicates are dropped.

@@ -2,146 +2,31 @@
 //! per subject as they finish (a killed run resumes where it stopped), then aggregated into
 //! `results.json`, `report.md`, `totals.svg` and `samples.jsonl`.
 
+mod dpo;
+mod pas;
+
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use dpo_baseline::{DpoConfig, Example, LogLine, SystemPrompt, TrainReport};
 use indicatif::ProgressBar;
 use llm_burn::{Llama, PromptEncoder};
-use papi_data::reference::{self, RidgeConfig};
+use papi_data::reference;
 use papi_data::scoring::{Predictions, subject_mae, subject_total, target};
-use papi_data::{Dataset, Folds, Inventory, Keying, MissingAnswers, PerDomain, Protocol, Subject};
-use pas_core::{ContrastPair, HeadActivations, PasConfig, Positions, Preference, Search, Selection, Steerable, Steering, fit_intervention, labelled_samples};
+use papi_data::{Dataset, Inventory, MissingAnswers, Protocol, Subject};
+use pas_core::{HeadActivations, PasConfig, Selection, Steerable, Steering};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{Shared, summarise};
+use crate::config::{AlphaSelection, Provenance, RunConfig, Settings};
+use crate::decision::{Decision, argmax, expected_answer, fit_option_bias, option_of_answer, with_offsets};
 use crate::error::{Error, Result};
 use crate::method::Method;
-use crate::prompt::{DEFAULT_SYSTEM, LETTERS, PREFILL, answer_of_option, contrast_question, few_shot_system, question};
-use crate::results::{
-    AlphaSummary, Comparison, ItemRecord, Meta, OptimisationTime, PasRecord, Phases, Results, Run, SubjectResult, by_letter, ci_pair,
-};
-use crate::score::{ItemScore, Scored, Scorer, Scoring, short_hash};
-use crate::stats::{Bootstrap, aggregate_ci, paired_difference};
-
-/// How the PAS strength is selected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AlphaSelection {
-    /// k folds inside the subject's known items (the default; test items never seen).
-    #[default]
-    Heldout,
-    /// On the test items, as the official code does.
-    Oracle,
-}
-
-impl AlphaSelection {
-    /// The command-line spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlphaSelection::Heldout => "heldout",
-            AlphaSelection::Oracle => "oracle",
-        }
-    }
-}
-
-impl std::str::FromStr for AlphaSelection {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "heldout" => Ok(AlphaSelection::Heldout),
-            "oracle" => Ok(AlphaSelection::Oracle),
-            _ => Err(format!("unknown alpha selection `{s}` (expected heldout or oracle)")),
-        }
-    }
-}
-
-/// Every setting of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
-    /// Methods, in report order.
-    pub methods: Vec<Method>,
-    /// Keying of prompts and targets.
-    pub keying: Keying,
-    /// How the strength is selected.
-    pub alpha_selection: AlphaSelection,
-    /// How answers are read.
-    pub scoring: Scoring,
-    /// PAS settings (their `selection` follows `alpha_selection`).
-    pub pas: PasConfig,
-    /// The first N subjects of the records file (`None`: all).
-    pub subjects: Option<usize>,
-    /// Test items per subject (`None`: all 180), balanced over domains.
-    pub test_items: Option<usize>,
-    /// Held-out known items scored per strength in the search (`None`: all), balanced.
-    pub search_items: Option<usize>,
-    /// Items continued from a shared prefix per forward pass.
-    pub batch: usize,
-    /// Bootstrap settings.
-    pub bootstrap: Bootstrap,
-    /// Ridge reference settings.
-    pub ridge: RidgeConfig,
-    /// DPO settings.
-    pub dpo: DpoConfig,
-    /// Known items per subject used by DPO, training and held-out together (`None`: all),
-    /// balanced over domains.
-    pub dpo_items: Option<usize>,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        RunConfig {
-            methods: Method::ALL.to_vec(),
-            keying: Keying::Corrected,
-            alpha_selection: AlphaSelection::Heldout,
-            scoring: Scoring::FormatAware,
-            pas: PasConfig::heldout(),
-            subjects: Some(1),
-            test_items: None,
-            search_items: None,
-            batch: 16,
-            bootstrap: Bootstrap::default(),
-            ridge: RidgeConfig::default(),
-            dpo: DpoConfig::default(),
-            dpo_items: None,
-        }
-    }
-}
-
-/// Where a run comes from, for the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Provenance {
-    /// Git revision of the code.
-    pub git_revision: String,
-    /// Device, e.g. `cpu (flex)`.
-    pub device: String,
-    /// Model id.
-    pub model_id: String,
-    /// The model folder (its `config.json` and weights are hashed).
-    pub model_dir: PathBuf,
-}
-
-/// The settings that must not change between a run and its resumption.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Fingerprint {
-    keying: Keying,
-    alpha_selection: AlphaSelection,
-    scoring: Scoring,
-    pas: PasConfig,
-    test_items: Option<usize>,
-    search_items: Option<usize>,
-    model_id: String,
-    model_hash: String,
-    chat_template_hash: String,
-    records: String,
-    #[serde(default)]
-    dpo: DpoConfig,
-    #[serde(default)]
-    dpo_items: Option<usize>,
-}
+use crate::prompt::{DEFAULT_SYSTEM, LETTERS, answer_of_option, contrast_question, few_shot_system, question};
+use crate::results::{Diagnostic, FORMAT_VERSION, ItemRecord, Meta, Phases, Results, Sample, SubjectResult};
+use crate::score::{ItemScore, Scorer, short_hash};
 
 /// Writes a file atomically (a temporary file renamed into place).
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
@@ -153,7 +38,7 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("line {}, column {}: {e}", e.line(), e.column())))
 }
@@ -225,9 +110,13 @@ struct ContrastMeta {
     tokens: u64,
 }
 
+/// The unsteered model's scores under the default system prompt of every known and test
+/// item: no-change's answers, option-bias's base and the calibrated rule's reference; computed
+/// once per run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct SharedScores {
-    items: Vec<ItemScore>,
+struct PlainScores {
+    items: Vec<u16>,
+    scores: Vec<ItemScore>,
     seconds: f64,
     tokens: u64,
 }
@@ -239,9 +128,11 @@ pub struct Evaluator<'a, B: Backend> {
     data: &'a Dataset,
     p2: Option<Vec<String>>,
     config: RunConfig,
+    settings: Settings,
     provenance: Provenance,
     out: PathBuf,
     progress: ProgressBar,
+    plain: OnceCell<BTreeMap<u16, ItemScore>>,
 }
 
 fn model_hash(dir: &Path) -> String {
@@ -298,7 +189,22 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         if config.methods.contains(&Method::P2) && p2.is_none() {
             return Err(Error::Config("method p2 needs a personality-prompts file (--p2-prompts FILE)".into()));
         }
-        Ok(Evaluator { model, prompts, data, p2, config, provenance, out: out.into(), progress: ProgressBar::hidden() })
+        let settings = Settings {
+            keying: config.keying,
+            alpha_selection: config.alpha_selection,
+            scoring: config.scoring,
+            decision: config.decision,
+            pas: config.pas.clone(),
+            test_items: config.test_items,
+            search_items: config.search_items,
+            dpo: config.dpo.clone(),
+            dpo_items: config.dpo_items,
+            model_id: provenance.model_id.clone(),
+            model_hash: model_hash(&provenance.model_dir),
+            chat_template_hash: short_hash(prompts.template.source()),
+            records: data.records_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), plain: OnceCell::new() })
     }
 
     /// Shows progress on this bar (subjects × model methods).
@@ -325,38 +231,20 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         balanced(&self.data.split.test, &self.data.inventory, self.config.test_items)
     }
 
-    fn fingerprint(&self) -> Fingerprint {
-        Fingerprint {
-            keying: self.config.keying,
-            alpha_selection: self.config.alpha_selection,
-            scoring: self.config.scoring,
-            pas: self.config.pas.clone(),
-            test_items: self.config.test_items,
-            search_items: self.config.search_items,
-            model_id: self.provenance.model_id.clone(),
-            model_hash: model_hash(&self.provenance.model_dir),
-            chat_template_hash: short_hash(self.prompts.template.source()),
-            records: self.data.records_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            dpo: self.config.dpo.clone(),
-            dpo_items: self.config.dpo_items,
-        }
-    }
-
     /// Checks (or records) that `out` belongs to a run with these settings.
     fn claim_out_dir(&self) -> Result<()> {
         let path = self.out.join("run.json");
-        let mine = self.fingerprint();
+        let mine = &self.settings;
         if path.exists() {
-            let theirs: Fingerprint = read_json(&path)?;
-            if theirs != mine {
-                let a = serde_json::to_value(&theirs).unwrap_or_default();
-                let b = serde_json::to_value(&mine).unwrap_or_default();
-                let fields: Vec<String> = a
+            let a: serde_json::Value = read_json(&path)?;
+            let b = serde_json::to_value(mine).unwrap_or_default();
+            if a != b {
+                let fields: Vec<String> = b
                     .as_object()
                     .into_iter()
                     .flatten()
-                    .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-                    .map(|(k, v)| format!("{k}: {v} there, {} now", b.get(k.as_str()).cloned().unwrap_or_default()))
+                    .filter(|(k, v)| a.get(k.as_str()) != Some(v))
+                    .map(|(k, v)| format!("{k}: {} there, {v} now", a.get(k.as_str()).cloned().unwrap_or_default()))
                     .collect();
                 return Err(Error::file(
                     &path,
@@ -365,7 +253,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             }
             return Ok(());
         }
-        write_json(&path, &mine)
+        write_json(&path, mine)
     }
 
     fn subject_path(&self, method: Method, case: i64) -> PathBuf {
@@ -382,8 +270,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             return Err(Error::file(&self.data.records_path, format!("case {} appears twice; results are stored by case", s.case)));
         }
         let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
-        let model_methods: Vec<Method> =
-            self.config.methods.iter().copied().filter(|m| m.reference().is_none()).collect();
+        let model_methods: Vec<Method> = self.config.methods.iter().copied().filter(|m| m.reference().is_none()).collect();
         let todo: Vec<(usize, Method)> = subjects
             .iter()
             .enumerate()
@@ -392,9 +279,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         self.progress.set_length((subjects.len() * model_methods.len()) as u64);
         self.progress.set_position((subjects.len() * model_methods.len() - todo.len()) as u64);
 
-        let mut shared = BTreeMap::<Method, Phases<(f64, u64)>>::new();
-        let needs_contrast = model_methods.iter().any(|m| m.is_pas());
-        let contrast = if needs_contrast {
+        let mut shared = Shared::new();
+        let contrast = if model_methods.iter().any(|m| m.is_pas()) {
             self.progress.set_message("collecting head activations of the contrast prompts");
             let c = self.contrast()?;
             for m in model_methods.iter().filter(|m| m.is_pas()) {
@@ -404,44 +290,44 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         } else {
             None
         };
-        let no_change = if model_methods.contains(&Method::NoChange) {
-            self.progress.set_message("no-change (shared by all subjects)");
-            let s = self.no_change(&scorer)?;
-            shared.entry(Method::NoChange).or_default().eval = (s.seconds, s.tokens);
-            Some(s)
-        } else {
-            None
-        };
+        let mut plain_cost = (0.0, 0);
+        if !model_methods.is_empty() {
+            self.progress.set_message("the unsteered model on every item (shared by all subjects)");
+            let p = self.plain_scores(&scorer)?;
+            plain_cost = (p.seconds, p.tokens);
+            if model_methods.contains(&Method::NoChange) {
+                shared.entry(Method::NoChange).or_default().eval = plain_cost;
+            }
+            let _ = self.plain.set(p.items.into_iter().zip(p.scores).collect());
+        }
 
         for (i, method) in todo {
             let subject = &subjects[i];
             self.progress.set_message(format!("case {} · {method}", subject.case));
+            let test = self.test_items();
+            let plain_test = || -> Vec<ItemScore> { test.iter().map(|n| self.plain.get().and_then(|p| p.get(n)).cloned().expect("every test item is in the plain pass")).collect() };
             let result = match method {
-                Method::NoChange => {
-                    let s = no_change.as_ref().expect("computed above");
-                    self.record(subject, method, &s.items, None, Phases::default(), Phases::default())
-                }
+                Method::NoChange => self.record(subject, method, &plain_test(), Phases::default(), Phases::default()),
+                Method::OptionBias => self.option_bias(subject, &plain_test()),
                 Method::FewShot | Method::P2 => {
-                    let system = if method == Method::P2 {
-                        self.p2.as_ref().expect("checked in new")[i].clone()
-                    } else {
-                        self.few_shot(subject, &self.data.split.known)
-                    };
+                    let system = if method == Method::P2 { self.p2.as_ref().expect("checked in new")[i].clone() } else { self.few_shot(subject, &self.data.split.known) };
                     let t = Instant::now();
-                    let scored = scorer.score(&system, &self.questions(&self.test_items()), &Steering::none(self.model.geometry()))?;
+                    let scored = scorer.score(&system, &self.questions(&test), &Steering::none(self.model.geometry()))?;
                     let seconds = Phases { eval: t.elapsed().as_secs_f64(), ..Default::default() };
                     let tokens = Phases { eval: scored.tokens, ..Default::default() };
-                    self.record(subject, method, &scored.items, None, seconds, tokens)
+                    self.record(subject, method, &scored.items, seconds, tokens)
                 }
                 Method::Pas | Method::PasOnly => self.pas(&scorer, subject, method, contrast.as_ref().expect("computed above"))?,
+                Method::PasDomain => self.pas_domain(&scorer, subject, contrast.as_ref().expect("computed above"))?,
                 Method::Dpo => self.dpo(subject)?,
-                _ => unreachable!("reference predictors are not model methods"),
+                // Reference predictors need no model: `references` computes them.
+                Method::Always3 | Method::OwnMean | Method::Ridge => continue,
             };
             write_json(&self.subject_path(method, subject.case), &result)?;
             self.progress.inc(1);
         }
         self.progress.set_message("writing reports");
-        let results = self.aggregate(&shared)?;
+        let results = self.aggregate(&shared, plain_cost)?;
         self.progress.finish_and_clear();
         Ok(results)
     }
@@ -454,6 +340,19 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         few_shot_system(&self.data.inventory, subject, items, self.config.keying, self.protocol().missing)
     }
 
+    /// The option the run's decision rule reads from an item's score under `method`.
+    fn decide(&self, method: Method, item: u16, score: &ItemScore) -> Option<usize> {
+        match self.config.decision.for_method(method) {
+            // The scorer's own reading (the parsed text under generate scoring).
+            Decision::Argmax => score.choice,
+            rule => rule.decide(&score.logprobs, self.plain_of(item)),
+        }
+    }
+
+    fn plain_of(&self, item: u16) -> Option<&[f32; 5]> {
+        self.plain.get()?.get(&item).map(|s| &s.logprobs)
+    }
+
     /// An item's record from a predicted answer alone (the model fields left empty).
     fn item_record(&self, subject: &Subject, item: u16, answer: Option<u8>) -> ItemRecord {
         let inv = &self.data.inventory;
@@ -462,6 +361,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             item,
             domain: inv.item(item).map_or('?', |i| i.domain().letter()),
             logprobs: None,
+            plain_logprobs: None,
             choice: None,
             answer,
             target: t,
@@ -472,16 +372,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         }
     }
 
-    /// Turns item scores into a subject's result.
-    fn record(
-        &self,
-        subject: &Subject,
-        method: Method,
-        scores: &[ItemScore],
-        pas: Option<PasRecord>,
-        seconds: Phases<f64>,
-        tokens: Phases<u64>,
-    ) -> SubjectResult {
+    /// Turns the test items' scores into a subject's result under the run's decision rule.
+    fn record(&self, subject: &Subject, method: Method, scores: &[ItemScore], seconds: Phases<f64>, tokens: Phases<u64>) -> SubjectResult {
         let items = self.test_items();
         let inv = &self.data.inventory;
         let mut preds = Predictions::empty(inv.len());
@@ -489,13 +381,15 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             .iter()
             .zip(scores)
             .map(|(&n, s)| {
-                let answer = s.choice.map(answer_of_option);
+                let choice = self.decide(method, n, s);
+                let answer = choice.map(answer_of_option);
                 if let Some(a) = answer {
                     preds.set(n, a);
                 }
                 ItemRecord {
                     logprobs: Some(s.logprobs),
-                    choice: s.choice.map(|c| LETTERS[c]),
+                    plain_logprobs: self.plain_of(n).copied(),
+                    choice: choice.map(|c| LETTERS[c]),
                     path: Some(s.path.clone()),
                     text: s.text.clone(),
                     prompt_hash: Some(s.prompt_hash.clone()),
@@ -506,15 +400,48 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let mae = subject_mae(inv, subject, &items, self.protocol(), &preds);
         SubjectResult {
             case: subject.case,
-            method: method.name().into(),
+            method,
             mae,
             total: subject_total(&mae),
             items: records,
-            pas,
+            pas: None,
+            pas_domains: None,
+            option_bias: None,
             dpo: None,
             seconds,
             tokens,
         }
+    }
+
+    /// The answer-bias control for one subject: five logit offsets fitted on the answered
+    /// known items over the unsteered model's option log-probabilities, then added to the
+    /// test items' ones. No model time: both come from the shared plain pass.
+    fn option_bias(&self, subject: &Subject, plain_test: &[ItemScore]) -> SubjectResult {
+        let inv = &self.data.inventory;
+        let t = Instant::now();
+        let (base, chosen): (Vec<[f32; 5]>, Vec<usize>) = self
+            .data
+            .split
+            .known
+            .iter()
+            .filter(|&&n| subject.stored(n) != papi_data::keying::MISSING)
+            .filter_map(|&n| {
+                let answer = self.config.keying.answer(subject.stored(n), inv.item(n)?.sign);
+                Some((*self.plain_of(n)?, option_of_answer(answer)))
+            })
+            .unzip();
+        let offsets = fit_option_bias(&base, &chosen);
+        let scores: Vec<ItemScore> = plain_test
+            .iter()
+            .map(|s| {
+                let logprobs = with_offsets(&s.logprobs, &offsets);
+                ItemScore { logprobs, choice: argmax(&logprobs), ..s.clone() }
+            })
+            .collect();
+        let seconds = Phases { probes: t.elapsed().as_secs_f64(), ..Default::default() };
+        let mut result = self.record(subject, Method::OptionBias, &scores, seconds, Phases::default());
+        result.option_bias = Some(offsets);
+        result
     }
 
     /// The activations of the 2 × known contrast prompts (read from the run's cache when
@@ -555,224 +482,70 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         Ok(Contrast { acts, seconds, tokens })
     }
 
-    /// The no-change answers: the same prompts for every subject, so computed once.
-    fn no_change(&self, scorer: &Scorer<'_, B>) -> Result<SharedScores> {
-        let path = self.out.join("shared/no-change.json");
+    /// The unsteered model under the default system prompt on every known and test item
+    /// (read from the run's cache when computed before).
+    fn plain_scores(&self, scorer: &Scorer<'_, B>) -> Result<PlainScores> {
+        let path = self.out.join("shared/plain.json");
+        let items: Vec<u16> = self.data.split.known.iter().copied().chain(self.test_items()).collect();
         if path.exists() {
-            return read_json(&path);
+            let p: PlainScores = read_json(&path)?;
+            if p.items == items {
+                return Ok(p);
+            }
         }
         let t = Instant::now();
-        let scored = scorer.score(DEFAULT_SYSTEM, &self.questions(&self.test_items()), &Steering::none(self.model.geometry()))?;
-        let s = SharedScores { items: scored.items, seconds: t.elapsed().as_secs_f64(), tokens: scored.tokens };
-        write_json(&path, &s)?;
-        Ok(s)
+        // Test items apart, in the order and batches every method asks them: no-change's
+        // answers are then exactly what scoring the test items alone gives.
+        let none = Steering::none(self.model.geometry());
+        let known = scorer.score(DEFAULT_SYSTEM, &self.questions(&self.data.split.known), &none)?;
+        let test = scorer.score(DEFAULT_SYSTEM, &self.questions(&self.test_items()), &none)?;
+        let scores = known.items.into_iter().chain(test.items).collect();
+        let p = PlainScores { items, scores, seconds: t.elapsed().as_secs_f64(), tokens: known.tokens + test.tokens };
+        write_json(&path, &p)?;
+        Ok(p)
     }
 
-    /// PAS (few-shot prompt + steering) or PAS-only (default prompt + steering) for one
-    /// subject: labels, probes, strength search, evaluation at the chosen strength.
-    fn pas(&self, scorer: &Scorer<'_, B>, subject: &Subject, method: Method, contrast: &Contrast) -> Result<SubjectResult> {
+    /// The unsteered model against the population: its expected answer per item against the
+    /// mean answer of every subject of the records file.
+    fn diagnostic(&self) -> Option<Diagnostic> {
+        let plain = self.plain.get()?;
         let inv = &self.data.inventory;
-        let known = &self.data.split.known;
         let keying = self.config.keying;
-        let cfg = &self.config.pas;
-        let with_few_shot = method == Method::Pas;
-        let system_for = |items: &[u16]| if with_few_shot { self.few_shot(subject, items) } else { DEFAULT_SYSTEM.to_owned() };
-        // Labels: group k is known item k; its pair is rows (2k, 2k + 1).
-        let answers: Vec<u8> = known.iter().map(|&n| keying.answer(subject.stored(n), inv.item(n).expect("known item").sign)).collect();
-        let pairs: Vec<ContrastPair> = (0..known.len()).map(|k| ContrastPair { first: 2 * k, second: 2 * k + 1 }).collect();
-        let prefs: Vec<Option<Preference>> = answers.iter().map(|&a| Preference::from_likert(a)).collect();
-        let samples = labelled_samples(&pairs, &prefs);
-        let mut seconds = Phases::<f64>::default();
-        let mut tokens = Phases::<u64>::default();
-
-        let t = Instant::now();
-        let fit = fit_intervention(&contrast.acts, &samples, cfg)?;
-        seconds.probes += t.elapsed().as_secs_f64();
-
         let test = self.test_items();
-        let test_q = self.questions(&test);
-        let full_system = system_for(known);
-        let mut oracle_scores: Vec<(f64, Vec<ItemScore>)> = Vec::new();
-        let search = if fit.fallback.is_some() {
-            None
-        } else {
-            let t = Instant::now();
-            let probes_before = seconds.probes;
-            let result = match cfg.selection {
-                Selection::Oracle => cfg.search.run(|alpha| -> Result<f64> {
-                    let scored = scorer.score(&full_system, &test_q, &fit.intervention.at(alpha as f32, cfg.positions))?;
-                    tokens.search += scored.tokens;
-                    let r = self.record(subject, method, &scored.items, None, Phases::default(), Phases::default());
-                    oracle_scores.push((alpha, scored.items));
-                    Ok(r.total.unwrap_or(f64::INFINITY))
-                })?,
-                Selection::HeldOut { folds, seed } => {
-                    // Folds over the answered known items; each fold's intervention is fitted
-                    // without it, and its prompt leaves it out too.
-                    let answered: Vec<u16> = known.iter().copied().filter(|&n| subject.stored(n) != papi_data::keying::MISSING).collect();
-                    let folds = Folds::new(&answered, inv, folds, seed)?;
-                    let per_fold = self.config.search_items.map(|n| n.div_ceil(folds.k()));
-                    // pas-core fits each fold without its groups (group k = known item k).
-                    let group_folds: Vec<Vec<usize>> = (0..folds.k())
-                        .map(|f| folds.held_out(f).iter().filter_map(|n| known.iter().position(|k| k == n)).collect())
-                        .collect();
-                    let t_fit = Instant::now();
-                    let fold_fits: Vec<_> = pas_core::search::fit_held_out_folds(&contrast.acts, &samples, cfg, &group_folds)?
-                        .into_iter()
-                        .enumerate()
-                        .map(|(f, fold)| {
-                            let held = folds.held_out(f);
-                            let fit_items: Vec<u16> = known.iter().copied().filter(|n| !held.contains(n)).collect();
-                            (fold.fit, system_for(&fit_items), balanced(held, inv, per_fold))
-                        })
-                        .collect();
-                    seconds.probes += t_fit.elapsed().as_secs_f64();
-                    let all_held: Vec<u16> = fold_fits.iter().flat_map(|(_, _, items)| items.iter().copied()).collect();
-                    let protocol = Protocol { keying, missing: MissingAnswers::Exclude };
-                    // Steering that leaves the prompt's prefix alone: each fold's grid in one
-                    // pass over one prefix (rows = items × strengths).
-                    let batched: Option<(Vec<f64>, Vec<Vec<Scored>>)> = match (&cfg.search, cfg.positions) {
-                        (Search::Grid { alphas }, Positions::Answer | Positions::Last) => {
-                            let per_fold = fold_fits
-                                .iter()
-                                .map(|(fold_fit, system, items)| {
-                                    let steerings: Vec<Steering> = alphas.iter().map(|&a| fold_fit.intervention.at(a as f32, cfg.positions)).collect();
-                                    scorer.score_strengths(system, &self.questions(items), &steerings)
-                                })
-                                .collect::<Result<Vec<_>>>()?;
-                            Some((alphas.clone(), per_fold))
-                        }
-                        _ => None,
-                    };
-                    cfg.search.run(|alpha| -> Result<f64> {
-                        let mut preds = Predictions::empty(inv.len());
-                        for (f, (fold_fit, system, items)) in fold_fits.iter().enumerate() {
-                            let scored = match &batched {
-                                Some((alphas, per_fold)) => {
-                                    let k = alphas.iter().position(|&a| a == alpha).expect("the grid evaluates its own strengths");
-                                    per_fold[f][k].clone()
-                                }
-                                None => scorer.score(system, &self.questions(items), &fold_fit.intervention.at(alpha as f32, cfg.positions))?,
-                            };
-                            tokens.search += scored.tokens;
-                            for (&n, s) in items.iter().zip(&scored.items) {
-                                if let Some(c) = s.choice {
-                                    preds.set(n, answer_of_option(c));
-                                }
-                            }
-                        }
-                        let mae = subject_mae(inv, subject, &all_held, protocol, &preds);
-                        Ok(mae.0.iter().flatten().sum())
-                    })?
-                }
-            };
-            seconds.search += t.elapsed().as_secs_f64() - (seconds.probes - probes_before);
-            Some(result)
-        };
-        let alpha = search.as_ref().map_or(0.0, |s| s.alpha);
-        let scores = match oracle_scores.into_iter().find(|(a, _)| *a == alpha) {
-            Some((_, items)) => items,
-            None => {
-                let t = Instant::now();
-                let scored = scorer.score(&full_system, &test_q, &fit.intervention.at(alpha as f32, cfg.positions))?;
-                seconds.eval += t.elapsed().as_secs_f64();
-                tokens.eval += scored.tokens;
-                scored.items
-            }
-        };
-        let heads = fit.intervention.heads();
-        let mut layers: Vec<u32> = heads.iter().map(|h| h.head.layer).collect();
-        layers.sort_unstable();
-        layers.dedup();
-        let record = PasRecord {
-            alpha,
-            search,
-            heads: heads.len(),
-            layers,
-            mean_sigma: if heads.is_empty() { 0.0 } else { heads.iter().map(|h| f64::from(h.sigma)).sum::<f64>() / heads.len() as f64 },
-            pairs: fit.groups,
-            fallback: fit.fallback.clone(),
-        };
-        Ok(self.record(subject, method, &scores, Some(record), seconds, tokens))
-    }
-
-    /// DPO for one subject: preference pairs from the known items, LoRA adapters trained
-    /// (or read back from an interrupted run), merged, and the test items scored under the
-    /// same system prompt. Writes `OUT/dpo/<case>.jsonl` (the training log) and
-    /// `OUT/dpo/<case>.safetensors` (the adapters, with the report in their metadata).
-    fn dpo(&self, subject: &Subject) -> Result<SubjectResult> {
-        let inv = &self.data.inventory;
-        let cfg = &self.config.dpo;
-        let known = &self.data.split.known;
-        let system = match cfg.system {
-            SystemPrompt::Plain => DEFAULT_SYSTEM.to_owned(),
-            SystemPrompt::FewShot => self.few_shot(subject, known),
-        };
-        let answered: Vec<u16> = known.iter().copied().filter(|&n| subject.stored(n) != papi_data::keying::MISSING).collect();
-        let items = balanced(&answered, inv, self.config.dpo_items);
-        let mut examples = Vec::with_capacity(items.len());
-        for &n in &items {
-            let item = inv.item(n).expect("known items are in the inventory");
-            let answer = self.config.keying.answer(subject.stored(n), item.sign);
-            let prompt = self.prompts.encode(&self.prompts.render(&system, &question(&item.text), PREFILL)?)?;
-            examples.extend(Example::new(n, prompt, answer, cfg.rejected));
-        }
-        let (train, held_out) = dpo_baseline::data::split_held_out(examples, cfg.held_out_fraction, cfg.seed ^ subject.case as u64);
-        let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
-        let options: [u32; 5] = scorer.options().spaced;
-
-        let dir = self.out.join("dpo");
-        let (adapters_path, log_path) = (dir.join(format!("{}.safetensors", subject.case)), dir.join(format!("{}.jsonl", subject.case)));
-        const REPORT: &str = "train_report";
-        let device = self.model.device();
-        let reuse = adapters_path
-            .exists()
-            .then(|| dpo_baseline::adapters::load::<B>(&adapters_path, self.model.config(), device))
-            .transpose()?
-            .and_then(|(lora, meta)| Some((lora, serde_json::from_str::<TrainReport>(meta.get(REPORT)?).ok()?)));
-        let (lora, report) = match reuse {
-            Some(done) => done,
-            None => {
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                // The log is written line by line as training goes (a fresh file per attempt).
-                let mut log = std::io::BufWriter::new(std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?);
-                let mut log_error = None;
-                let progress = &self.progress;
-                let case = subject.case;
-                let trained = dpo_baseline::train::train::<Autodiff<B>>(self.model, &train, &held_out, &options, cfg, |line| {
-                    if let LogLine::Step { step, metrics, .. } = line {
-                        progress.set_message(format!("case {case} · dpo step {step} · loss {:.3} · accuracy {:.2}", metrics.loss, metrics.rewards_accuracies));
-                    }
-                    let text = serde_json::to_string(line).unwrap_or_default();
-                    if let Err(e) = writeln!(log, "{text}").and_then(|()| log.flush()) {
-                        log_error.get_or_insert(e);
-                    }
-                })?;
-                if let Some(e) = log_error {
-                    return Err(Error::io(&log_path, e));
-                }
-                let meta: BTreeMap<String, String> = [
-                    ("case".to_owned(), subject.case.to_string()),
-                    ("keying".to_owned(), self.config.keying.as_str().to_owned()),
-                    ("model_hash".to_owned(), model_hash(&self.provenance.model_dir)),
-                    ("dpo_config".to_owned(), serde_json::to_string(cfg).unwrap_or_default()),
-                    (REPORT.to_owned(), serde_json::to_string(&trained.report).unwrap_or_default()),
-                ]
-                .into_iter()
+        let mut pairs = Vec::new();
+        let mut test_pairs = Vec::new();
+        let mut argmax_counts = [0usize; 5];
+        for (&n, s) in plain {
+            let sign = inv.item(n)?.sign;
+            let answers: Vec<f64> = self
+                .data
+                .subjects
+                .iter()
+                .map(|sub| sub.stored(n))
+                .filter(|&v| v != papi_data::keying::MISSING)
+                .map(|v| f64::from(keying.answer(v, sign)))
                 .collect();
-                dpo_baseline::adapters::save(&adapters_path, &trained.lora, &meta)?;
-                (trained.lora, trained.report)
+            let (Some(e), false) = (expected_answer(&s.logprobs), answers.is_empty()) else { continue };
+            let pop = answers.iter().sum::<f64>() / answers.len() as f64;
+            pairs.push((e, pop));
+            if test.contains(&n) {
+                test_pairs.push((e, pop));
             }
-        };
-        let tuned = self.model.merged(&lora)?;
-        let tuned_scorer = Scorer::new(&tuned, self.prompts, self.config.scoring, self.config.batch)?;
-        let t = Instant::now();
-        let scored = tuned_scorer.score(&system, &self.questions(&self.test_items()), &Steering::none(self.model.geometry()))?;
-        let seconds = Phases { eval: t.elapsed().as_secs_f64(), reference: report.reference_seconds, train: report.training_seconds, ..Default::default() };
-        let tokens = Phases { eval: scored.tokens, reference: report.reference_tokens, train: report.training_tokens, ..Default::default() };
-        let mut result = self.record(subject, Method::Dpo, &scored.items, None, seconds, tokens);
-        result.dpo = Some(report);
-        Ok(result)
+            if let Some(c) = argmax(&s.logprobs) {
+                argmax_counts[c] += 1;
+            }
+        }
+        let total = argmax_counts.iter().sum::<usize>().max(1) as f64;
+        let mean = |f: fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / pairs.len().max(1) as f64;
+        Some(Diagnostic {
+            items: pairs.len(),
+            population: self.data.subjects.len(),
+            correlation: pearson(&pairs),
+            correlation_test: pearson(&test_pairs),
+            argmax_answers: argmax_counts.map(|c| c as f64 / total),
+            mean_expected: mean(|p| p.0),
+            mean_population: mean(|p| p.1),
+        })
     }
 
     /// The reference predictors' results for the run's subjects (ridge fitted across the
@@ -796,11 +569,13 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     let mae = subject_mae(inv, s, &items, self.protocol(), p);
                     SubjectResult {
                         case: s.case,
-                        method: m.name().into(),
+                        method: m,
                         mae,
                         total: subject_total(&mae),
                         items: records,
                         pas: None,
+                        pas_domains: None,
+                        option_bias: None,
                         dpo: None,
                         seconds: Phases::default(),
                         tokens: Phases::default(),
@@ -814,11 +589,10 @@ impl<'a, B: Backend> Evaluator<'a, B> {
 
     /// Reads every finished subject and writes `results.json`, `report.md`, `totals.svg` and
     /// `samples.jsonl`.
-    fn aggregate(&self, shared: &BTreeMap<Method, Phases<(f64, u64)>>) -> Result<Results> {
+    fn aggregate(&self, shared: &Shared, plain: (f64, u64)) -> Result<Results> {
         let subjects = self.subjects();
-        let mut per_method: Vec<(Method, Vec<SubjectResult>)> = Vec::new();
-        let not_run = Vec::new();
         let references = self.references()?;
+        let mut per_method: Vec<(Method, Vec<SubjectResult>)> = Vec::new();
         for &m in &self.config.methods {
             if let Some((_, r)) = references.iter().find(|(rm, _)| *rm == m) {
                 per_method.push((m, r.clone()));
@@ -827,129 +601,36 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             let results: Vec<SubjectResult> = subjects.iter().map(|s| read_json(&self.subject_path(m, s.case))).collect::<Result<_>>()?;
             per_method.push((m, results));
         }
-        let n = subjects.len().max(1) as f64;
-        let runs: Vec<Run> = per_method
-            .iter()
-            .map(|(m, results)| {
-                let maes: Vec<PerDomain<Option<f64>>> = results.iter().map(|r| r.mae).collect();
-                let agg = papi_data::scoring::aggregate(&maes);
-                let (dci, tci) = aggregate_ci(&maes, self.config.bootstrap);
-                let sh = shared.get(m).copied().unwrap_or_default();
-                let mut phases = sh.map(|(seconds, _)| seconds);
-                let mut tokens = sh.map(|(_, tokens)| tokens);
-                for r in results {
-                    phases = phases.plus(&r.seconds);
-                    tokens = tokens.plus(&r.tokens);
-                }
-                let alpha = m.is_pas().then(|| {
-                    let mut counts = BTreeMap::new();
-                    let mut sum = 0.0;
-                    let mut fallbacks = 0;
-                    for p in results.iter().filter_map(|r| r.pas.as_ref()) {
-                        *counts.entry(format!("{}", p.alpha)).or_insert(0) += 1;
-                        sum += p.alpha;
-                        fallbacks += usize::from(p.fallback.is_some());
-                    }
-                    AlphaSummary { mean: sum / results.len().max(1) as f64, counts, fallbacks }
-                });
-                let paths: Vec<bool> = results.iter().flat_map(|r| r.items.iter().filter_map(|i| i.path.as_ref().map(|p| p.found))).collect();
-                let seconds = phases.sum();
-                Run {
-                    method: m.name().into(),
-                    reference: m.reference().is_some(),
-                    keying: self.config.keying.as_str().into(),
-                    alpha_selection: self.config.alpha_selection.as_str().into(),
-                    scoring: m.reference().is_none().then(|| self.config.scoring.as_str().to_owned()),
-                    subjects: results.len(),
-                    per_domain: by_letter(&agg.per_domain),
-                    per_domain_ci95: by_letter(&dci.map(|_, i| i.map(ci_pair))),
-                    total: agg.total,
-                    total_ci95: tci.map(ci_pair),
-                    seconds,
-                    seconds_per_subject: seconds / n,
-                    phases,
-                    tokens,
-                    alpha,
-                    letter_found: (!paths.is_empty()).then(|| paths.iter().filter(|f| **f).count() as f64 / paths.len() as f64),
-                }
-            })
-            .collect();
-        let mut comparisons = Vec::new();
-        if let Some((_, base)) = per_method.iter().find(|(m, _)| *m == Method::FewShot) {
-            for (m, results) in per_method.iter().filter(|(m, _)| *m != Method::FewShot) {
-                let diffs: Vec<f64> = results.iter().zip(base).filter_map(|(a, b)| Some(a.total? - b.total?)).collect();
-                if let Some((mean, ci)) = paired_difference(&diffs, self.config.bootstrap) {
-                    comparisons.push(Comparison {
-                        method: m.name().into(),
-                        baseline: Method::FewShot.name().into(),
-                        subjects: diffs.len(),
-                        difference: mean,
-                        ci95: [ci.lo, ci.hi],
-                    });
-                }
-            }
-        }
-        let optimisation_time = {
-            let pas = runs.iter().find(|r| r.method == Method::Pas.name()).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly.name()));
-            let dpo = runs.iter().find(|r| r.method == Method::Dpo.name());
-            pas.zip(dpo).map(|(p, d)| {
-                let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
-                let dpo_seconds = (d.phases.reference + d.phases.train) / n;
-                OptimisationTime {
-                    pas_method: p.method.clone(),
-                    pas_seconds,
-                    dpo_seconds,
-                    ratio: dpo_seconds / pas_seconds.max(f64::MIN_POSITIVE),
-                    subjects: subjects.len(),
-                }
-            })
-        };
-        let fp = self.fingerprint();
         let collect = shared.values().map(|p| p.collect).find(|c| c.1 > 0).unwrap_or_default();
-        let results = Results {
-            meta: Meta {
-                tool: format!("personality-alignment eval {}", env!("CARGO_PKG_VERSION")),
-                git_revision: self.provenance.git_revision.clone(),
-                model_id: fp.model_id,
-                model_hash: fp.model_hash,
-                chat_template_hash: fp.chat_template_hash,
-                device: self.provenance.device.clone(),
-                records: self.data.records_path.display().to_string(),
-                keying: self.config.keying.as_str().into(),
-                missing_answers: match self.protocol().missing {
-                    MissingAnswers::Exclude => "excluded".into(),
-                    MissingAnswers::ScoreAsZero => "scored as 0 (official)".into(),
-                },
-                alpha_selection: self.config.alpha_selection.as_str().into(),
-                scoring: self.config.scoring.as_str().into(),
-                pas: self.config.pas.clone(),
-                test_items: self.test_items().len(),
-                search_items: self.config.search_items,
-                batch: self.config.batch,
-                cases: subjects.iter().map(|s| s.case).collect(),
-                bootstrap: self.config.bootstrap,
-                ridge: self.config.ridge,
-                collect_seconds: collect.0,
-                collect_tokens: collect.1,
-                dpo: self.config.methods.contains(&Method::Dpo).then(|| self.config.dpo.clone()),
-                dpo_items: self.config.dpo_items.filter(|_| self.config.methods.contains(&Method::Dpo)),
+        let meta = Meta {
+            format_version: FORMAT_VERSION,
+            tool: format!("personality-alignment eval {}", env!("CARGO_PKG_VERSION")),
+            git_revision: self.provenance.git_revision.clone(),
+            device: self.provenance.device.clone(),
+            settings: self.settings.clone(),
+            records_path: self.data.records_path.display().to_string(),
+            missing_answers: match self.protocol().missing {
+                MissingAnswers::Exclude => "excluded".into(),
+                MissingAnswers::ScoreAsZero => "scored as 0 (official)".into(),
             },
-            runs,
-            comparisons,
-            not_run,
-            optimisation_time,
+            test_items: self.test_items().len(),
+            batch: self.config.batch,
+            cases: subjects.iter().map(|s| s.case).collect(),
+            bootstrap: self.config.bootstrap,
+            ridge: self.config.ridge,
+            collect_seconds: collect.0,
+            collect_tokens: collect.1,
+            plain_seconds: plain.0,
+            plain_tokens: plain.1,
+            dpo_ran: self.config.methods.contains(&Method::Dpo),
         };
+        let results = summarise(meta, &per_method, shared, self.diagnostic());
         let mut samples = String::new();
         for (m, results) in &per_method {
             for r in results {
                 for item in &r.items {
-                    let mut v = serde_json::to_value(item).map_err(|e| Error::Config(e.to_string()))?;
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("subject".into(), r.case.into());
-                        o.insert("method".into(), m.name().into());
-                        o.insert("keying".into(), self.config.keying.as_str().into());
-                    }
-                    samples.push_str(&v.to_string());
+                    let line = Sample { subject: r.case, method: *m, keying: self.config.keying, item: item.clone() };
+                    samples.push_str(&serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?);
                     samples.push('\n');
                 }
             }
@@ -960,17 +641,42 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     }
 }
 
+/// Pearson's correlation of the pairs; `None` with fewer than 3 or no spread.
+fn pearson(pairs: &[(f64, f64)]) -> Option<f64> {
+    let n = pairs.len() as f64;
+    if pairs.len() < 3 {
+        return None;
+    }
+    let (mx, my) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx).powi(2);
+        syy += (y - my).powi(2);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
 /// Writes `results.json`, and `report.md` and `totals.svg` rendered from it.
 pub fn write_reports(out: &Path, results: &Results) -> Result<()> {
     write_json(&out.join("results.json"), results)?;
-    write_atomic(&out.join("report.md"), crate::results::render_markdown(results).as_bytes())?;
-    write_atomic(&out.join("totals.svg"), crate::results::render_svg(results).as_bytes())
+    write_atomic(&out.join("report.md"), crate::report::render_markdown(results).as_bytes())?;
+    write_atomic(&out.join("totals.svg"), crate::report::render_svg(results).as_bytes())
 }
 
 /// Re-renders `report.md` and `totals.svg` from a folder's `results.json` alone.
 pub fn rerender(out: &Path) -> Result<Results> {
     let results: Results = read_json(&out.join("results.json"))?;
-    write_atomic(&out.join("report.md"), crate::results::render_markdown(&results).as_bytes())?;
-    write_atomic(&out.join("totals.svg"), crate::results::render_svg(&results).as_bytes())?;
+    write_atomic(&out.join("report.md"), crate::report::render_markdown(&results).as_bytes())?;
+    write_atomic(&out.join("totals.svg"), crate::report::render_svg(&results).as_bytes())?;
+    Ok(results)
+}
+
+/// Re-decides a finished run under `rule` (see [`crate::aggregate::redecide_run`]) and writes
+/// `results-<rule>.json` and `report-<rule>.md` beside the run's own files, which stay as they are.
+pub fn write_redecided(out: &Path, rule: Decision) -> Result<Results> {
+    let results = crate::aggregate::redecide_run(out, rule)?;
+    write_json(&out.join(format!("results-{rule}.json")), &results)?;
+    write_atomic(&out.join(format!("report-{rule}.md")), crate::report::render_markdown(&results).as_bytes())?;
     Ok(results)
 }

@@ -265,6 +265,45 @@ impl<'m, B: Backend> Scorer<'m, B> {
             .collect())
     }
 
+    /// Asks every user message under one system prompt, row `i` steered by
+    /// `steerings[of_row[i]]` (e.g. each item by its domain's intervention). Steerings that
+    /// leave the prompt's prefix alone share one unsteered prefix and run in the same
+    /// batches; otherwise ([`Positions::All`]) each steering's rows run apart, behind their
+    /// own steered prefix. Scores come back in row order.
+    pub fn score_each(&self, system: &str, users: &[String], steerings: &[Steering], of_row: &[usize]) -> Result<Scored> {
+        if users.len() != of_row.len() || of_row.iter().any(|&k| k >= steerings.len()) {
+            return Err(Error::Config(format!("{} rows, {} steering indices, {} steerings: one valid index per row needed", users.len(), of_row.len(), steerings.len())));
+        }
+        if users.is_empty() {
+            return Ok(Scored { items: Vec::new(), tokens: 0 });
+        }
+        let prefix_free = steerings.iter().all(|s| s.is_zero() || s.positions() != Positions::All);
+        if !prefix_free {
+            let mut items: Vec<Option<ItemScore>> = vec![None; users.len()];
+            let mut tokens = 0;
+            for (k, steering) in steerings.iter().enumerate() {
+                let rows: Vec<usize> = (0..users.len()).filter(|&i| of_row[i] == k).collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                let mine: Vec<String> = rows.iter().map(|&i| users[i].clone()).collect();
+                let scored = self.score(system, &mine, steering)?;
+                tokens += scored.tokens;
+                for (&i, s) in rows.iter().zip(scored.items) {
+                    items[i] = Some(s);
+                }
+            }
+            return Ok(Scored { items: items.into_iter().map(|s| s.expect("every row has a steering")).collect(), tokens });
+        }
+        let rendered: Vec<String> = users.iter().map(|u| self.prompts.render(system, u, PREFILL)).collect::<Result<_, _>>()?;
+        let rows: Vec<Vec<u32>> = rendered.iter().map(|r| self.prompts.encode(r)).collect::<Result<_, _>>()?;
+        let answer = steerings.iter().any(|s| !s.is_zero() && s.positions() == Positions::Answer);
+        let lcp = if answer { shared_prefix_len(&rows).min(self.user_start(system)?) } else { shared_prefix_len(&rows) };
+        let prompts = Prompts { rendered: &rendered, rows: &rows, lcp };
+        let jobs: Vec<(usize, &Steering)> = of_row.iter().enumerate().map(|(i, &k)| (i, &steerings[k])).collect();
+        self.score_rows(&prompts, &Steering::none(self.model.config().geometry()), &jobs)
+    }
+
     /// Tokens of a prompt under `system` before the user's message (the system prompt, e.g.
     /// the few-shot answers, and the chat template's opening of the user turn): what
     /// [`Positions::Answer`] leaves unsteered, the same whichever items are asked.

@@ -47,7 +47,8 @@ enum Task {
     /// Run the PAPI benchmark: every method on the first N subjects; writes results.json,
     /// report.md, totals.svg and samples.jsonl, and resumes a killed run.
     Reproduce(Box<reproduce::ReproduceArgs>),
-    /// Re-render report.md and totals.svg of a reproduce folder from its results.json.
+    /// Re-render report.md and totals.svg of a reproduce folder from its results.json, or
+    /// re-decide it under another rule (`--decision`) from its samples.jsonl.
     Report(reproduce::ReportArgs),
     /// Our engine and PyTorch side by side on the same work (prefill, few-shot scoring,
     /// contrast capture, per-row steering): one table with the ratio per row.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use eval::stats::Bootstrap;
 use dpo_baseline::{DpoConfig, LoraConfig, Rejected, SystemPrompt};
-use eval::{AlphaSelection, Evaluator, Method, Provenance, RunConfig, Scoring};
+use eval::{AlphaSelection, Decision, Evaluator, Method, Provenance, RunConfig, Scoring};
 use llm_burn::lora::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 use llm_burn::{Llama, PromptEncoder};
@@ -37,8 +37,8 @@ pub struct ReproduceArgs {
     /// subject, every method, all 180 test items) takes about 7 minutes on a 2-core CPU.
     #[arg(long, default_value = "1")]
     subjects: String,
-    /// Comma-separated methods, or `all`: no-change, few-shot, p2, pas, pas-only, dpo,
-    /// always-3, own-mean, ridge.
+    /// Comma-separated methods, or `all`: no-change, option-bias, few-shot, p2, pas,
+    /// pas-only, pas-domain, dpo, always-3, own-mean, ridge.
     #[arg(long, default_value = "all")]
     methods: String,
     /// `corrected` (the person's actual answers; default) or `as-released` (official).
@@ -50,6 +50,12 @@ pub struct ReproduceArgs {
     /// `format-aware` (default), `next-token`, or `generate` (official regex; reproduction only).
     #[arg(long, default_value = "format-aware")]
     scoring: Scoring,
+    /// How an answer is read from the five option log-probabilities: `calibrated` (default:
+    /// minus the unsteered plain-prompt ones, then the median), `median`, or `argmax` (the
+    /// official). It is the strength search's objective and the headline; the report shows
+    /// every rule side by side, and `report --decision` re-reads a finished run.
+    #[arg(long, default_value = "calibrated")]
+    decision: Decision,
     /// Output folder (default: `results/reproduce-<keying>-<alpha selection>`). Re-running with
     /// the same folder resumes: finished subjects are not redone.
     #[arg(long)]
@@ -128,9 +134,14 @@ pub struct ReproduceArgs {
 /// Arguments of `report`.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// A `reproduce` output folder holding `results.json`.
+    /// A `reproduce` output folder holding `results.json` (and `samples.jsonl`).
     #[arg(long)]
     out: PathBuf,
+    /// Re-decide the run under this rule (`argmax`, `median` or `calibrated`) from its
+    /// `samples.jsonl`, without a model: writes `report-<rule>.md` and `results-<rule>.json`
+    /// beside the run's own files. Without it, `report.md` is re-rendered from `results.json`.
+    #[arg(long)]
+    decision: Option<Decision>,
 }
 
 /// The code's git revision, `-dirty` when the tree has changes.
@@ -187,6 +198,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         keying: args.keying,
         alpha_selection: args.alpha_selection,
         scoring: args.scoring,
+        decision: args.decision,
         pas,
         subjects,
         test_items: args.test_items,
@@ -236,14 +248,22 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     let results = evaluator.run()?;
     eprintln!("wrote {}/results.json, report.md, totals.svg, samples.jsonl", out.display());
     let mut stdout = std::io::stdout().lock();
-    write!(stdout, "{}", eval::results::render_markdown(&results))?;
+    write!(stdout, "{}", eval::report::render_markdown(&results))?;
     Ok(())
 }
 
-/// Runs `report`: re-renders `report.md` and `totals.svg` from `results.json`.
+/// Runs `report`: re-renders `report.md` and `totals.svg` from `results.json`, or re-decides
+/// the run under another rule.
 pub fn report(args: &ReportArgs) -> Result<()> {
-    let results = eval::run::rerender(&args.out)?;
+    let results = match args.decision {
+        Some(rule) => {
+            let r = eval::run::write_redecided(&args.out, rule)?;
+            eprintln!("wrote {}/report-{rule}.md and results-{rule}.json", args.out.display());
+            r
+        }
+        None => eval::run::rerender(&args.out)?,
+    };
     let mut stdout = std::io::stdout().lock();
-    write!(stdout, "{}", eval::results::render_markdown(&results))?;
+    write!(stdout, "{}", eval::report::render_markdown(&results))?;
     Ok(())
 }

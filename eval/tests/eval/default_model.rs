@@ -33,7 +33,7 @@ fn reference_totals_reproduce_papi_data() {
         let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
         for r in Reference::ALL {
             let expected = reference::evaluate(r, &data.inventory, &data.split, &data.subjects, Protocol::for_keying(keying), &RidgeConfig::default()).unwrap();
-            let got = results.runs.iter().find(|x| x.method == r.name()).unwrap();
+            let got = results.runs.iter().find(|x| x.method.reference() == Some(r)).unwrap();
             assert_eq!(got.subjects, data.subjects.len());
             assert!((got.total.unwrap() - expected.total.unwrap()).abs() < 1e-12, "{} {keying:?}: {:?} vs {:?}", r.name(), got.total, expected.total);
         }
@@ -57,15 +57,15 @@ fn one_real_subject_runs_every_method() {
     config.dpo_items = Some(10);
     config.dpo = dpo_baseline::DpoConfig { epochs: 1, batch_size: 4, ..Default::default() };
     let results = Evaluator::new(&model, &prompts, &data, Some(p2), config, provenance(&model_dir), out.path()).unwrap().run().unwrap();
-    assert_eq!(results.runs.len(), 9);
+    assert_eq!(results.runs.len(), Method::ALL.len());
     for r in &results.runs {
         assert_eq!(r.subjects, 1);
         assert!(r.total.is_some_and(|t| t.is_finite()), "{}", r.method);
     }
     // On the real model the letters " A".." E" are read after "Option" for an unsteered prompt.
-    let no_change = results.runs.iter().find(|r| r.method == "no-change").unwrap();
+    let no_change = results.runs.iter().find(|r| r.method == Method::NoChange).unwrap();
     assert_eq!(no_change.letter_found, Some(1.0));
-    let pas = results.runs.iter().find(|r| r.method == "pas").unwrap();
+    let pas = results.runs.iter().find(|r| r.method == Method::Pas).unwrap();
     assert!(pas.tokens.search > 0 && pas.phases.collect > 0.0);
     // DPO trained a few steps from ln 2 with a finite loss, and its time is set beside PAS's.
     let case = results.meta.cases[0];

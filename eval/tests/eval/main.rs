@@ -3,6 +3,7 @@
 //! model and ../shared/papi are there).
 #![allow(clippy::print_stderr)] // tests say on stderr why they skip
 
+mod decision;
 mod default_model;
 mod parsing;
 mod tiny_run;

@@ -24,7 +24,7 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     let first = run();
 
     // Every method has a row.
-    let names: Vec<&str> = first.runs.iter().map(|r| r.method.as_str()).collect();
+    let names: Vec<&str> = first.runs.iter().map(|r| r.method.name()).collect();
     for m in Method::ALL {
         assert!(names.contains(&m.name()), "{m} missing from {names:?}");
     }
@@ -36,14 +36,14 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
         let [lo, hi] = r.total_ci95.unwrap();
         assert!(lo <= total + 1e-9 && total <= hi + 1e-9, "{}: {total} outside [{lo}, {hi}]", r.method);
     }
-    let pas = first.runs.iter().find(|r| r.method == "pas").unwrap();
+    let pas = first.runs.iter().find(|r| r.method == Method::Pas).unwrap();
     assert!(pas.phases.collect > 0.0 && pas.tokens.search > 0 && pas.tokens.eval > 0);
     assert_eq!(pas.alpha.as_ref().unwrap().counts.values().sum::<usize>(), 3);
     // DPO: reference and training phases timed, and set beside PAS's optimisation time.
-    let dpo = first.runs.iter().find(|r| r.method == "dpo").unwrap();
+    let dpo = first.runs.iter().find(|r| r.method == Method::Dpo).unwrap();
     assert!(dpo.phases.reference > 0.0 && dpo.phases.train > 0.0 && dpo.tokens.train > dpo.tokens.reference);
     let t = first.optimisation_time.as_ref().unwrap();
-    assert_eq!(t.pas_method, "pas");
+    assert_eq!(t.pas_method, Method::Pas);
     let pas_s = (pas.phases.collect + pas.phases.probes + pas.phases.search) / 3.0;
     assert!((t.pas_seconds - pas_s).abs() < 1e-9 && (t.ratio - t.dpo_seconds / t.pas_seconds).abs() < 1e-9);
     let case = data.subjects[0].case;
@@ -63,7 +63,7 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     // samples.jsonl: one line per subject x method x item.
     let samples = read(&out.path().join("samples.jsonl"));
     let lines: Vec<serde_json::Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 3 * 9 * 10);
+    assert_eq!(lines.len(), 3 * Method::ALL.len() * 10);
     assert!(lines.iter().all(|l| l["subject"].is_i64() && l["method"].is_string() && l["item"].is_u64()));
     assert!(lines.iter().filter(|l| l["method"] == "few-shot").all(|l| l["logprobs"].as_array().unwrap().len() == 5));
 
@@ -103,14 +103,20 @@ fn pas_at_strength_zero_is_few_shot_item_for_item() {
     let (model, prompts) = tiny_model(model_dir.path());
     let data = synthetic_dataset(6);
     let out = tempfile::tempdir().unwrap();
-    let mut config = quick_config(&[Method::FewShot, Method::Pas, Method::NoChange, Method::PasOnly], 2);
+    let mut config = quick_config(&[Method::FewShot, Method::Pas, Method::NoChange, Method::PasOnly, Method::PasDomain], 2);
     config.pas.search = Search::Grid { alphas: vec![0.0] };
     Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
     for s in &data.subjects[..2] {
         let load = |m: &str| -> serde_json::Value { serde_json::from_str(&read(&out.path().join(format!("subjects/{m}/{}.json", s.case)))).unwrap() };
-        for (steered, plain) in [("pas", "few-shot"), ("pas-only", "no-change")] {
+        for (steered, plain) in [("pas", "few-shot"), ("pas-only", "no-change"), ("pas-domain", "few-shot")] {
             let (a, b) = (load(steered), load(plain));
-            assert_eq!(a["pas"]["alpha"], 0.0);
+            if steered == "pas-domain" {
+                let domains = a["pas_domains"].as_object().unwrap();
+                assert_eq!(domains.len(), 5);
+                assert!(domains.values().all(|d| d["alpha"] == 0.0));
+            } else {
+                assert_eq!(a["pas"]["alpha"], 0.0);
+            }
             assert_eq!(a["items"], b["items"], "{steered} vs {plain}, case {}", s.case);
         }
     }
@@ -270,4 +276,78 @@ fn a_batched_answer_search_scores_each_strength_as_it_would_alone() {
             assert_eq!(alone["items"], kept["items"], "the test answers at the chosen strength");
         }
     }
+}
+
+#[test]
+fn per_row_steerings_score_each_row_as_its_steering_alone() {
+    use pas_core::Positions;
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let users: Vec<String> = ["Worry about things.", "Make friends easily.", "Love to read.", "Am easily hurt."].iter().map(|t| eval::prompt::question(t)).collect();
+    let iv = tiny_intervention(&model);
+    let of_row = [1, 0, 2, 1];
+    for positions in [Positions::All, Positions::Answer, Positions::Last] {
+        let steerings: Vec<_> = [0.0f32, 3.0, 6.0].iter().map(|&a| iv.at(a, positions)).collect();
+        let scorer = eval::Scorer::new(&model, &prompts, Scoring::FormatAware, 3).unwrap();
+        let mixed = scorer.score_each("sys", &users, &steerings, &of_row).unwrap();
+        for (i, item) in mixed.items.iter().enumerate() {
+            let alone = scorer.score("sys", std::slice::from_ref(&users[i]), &steerings[of_row[i]]).unwrap();
+            let a = &alone.items[0];
+            assert_eq!((a.choice, &a.path), (item.choice, &item.path), "{positions:?} row {i}");
+            assert!(a.logprobs.iter().zip(&item.logprobs).all(|(x, y)| (x - y).abs() < 1e-4), "{positions:?} row {i}");
+        }
+        // A wrong index is an error, not a panic.
+        assert!(scorer.score_each("sys", &users, &steerings, &[0, 1, 2, 3]).is_err());
+    }
+}
+
+#[test]
+fn a_finished_run_is_re_decided_from_its_samples_alone() {
+    use eval::Decision;
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(6);
+    let methods = [Method::NoChange, Method::OptionBias, Method::FewShot, Method::Always3, Method::OwnMean];
+    let run = |rule: Decision| {
+        let out = tempfile::tempdir().unwrap();
+        let config = eval::RunConfig { decision: rule, ..quick_config(&methods, 3) };
+        let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+        (out, results)
+    };
+    let (cal_dir, calibrated) = run(Decision::Calibrated);
+    let (_arg_dir, argmax) = run(Decision::Argmax);
+    let total = |r: &Results, m: Method| r.runs.iter().find(|x| x.method == m).unwrap().total;
+    // Re-deciding under the run's own rule changes nothing; under argmax it gives what a run
+    // decided by argmax gives, for every method (none of them searches a strength).
+    let same = eval::aggregate::redecide_run(cal_dir.path(), Decision::Calibrated).unwrap();
+    let other = eval::run::write_redecided(cal_dir.path(), Decision::Argmax).unwrap();
+    assert!(read(&cal_dir.path().join("report-argmax.md")).contains("`argmax` decision"));
+    for m in methods {
+        assert_eq!(total(&same, m), total(&calibrated, m), "{m}");
+        assert_eq!(total(&other, m), total(&argmax, m), "{m} re-decided under argmax");
+        // The side-by-side table holds the same figures.
+        if m.reference().is_none() {
+            let row = calibrated.decisions.iter().find(|d| d.method == m && d.decision == Decision::Argmax).unwrap();
+            assert_eq!(row.total, total(&argmax, m), "{m}");
+        }
+    }
+    // Calibrated against itself, the unsteered model has no preference: its median is 3, so
+    // no-change answers as always-3 does.
+    assert_eq!(total(&calibrated, Method::NoChange), total(&calibrated, Method::Always3));
+    let nc = calibrated.runs.iter().find(|r| r.method == Method::NoChange).unwrap();
+    assert_eq!(nc.answers[2], 1.0);
+    assert_eq!(nc.one_letter, Some('C'));
+    // option-bias runs no model at all: its offsets come from the shared plain pass.
+    let ob = calibrated.runs.iter().find(|r| r.method == Method::OptionBias).unwrap();
+    assert_eq!(ob.tokens.sum(), 0);
+    let case = data.subjects[0].case;
+    let saved: serde_json::Value = serde_json::from_str(&read(&cal_dir.path().join(format!("subjects/option-bias/{case}.json")))).unwrap();
+    assert_eq!(saved["option_bias"].as_array().unwrap().len(), 5);
+    // Paired differences against the references, and the diagnostic, are in the report.
+    assert!(calibrated.comparisons.iter().any(|c| c.baseline == Method::Always3 && c.method == Method::FewShot));
+    assert!(calibrated.comparisons.iter().any(|c| c.baseline == Method::OwnMean));
+    let d = calibrated.diagnostic.as_ref().unwrap();
+    assert_eq!(d.items, 25 + 10);
+    let report = read(&cal_dir.path().join("report.md"));
+    assert!(report.contains("What the model can do at all") && report.contains("Decision rules side by side") && report.contains("against always-3"), "{report}");
 }

@@ -1,0 +1,238 @@
+//! From per-subject results to `results.json`: aggregates with intervals, answer histograms,
+//! every method under every decision rule, paired differences against the references, and
+//! re-deciding a finished run from its `samples.jsonl` alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use papi_data::{Domain, PerDomain};
+
+use crate::decision::Decision;
+use crate::error::{Error, Result};
+use crate::method::Method;
+use crate::prompt::{LETTERS, PREFILL, answer_of_option};
+use crate::results::{
+    AlphaSummary, Comparison, DecisionRow, ItemRecord, Meta, ONE_LETTER, OptimisationTime, Phases, Results, Run, Sample, SubjectResult, by_letter,
+    ci_pair,
+};
+use crate::score::parse_official;
+use crate::stats::{Bootstrap, aggregate_ci, paired_difference};
+
+/// Seconds and tokens of work shared by all subjects, per method and phase.
+pub type Shared = BTreeMap<Method, Phases<(f64, u64)>>;
+
+/// The option an item's record under `method` gives under `rule`: the model's
+/// log-probabilities read by the rule (see [`Decision::for_method`]; generated answers are
+/// re-parsed under `argmax`); `None` for a reference predictor's record, which has no
+/// log-probabilities.
+pub fn decide_record(rule: Decision, method: Method, item: &ItemRecord) -> Option<Option<usize>> {
+    let lp = item.logprobs?;
+    let rule = rule.for_method(method);
+    Some(match (rule, &item.text) {
+        (Decision::Argmax, Some(text)) => parse_official(&format!("{PREFILL}{text}")),
+        _ => rule.decide(&lp, item.plain_logprobs.as_ref()),
+    })
+}
+
+/// A subject's result re-read under `rule`: answers, errors and MAEs from the records'
+/// log-probabilities (reference predictors' records are kept as they are).
+pub fn redecide(result: &SubjectResult, rule: Decision) -> SubjectResult {
+    let items: Vec<ItemRecord> = result
+        .items
+        .iter()
+        .map(|it| match decide_record(rule, result.method, it) {
+            None => it.clone(),
+            Some(choice) => {
+                let answer = choice.map(answer_of_option);
+                ItemRecord { choice: choice.map(|c| LETTERS[c]), answer, error: answer.zip(it.target).map(|(a, t)| a.abs_diff(t)), ..it.clone() }
+            }
+        })
+        .collect();
+    let mae = mae_of(&items);
+    SubjectResult { mae, total: total_of(&mae), items, ..result.clone() }
+}
+
+/// MAE per domain from item records: the mean error over the items with an answer and a
+/// target (as `papi_data::scoring::subject_mae` counts them).
+pub fn mae_of(items: &[ItemRecord]) -> PerDomain<Option<f64>> {
+    PerDomain::from_fn(|d| {
+        let errors: Vec<f64> = items.iter().filter(|i| i.domain == d.letter()).filter_map(|i| i.error).map(f64::from).collect();
+        (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
+    })
+}
+
+fn total_of(mae: &PerDomain<Option<f64>>) -> Option<f64> {
+    Domain::ALL.iter().map(|&d| mae[d]).sum()
+}
+
+/// Share of answers 5..1 (options A..E) over every item of `results`.
+pub fn answer_shares(results: &[SubjectResult]) -> [f64; 5] {
+    let mut counts = [0usize; 5];
+    for a in results.iter().flat_map(|r| r.items.iter().filter_map(|i| i.answer)) {
+        counts[usize::from(5 - a.clamp(1, 5))] += 1;
+    }
+    let n = counts.iter().sum::<usize>().max(1) as f64;
+    counts.map(|c| c as f64 / n)
+}
+
+fn one_letter(shares: &[f64; 5]) -> Option<char> {
+    (0..5).find(|&o| shares[o] >= ONE_LETTER).map(|o| LETTERS[o])
+}
+
+fn paired(a: &[SubjectResult], b: &[SubjectResult], boot: Bootstrap) -> Option<(usize, f64, [f64; 2])> {
+    let diffs: Vec<f64> = a.iter().zip(b).filter(|(x, y)| x.case == y.case).filter_map(|(x, y)| Some(x.total? - y.total?)).collect();
+    paired_difference(&diffs, boot).map(|(mean, ci)| (diffs.len(), mean, ci_pair(ci)))
+}
+
+/// `results.json` from every method's per-subject results (decided under
+/// `meta.settings.decision`), the work they shared, and the diagnostic.
+pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared: &Shared, diagnostic: Option<crate::results::Diagnostic>) -> Results {
+    let st = &meta.settings;
+    let boot = meta.bootstrap;
+    let n = meta.cases.len().max(1) as f64;
+    let runs: Vec<Run> = per_method.iter().map(|(m, results)| run_row(&meta, *m, results, shared, n)).collect();
+    let find = |m: Method| per_method.iter().find(|(x, _)| *x == m).map(|(_, r)| r);
+    let mut comparisons = Vec::new();
+    for baseline in [Method::FewShot, Method::Always3, Method::OwnMean] {
+        let Some(base) = find(baseline) else { continue };
+        for (m, results) in per_method.iter().filter(|(m, _)| *m != baseline) {
+            if let Some((subjects, difference, ci95)) = paired(results, base, boot) {
+                comparisons.push(Comparison { method: *m, baseline, subjects, difference, ci95 });
+            }
+        }
+    }
+    let mut decisions = Vec::new();
+    for (m, results) in per_method.iter().filter(|(m, _)| m.reference().is_none()) {
+        for rule in Decision::ALL {
+            let re: Vec<SubjectResult> = results.iter().map(|r| redecide(r, rule)).collect();
+            let maes: Vec<PerDomain<Option<f64>>> = re.iter().map(|r| r.mae).collect();
+            let (_, tci) = aggregate_ci(&maes, boot);
+            let against = |b: Method| find(b).and_then(|base| paired(&re, base, boot)).map(|(_, d, ci)| (d, ci));
+            decisions.push(DecisionRow {
+                method: *m,
+                decision: rule,
+                total: papi_data::scoring::aggregate(&maes).total,
+                total_ci95: tci.map(ci_pair),
+                vs_always3: against(Method::Always3),
+                vs_own_mean: against(Method::OwnMean),
+                answers: answer_shares(&re),
+            });
+        }
+    }
+    let optimisation_time = {
+        let pas = runs.iter().find(|r| r.method == Method::Pas).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly));
+        let dpo = runs.iter().find(|r| r.method == Method::Dpo);
+        pas.zip(dpo).map(|(p, d)| {
+            let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
+            let dpo_seconds = (d.phases.reference + d.phases.train) / n;
+            OptimisationTime { pas_method: p.method, pas_seconds, dpo_seconds, ratio: dpo_seconds / pas_seconds.max(f64::MIN_POSITIVE), subjects: meta.cases.len() }
+        })
+    };
+    let _ = st;
+    Results { meta, runs, comparisons, decisions, diagnostic, not_run: Vec::new(), optimisation_time }
+}
+
+fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n: f64) -> Run {
+    let st = &meta.settings;
+    let maes: Vec<PerDomain<Option<f64>>> = results.iter().map(|r| r.mae).collect();
+    let agg = papi_data::scoring::aggregate(&maes);
+    let (dci, tci) = aggregate_ci(&maes, meta.bootstrap);
+    let sh = shared.get(&m).copied().unwrap_or_default();
+    let mut phases = sh.map(|(seconds, _)| seconds);
+    let mut tokens = sh.map(|(_, tokens)| tokens);
+    for r in results {
+        phases = phases.plus(&r.seconds);
+        tokens = tokens.plus(&r.tokens);
+    }
+    let alpha = m.is_pas().then(|| {
+        let records: Vec<&crate::results::PasRecord> =
+            results.iter().flat_map(|r| r.pas.iter().chain(r.pas_domains.iter().flat_map(|d| d.values()))).collect();
+        let mut counts = BTreeMap::new();
+        for p in &records {
+            *counts.entry(format!("{}", p.alpha)).or_insert(0) += 1;
+        }
+        AlphaSummary {
+            mean: records.iter().map(|p| p.alpha).sum::<f64>() / records.len().max(1) as f64,
+            counts,
+            fallbacks: records.iter().filter(|p| p.fallback.is_some()).count(),
+        }
+    });
+    let paths: Vec<bool> = results.iter().flat_map(|r| r.items.iter().filter_map(|i| i.path.as_ref().map(|p| p.found))).collect();
+    let seconds = phases.sum();
+    let answers = answer_shares(results);
+    let model = m.reference().is_none();
+    Run {
+        method: m,
+        reference: !model,
+        keying: st.keying,
+        alpha_selection: st.alpha_selection,
+        scoring: model.then_some(st.scoring),
+        decision: model.then_some(st.decision),
+        answers,
+        one_letter: one_letter(&answers),
+        subjects: results.len(),
+        per_domain: by_letter(&agg.per_domain),
+        per_domain_ci95: by_letter(&dci.map(|_, i| i.map(ci_pair))),
+        total: agg.total,
+        total_ci95: tci.map(ci_pair),
+        seconds,
+        seconds_per_subject: seconds / n,
+        phases,
+        tokens,
+        alpha,
+        letter_found: (!paths.is_empty()).then(|| paths.iter().filter(|f| **f).count() as f64 / paths.len() as f64),
+    }
+}
+
+/// Re-decides a finished run under `rule` from its `results.json` (settings, timings, the
+/// diagnostic) and `samples.jsonl` (every item's log-probabilities), without a model. PAS
+/// strengths stay those searched under the run's own rule.
+pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
+    let old: Results = crate::run::read_json(&out.join("results.json"))?;
+    let path = out.join("samples.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut by_method: BTreeMap<Method, BTreeMap<i64, Vec<ItemRecord>>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let s: Sample = serde_json::from_str(line).map_err(|e| Error::file(&path, format!("line {}: {e}", i + 1)))?;
+        by_method.entry(s.method).or_default().entry(s.subject).or_default().push(s.item);
+    }
+    let mut per_method = Vec::new();
+    for run in &old.runs {
+        let subjects = by_method.remove(&run.method).unwrap_or_default();
+        let results: Vec<SubjectResult> = old
+            .meta
+            .cases
+            .iter()
+            .map(|case| {
+                let items = subjects.get(case).cloned().ok_or_else(|| Error::file(&path, format!("no line for method {} and subject {case}", run.method)))?;
+                let base = SubjectResult {
+                    case: *case,
+                    method: run.method,
+                    mae: mae_of(&items),
+                    total: None,
+                    items,
+                    pas: None,
+                    pas_domains: None,
+                    option_bias: None,
+                    dpo: None,
+                    seconds: Phases::default(),
+                    tokens: Phases::default(),
+                };
+                Ok(redecide(&base, rule))
+            })
+            .collect::<Result<_>>()?;
+        per_method.push((run.method, results));
+    }
+    let mut meta = old.meta.clone();
+    meta.settings.decision = rule;
+    let mut new = summarise(meta, &per_method, &Shared::new(), old.diagnostic.clone());
+    // Timings and strengths are the run's own.
+    for run in &mut new.runs {
+        if let Some(o) = old.runs.iter().find(|o| o.method == run.method) {
+            (run.seconds, run.seconds_per_subject, run.phases, run.tokens, run.alpha) = (o.seconds, o.seconds_per_subject, o.phases, o.tokens, o.alpha.clone());
+        }
+    }
+    new.optimisation_time = old.optimisation_time.clone();
+    new.not_run = old.not_run.clone();
+    Ok(new)
+}

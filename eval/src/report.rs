@@ -1,0 +1,272 @@
+//! `report.md` and `totals.svg`, rendered from `results.json` alone.
+
+use std::fmt::Write as _;
+
+use papi_data::Domain;
+
+use crate::config::AlphaSelection;
+use crate::method::Method;
+use crate::prompt::LETTERS;
+use crate::results::{DecisionRow, Results, Run};
+
+fn cell(v: Option<f64>, ci: Option<[f64; 2]>) -> String {
+    match (v, ci) {
+        (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.2}, {hi:.2}]"),
+        (Some(v), _) => format!("{v:.3}"),
+        _ => "–".into(),
+    }
+}
+
+/// Shares of A..E as `A 12% · E 88%` (letters under 0.5% left out).
+pub fn histogram(shares: &[f64; 5]) -> String {
+    let parts: Vec<String> = (0..5).filter(|&o| shares[o] >= 0.005).map(|o| format!("{} {:.0}%", LETTERS[o], 100.0 * shares[o])).collect();
+    if parts.is_empty() { "–".into() } else { parts.join(" · ") }
+}
+
+fn diff_cell(d: Option<(f64, [f64; 2])>) -> String {
+    d.map_or("–".into(), |(m, [lo, hi])| {
+        let mark = if hi < 0.0 { " ✓" } else { "" };
+        format!("{m:+.3} [{lo:+.2}, {hi:+.2}]{mark}")
+    })
+}
+
+/// Renders `report.md` from the results alone.
+pub fn render_markdown(r: &Results) -> String {
+    let m = &r.meta;
+    let st = &m.settings;
+    let mut s = String::new();
+    let oracle = st.alpha_selection == AlphaSelection::Oracle;
+    let _ = writeln!(
+        s,
+        "# PAPI benchmark: {} subjects, {} keying, `{}` decision{}\n",
+        m.cases.len(),
+        st.keying.as_str(),
+        st.decision,
+        if oracle { ", ORACLE strength selection (alpha chosen on the test items)" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "Model `{}` ({}), scoring `{}`, answers decided by `{}`, strength selection `{}`, PAS steering at `{}` positions, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
+        st.model_id, m.device, st.scoring.as_str(), st.decision, st.alpha_selection.as_str(), st.pas.positions.as_str(), m.missing_answers, m.test_items, m.records_path, m.git_revision, st.chat_template_hash
+    );
+    diagnostic(&mut s, r);
+    let _ = writeln!(s, "Mean absolute error per domain (lower is better) and Total (their sum), each with a 95% bootstrap interval over subjects; answers: the share of each option letter (A = 5 .. E = 1).\n");
+    let header = |s: &mut String| {
+        let _ = writeln!(s, "| method | A | C | E | N | O | Total | answers |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    };
+    let row = |s: &mut String, run: &Run| {
+        let flag = run.one_letter.map_or(String::new(), |l| format!(" ⚠ one letter ({l})"));
+        let mut line = format!("| {}{flag} |", run.method);
+        for d in Domain::ALL {
+            let k = d.letter().to_string();
+            line += &format!(" {} |", cell(run.per_domain.get(&k).copied(), run.per_domain_ci95.get(&k).copied()));
+        }
+        line += &format!(" **{}** | {} |", cell(run.total, run.total_ci95), histogram(&run.answers));
+        let _ = writeln!(s, "{line}");
+    };
+    let _ = writeln!(s, "## Methods\n");
+    header(&mut s);
+    for run in r.runs.iter().filter(|r| !r.reference) {
+        row(&mut s, run);
+    }
+    for n in &r.not_run {
+        let _ = writeln!(s, "| {} | not run: {} | | | | | | |", n.method, n.reason);
+    }
+    let _ = writeln!(s, "\n⚠ one letter: at least {:.0}% of the answers are that letter: an answer bias, not an alignment.", 100.0 * crate::results::ONE_LETTER);
+    let _ = writeln!(s, "\n## Reference predictors (same subjects and items)\n");
+    if r.runs.iter().any(|r| r.reference) {
+        header(&mut s);
+        for run in r.runs.iter().filter(|r| r.reference) {
+            row(&mut s, run);
+        }
+    } else {
+        let _ = writeln!(s, "None requested (add `always-3,own-mean,ridge` to `--methods`).");
+    }
+    decisions(&mut s, r);
+    comparisons(&mut s, r);
+    time(&mut s, r);
+    let alphas: Vec<&Run> = r.runs.iter().filter(|r| r.alpha.is_some()).collect();
+    if !alphas.is_empty() {
+        let _ = writeln!(s, "\n## Chosen strengths\n");
+        for run in alphas {
+            let a = run.alpha.as_ref().expect("filtered");
+            let counts: Vec<String> = a.counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = writeln!(s, "- `{}`: mean alpha {:.2}; {}; {} intervention(s) fell back to none.", run.method, a.mean, counts.join(", "), a.fallbacks);
+        }
+    }
+    let _ = writeln!(s, "\n![Totals with 95% intervals](totals.svg)");
+    s
+}
+
+fn diagnostic(s: &mut String, r: &Results) {
+    let Some(d) = &r.diagnostic else { return };
+    let corr = |c: Option<f64>| c.map_or("–".into(), |c| format!("{c:+.2}"));
+    let _ = writeln!(s, "## What the model can do at all\n");
+    let _ = writeln!(
+        s,
+        "Unsteered, under the default system prompt, over {} items: its expected answer correlates at r = {} with the population's mean answer per item ({} people; r = {} on the test items alone); its mean expected answer is {:.2} against the population's {:.2}; its own answers (argmax): {}. A model with no item-level signal (r near 0) can only shift a constant answer, whatever the method.\n",
+        d.items,
+        corr(d.correlation),
+        d.population,
+        corr(d.correlation_test),
+        d.mean_expected,
+        d.mean_population,
+        histogram(&d.argmax_answers)
+    );
+}
+
+fn decisions(s: &mut String, r: &Results) {
+    if r.decisions.is_empty() {
+        return;
+    }
+    let rules: Vec<crate::decision::Decision> = {
+        let mut v: Vec<_> = r.decisions.iter().map(|d| d.decision).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(s, "\n## Decision rules side by side\n");
+    let _ = writeln!(
+        s,
+        "The same runs read by each rule (`argmax`: the most probable option, as the official code; `median`: the median answer of the five-option distribution; `calibrated`: the method's log-probabilities minus the unsteered plain-prompt ones of the same item, then the median; `option-bias` is read by the median under it, its offsets being its calibration). PAS strengths were searched under `{}`. Each cell: Total [95% interval] · paired difference against always-3 [interval] (✓: the whole interval below zero) · answers.\n",
+        r.meta.settings.decision
+    );
+    let _ = writeln!(s, "| method | {} |", rules.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(rules.len()));
+    let mut methods: Vec<Method> = r.decisions.iter().filter(|d| d.method.reference().is_none()).map(|d| d.method).collect();
+    methods.dedup();
+    for m in methods {
+        let cells: Vec<String> = rules
+            .iter()
+            .map(|&rule| {
+                r.decisions.iter().find(|d| d.method == m && d.decision == rule).map_or("–".into(), |d: &DecisionRow| {
+                    format!("{} · {} · {}", cell(d.total, d.total_ci95), diff_cell(d.vs_always3), histogram(&d.answers))
+                })
+            })
+            .collect();
+        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
+    }
+}
+
+fn comparisons(s: &mut String, r: &Results) {
+    if r.comparisons.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Paired differences in Total (negative: the method is better; ✓: the whole interval below zero)\n");
+    let mut baselines: Vec<Method> = r.comparisons.iter().map(|c| c.baseline).collect();
+    baselines.sort();
+    baselines.dedup();
+    let _ = writeln!(s, "| method | subjects | {} |", baselines.iter().map(|b| format!("against {b}")).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|---|{}", "---|".repeat(baselines.len()));
+    let mut methods: Vec<Method> = r.comparisons.iter().map(|c| c.method).collect();
+    methods.dedup();
+    let mut seen = Vec::new();
+    for m in methods {
+        if seen.contains(&m) {
+            continue;
+        }
+        seen.push(m);
+        let of = |b: Method| r.comparisons.iter().find(|c| c.method == m && c.baseline == b);
+        let subjects = baselines.iter().find_map(|&b| of(b)).map_or(0, |c| c.subjects);
+        let cells: Vec<String> = baselines.iter().map(|&b| diff_cell(of(b).map(|c| (c.difference, c.ci95)))).collect();
+        let _ = writeln!(s, "| {m} | {subjects} | {} |", cells.join(" | "));
+    }
+}
+
+fn time(s: &mut String, r: &Results) {
+    let m = &r.meta;
+    let _ = writeln!(s, "\n## Time\n");
+    let _ = writeln!(
+        s,
+        "Activation collection (shared by all subjects and by the PAS methods): {:.1} s, {} tokens. The unsteered plain-prompt pass over the known and test items (shared by all subjects; no-change's answers, option-bias's base and the calibrated rule's reference) is counted under no-change.\n",
+        m.collect_seconds, m.collect_tokens
+    );
+    let _ = writeln!(s, "| method | s / subject | collect s | probes s | search s | reference s | train s | eval s | tokens | letter found |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    for run in r.runs.iter().filter(|r| !r.reference) {
+        let p = &run.phases;
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            run.method,
+            run.seconds_per_subject,
+            p.collect,
+            p.probes,
+            p.search,
+            p.reference,
+            p.train,
+            p.eval,
+            run.tokens.sum(),
+            run.letter_found.map_or("–".into(), |f| format!("{:.1}%", 100.0 * f))
+        );
+    }
+    if let Some(t) = &r.optimisation_time {
+        let st = &m.settings;
+        let _ = writeln!(s, "\n## Optimisation time: PAS against DPO\n");
+        let _ = writeln!(
+            s,
+            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s with steering at `{}` positions (activation collection divided over the subjects, probes, strength search); `dpo` {:.1} s (reference log-probabilities, training, held-out checks). **DPO / PAS = {:.2}**.",
+            t.subjects, t.pas_method, t.pas_seconds, st.pas.positions.as_str(), t.dpo_seconds, t.ratio
+        );
+        if m.dpo_ran {
+            let d = &st.dpo;
+            let _ = writeln!(
+                s,
+                "\nDPO settings: beta {}, learning rate {}, up to {} epochs (patience {}), {} items per step, LoRA rank {} alpha {} on {}, rejected `{}`, system prompt `{}`, {} held out{}.",
+                d.beta,
+                d.learning_rate,
+                d.epochs,
+                d.patience,
+                d.batch_size,
+                d.lora.rank,
+                d.lora.alpha,
+                d.lora.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>().join(", "),
+                serde_json::to_value(d.rejected).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                serde_json::to_value(d.system).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                d.held_out_fraction,
+                st.dpo_items.map_or(String::new(), |n| format!(", {n} known items per subject"))
+            );
+        }
+    }
+}
+
+/// Renders `totals.svg`: each method's Total with its 95% interval.
+pub fn render_svg(r: &Results) -> String {
+    let rows: Vec<&Run> = r.runs.iter().collect();
+    let top = |r: &Run| r.total_ci95.map_or(r.total.unwrap_or(0.0), |c| c[1].max(r.total.unwrap_or(0.0)));
+    let max = rows.iter().map(|r| top(r)).fold(1.0f64, f64::max) * 1.1;
+    let (left, width, row_h) = (110.0, 420.0, 26.0);
+    let height = 40.0 + row_h * rows.len() as f64 + 30.0;
+    let x = |v: f64| left + width * (v / max);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">Total MAE ({} keying, {} selection; lower is better)</text>\n",
+        left + width + 60.0,
+        r.meta.settings.keying.as_str(),
+        r.meta.settings.alpha_selection.as_str()
+    );
+    for (i, run) in rows.iter().enumerate() {
+        let y = 40.0 + row_h * i as f64;
+        let colour = if run.reference { "#999999" } else { "#3b6ea8" };
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", left - 8.0, y + 15.0, run.method);
+        let Some(total) = run.total else { continue };
+        let _ = writeln!(s, "<rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{colour}\"/>", y + 4.0, x(total) - left, row_h - 10.0);
+        if let Some([lo, hi]) = run.total_ci95 {
+            let (a, b, ym) = (x(lo), x(hi), y + row_h / 2.0);
+            let _ = writeln!(s, "<line x1=\"{a:.1}\" y1=\"{ym}\" x2=\"{b:.1}\" y2=\"{ym}\" stroke=\"black\"/>");
+            for e in [a, b] {
+                let _ = writeln!(s, "<line x1=\"{e:.1}\" y1=\"{}\" x2=\"{e:.1}\" y2=\"{}\" stroke=\"black\"/>", ym - 5.0, ym + 5.0);
+            }
+        }
+        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\">{:.2}</text>", x(top(run)) + 6.0, y + 15.0, total);
+    }
+    let axis_y = 40.0 + row_h * rows.len() as f64 + 5.0;
+    let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{axis_y}\" x2=\"{}\" y2=\"{axis_y}\" stroke=\"black\"/>", left + width);
+    let step = if max > 8.0 { 2.0 } else { 1.0 };
+    let mut t = 0.0;
+    while t <= max {
+        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{t}</text>", x(t), axis_y + 15.0);
+        t += step;
+    }
+    s + "</svg>\n"
+}

@@ -1,0 +1,218 @@
+//! The PAS methods for one subject: `pas` (few-shot prompt + steering), `pas-only` (default
+//! prompt + steering) and `pas-domain` (few-shot prompt + one intervention per domain).
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use papi_data::scoring::{Predictions, subject_mae};
+use papi_data::{Domain, Folds, MissingAnswers, Protocol, Subject};
+use pas_core::{ContrastPair, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, fit_intervention, labelled_samples};
+
+use super::{Contrast, Evaluator, balanced};
+use crate::error::Result;
+use crate::method::Method;
+use crate::prompt::{DEFAULT_SYSTEM, answer_of_option};
+use crate::results::{PasRecord, Phases, SubjectResult};
+use crate::score::{ItemScore, Scored, Scorer};
+
+/// One fitted intervention and its searched strength.
+struct Searched {
+    fit: PasFit,
+    search: Option<SearchResult>,
+    alpha: f64,
+}
+
+impl Searched {
+    fn record(&self) -> PasRecord {
+        let heads = self.fit.intervention.heads();
+        let mut layers: Vec<u32> = heads.iter().map(|h| h.head.layer).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        PasRecord {
+            alpha: self.alpha,
+            search: self.search.clone(),
+            heads: heads.len(),
+            layers,
+            mean_sigma: if heads.is_empty() { 0.0 } else { heads.iter().map(|h| f64::from(h.sigma)).sum::<f64>() / heads.len() as f64 },
+            pairs: self.fit.groups,
+            fallback: self.fit.fallback.clone(),
+        }
+    }
+
+    fn steering(&self, positions: Positions) -> Steering {
+        self.fit.intervention.at(self.alpha as f32, positions)
+    }
+}
+
+/// Time and tokens of one subject's phases, added up as the work goes.
+#[derive(Default)]
+struct Cost {
+    seconds: Phases<f64>,
+    tokens: Phases<u64>,
+}
+
+impl<B: Backend> Evaluator<'_, B> {
+    fn pas_system(&self, subject: &Subject, method: Method, items: &[u16]) -> String {
+        if method == Method::PasOnly { DEFAULT_SYSTEM.to_owned() } else { self.few_shot(subject, items) }
+    }
+
+    /// PAS (few-shot prompt + steering) or PAS-only (default prompt + steering) for one
+    /// subject: labels, probes, strength search, evaluation at the chosen strength.
+    pub(super) fn pas(&self, scorer: &Scorer<'_, B>, subject: &Subject, method: Method, contrast: &Contrast) -> Result<SubjectResult> {
+        let mut cost = Cost::default();
+        let test = self.test_items();
+        let s = self.fit_and_search(scorer, subject, method, contrast, &self.data.split.known, &test, &mut cost)?;
+        let t = Instant::now();
+        let scored = scorer.score(&self.pas_system(subject, method, &self.data.split.known), &self.questions(&test), &s.steering(self.config.pas.positions))?;
+        cost.seconds.eval += t.elapsed().as_secs_f64();
+        cost.tokens.eval += scored.tokens;
+        let mut result = self.record(subject, method, &scored.items, cost.seconds, cost.tokens);
+        result.pas = Some(s.record());
+        Ok(result)
+    }
+
+    /// Per-domain PAS for one subject: for each Big Five domain an intervention fitted from
+    /// that domain's known items alone, its strength searched on them (held out), and every
+    /// test item asked under the few-shot prompt steered by its own domain's intervention
+    /// (rows with different steerings in one batch where the steering leaves the prompt's
+    /// prefix alone).
+    pub(super) fn pas_domain(&self, scorer: &Scorer<'_, B>, subject: &Subject, contrast: &Contrast) -> Result<SubjectResult> {
+        let inv = &self.data.inventory;
+        let mut cost = Cost::default();
+        let test = self.test_items();
+        let in_domain = |items: &[u16], d: Domain| -> Vec<u16> { items.iter().copied().filter(|&n| inv.item(n).is_some_and(|i| i.domain() == d)).collect() };
+        let mut per_domain = Vec::new();
+        for d in Domain::ALL {
+            let known = in_domain(&self.data.split.known, d);
+            let s = self.fit_and_search(scorer, subject, Method::PasDomain, contrast, &known, &in_domain(&test, d), &mut cost)?;
+            per_domain.push((d, s));
+        }
+        let positions = self.config.pas.positions;
+        let steerings: Vec<Steering> = per_domain.iter().map(|(_, s)| s.steering(positions)).collect();
+        let of_row: Vec<usize> = test.iter().map(|&n| inv.item(n).map_or(0, |i| i.domain().index())).collect();
+        let t = Instant::now();
+        let scored = scorer.score_each(&self.few_shot(subject, &self.data.split.known), &self.questions(&test), &steerings, &of_row)?;
+        cost.seconds.eval += t.elapsed().as_secs_f64();
+        cost.tokens.eval += scored.tokens;
+        let mut result = self.record(subject, Method::PasDomain, &scored.items, cost.seconds, cost.tokens);
+        result.pas_domains = Some(per_domain.iter().map(|(d, s)| (d.letter().to_string(), s.record())).collect());
+        Ok(result)
+    }
+
+    /// Fits an intervention from the contrast pairs of `known` (a subset of the split's known
+    /// items) and searches its strength: held out inside `known` by default, or on `test`
+    /// (oracle). Probe and search time and tokens go to `cost`.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_and_search(
+        &self,
+        scorer: &Scorer<'_, B>,
+        subject: &Subject,
+        method: Method,
+        contrast: &Contrast,
+        known: &[u16],
+        test: &[u16],
+        cost: &mut Cost,
+    ) -> Result<Searched> {
+        let inv = &self.data.inventory;
+        let all_known = &self.data.split.known;
+        let keying = self.config.keying;
+        let cfg = &self.config.pas;
+        // Labels: group k is the split's known item k, its pair rows (2k, 2k + 1); items
+        // outside `known` get no label.
+        let pairs: Vec<ContrastPair> = (0..all_known.len()).map(|k| ContrastPair { first: 2 * k, second: 2 * k + 1 }).collect();
+        let prefs: Vec<Option<Preference>> = all_known
+            .iter()
+            .map(|&n| known.contains(&n).then(|| Preference::from_likert(keying.answer(subject.stored(n), inv.item(n).expect("known item").sign))).flatten())
+            .collect();
+        let samples = labelled_samples(&pairs, &prefs);
+        let t = Instant::now();
+        let fit = fit_intervention(&contrast.acts, &samples, cfg)?;
+        cost.seconds.probes += t.elapsed().as_secs_f64();
+        if fit.fallback.is_some() {
+            return Ok(Searched { fit, search: None, alpha: 0.0 });
+        }
+        let t = Instant::now();
+        let probes_before = cost.seconds.probes;
+        let result = match cfg.selection {
+            Selection::Oracle => {
+                let system = self.pas_system(subject, method, all_known);
+                let questions = self.questions(test);
+                cfg.search.run(|alpha| -> Result<f64> {
+                    let scored = scorer.score(&system, &questions, &fit.intervention.at(alpha as f32, cfg.positions))?;
+                    cost.tokens.search += scored.tokens;
+                    Ok(self.objective(subject, method, test, &scored.items, self.protocol()))
+                })?
+            }
+            Selection::HeldOut { folds, seed } => {
+                let answered: Vec<u16> = known.iter().copied().filter(|&n| subject.stored(n) != papi_data::keying::MISSING).collect();
+                let folds = Folds::new(&answered, inv, folds, seed)?;
+                // The search budget is shared over the domains in `known`.
+                let budget = self.config.search_items.map(|n| (n * known.len()).div_ceil(all_known.len()));
+                let per_fold = budget.map(|n| n.div_ceil(folds.k()));
+                let group_folds: Vec<Vec<usize>> =
+                    (0..folds.k()).map(|f| folds.held_out(f).iter().filter_map(|n| all_known.iter().position(|k| k == n)).collect()).collect();
+                let t_fit = Instant::now();
+                // Each fold's intervention is fitted without it, and its prompt leaves it out too.
+                let fold_fits: Vec<(PasFit, String, Vec<u16>)> = pas_core::search::fit_held_out_folds(&contrast.acts, &samples, cfg, &group_folds)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(f, fold)| {
+                        let held = folds.held_out(f);
+                        let fit_items: Vec<u16> = all_known.iter().copied().filter(|n| !held.contains(n)).collect();
+                        (fold.fit, self.pas_system(subject, method, &fit_items), balanced(held, inv, per_fold))
+                    })
+                    .collect();
+                cost.seconds.probes += t_fit.elapsed().as_secs_f64();
+                let all_held: Vec<u16> = fold_fits.iter().flat_map(|(_, _, items)| items.iter().copied()).collect();
+                let protocol = Protocol { keying, missing: MissingAnswers::Exclude };
+                // Steering that leaves the prompt's prefix alone: each fold's grid in one pass
+                // over one prefix (rows = items × strengths).
+                let batched: Option<Vec<Vec<Scored>>> = match (&cfg.search, cfg.positions) {
+                    (Search::Grid { alphas }, Positions::Answer | Positions::Last) => Some(
+                        fold_fits
+                            .iter()
+                            .map(|(fold_fit, system, items)| {
+                                let steerings: Vec<Steering> = alphas.iter().map(|&a| fold_fit.intervention.at(a as f32, cfg.positions)).collect();
+                                scorer.score_strengths(system, &self.questions(items), &steerings)
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                    _ => None,
+                };
+                cfg.search.run(|alpha| -> Result<f64> {
+                    let mut items = Vec::new();
+                    let mut scores = Vec::new();
+                    for (f, (fold_fit, system, held)) in fold_fits.iter().enumerate() {
+                        let scored = match (&batched, &cfg.search) {
+                            (Some(per_fold), Search::Grid { alphas }) => {
+                                let k = alphas.iter().position(|&a| a == alpha).expect("the grid evaluates its own strengths");
+                                per_fold[f][k].clone()
+                            }
+                            _ => scorer.score(system, &self.questions(held), &fold_fit.intervention.at(alpha as f32, cfg.positions))?,
+                        };
+                        cost.tokens.search += scored.tokens;
+                        items.extend_from_slice(held);
+                        scores.extend(scored.items);
+                    }
+                    debug_assert_eq!(items, all_held);
+                    Ok(self.objective(subject, method, &items, &scores, protocol))
+                })?
+            }
+        };
+        cost.seconds.search += t.elapsed().as_secs_f64() - (cost.seconds.probes - probes_before);
+        Ok(Searched { alpha: result.alpha, search: Some(result), fit })
+    }
+
+    /// The search objective: the Total over `items` of the answers the run's decision rule
+    /// reads from `scores` (domains without an item count 0).
+    fn objective(&self, subject: &Subject, method: Method, items: &[u16], scores: &[ItemScore], protocol: Protocol) -> f64 {
+        let inv = &self.data.inventory;
+        let mut preds = Predictions::empty(inv.len());
+        for (&n, s) in items.iter().zip(scores) {
+            if let Some(c) = self.decide(method, n, s) {
+                preds.set(n, answer_of_option(c));
+            }
+        }
+        subject_mae(inv, subject, items, protocol, &preds).0.iter().flatten().sum()
+    }
+}
