@@ -48,6 +48,7 @@ pub mod error;
 pub mod method;
 pub mod prompt;
 pub mod report;
+pub mod request;
 pub mod results;
 pub mod run;
 pub mod score;

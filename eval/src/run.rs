@@ -16,7 +16,7 @@ use llm_burn::{Llama, PromptEncoder};
 use papi_data::reference;
 use papi_data::scoring::{Predictions, subject_mae, subject_total, target};
 use papi_data::{Dataset, Inventory, MissingAnswers, Protocol, Subject};
-use pas_core::{HeadActivations, PasConfig, Selection, Steerable, Steering};
+use pas_core::{HeadActivations, PasConfig, Selection, Steerable};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Shared, summarise};
@@ -24,8 +24,9 @@ use crate::config::{AlphaSelection, Provenance, RunConfig, Settings};
 use crate::decision::{Decision, argmax, expected_answer, fit_option_bias, option_of_answer, with_offsets};
 use crate::error::{Error, Result};
 use crate::method::Method;
-use crate::prompt::{DEFAULT_SYSTEM, LETTERS, answer_of_option, contrast_question, few_shot_system, question};
+use crate::prompt::{DEFAULT_SYSTEM, LETTERS, answer_of_option, contrast_question, few_shot_system};
 use crate::results::{Diagnostic, FORMAT_VERSION, ItemRecord, Meta, Phases, Results, Sample, SubjectResult};
+use crate::request::{Executor, Request};
 use crate::score::{ItemScore, Scorer, short_hash};
 
 /// Writes a file atomically (a temporary file renamed into place).
@@ -270,6 +271,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             return Err(Error::file(&self.data.records_path, format!("case {} appears twice; results are stored by case", s.case)));
         }
         let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
+        let exec = Executor::new(&scorer, &self.data.inventory);
         let model_methods: Vec<Method> = self.config.methods.iter().copied().filter(|m| m.reference().is_none()).collect();
         let todo: Vec<(usize, Method)> = subjects
             .iter()
@@ -293,7 +295,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let mut plain_cost = (0.0, 0);
         if !model_methods.is_empty() {
             self.progress.set_message("the unsteered model on every item (shared by all subjects)");
-            let p = self.plain_scores(&scorer)?;
+            let p = self.plain_scores(&exec)?;
             plain_cost = (p.seconds, p.tokens);
             if model_methods.contains(&Method::NoChange) {
                 shared.entry(Method::NoChange).or_default().eval = plain_cost;
@@ -312,13 +314,13 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 Method::FewShot | Method::P2 => {
                     let system = if method == Method::P2 { self.p2.as_ref().expect("checked in new")[i].clone() } else { self.few_shot(subject, &self.data.split.known) };
                     let t = Instant::now();
-                    let scored = scorer.score(&system, &self.questions(&test), &Steering::none(self.model.geometry()))?;
+                    let scored = exec.one(&Request::plain(system, &test))?;
                     let seconds = Phases { eval: t.elapsed().as_secs_f64(), ..Default::default() };
                     let tokens = Phases { eval: scored.tokens, ..Default::default() };
                     self.record(subject, method, &scored.items, seconds, tokens)
                 }
-                Method::Pas | Method::PasOnly => self.pas(&scorer, subject, method, contrast.as_ref().expect("computed above"))?,
-                Method::PasDomain => self.pas_domain(&scorer, subject, contrast.as_ref().expect("computed above"))?,
+                Method::Pas | Method::PasOnly => self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?,
+                Method::PasDomain => self.pas_domain(&exec, subject, contrast.as_ref().expect("computed above"))?,
                 Method::Dpo => self.dpo(subject)?,
                 // Reference predictors need no model: `references` computes them.
                 Method::Always3 | Method::OwnMean | Method::Ridge => continue,
@@ -330,10 +332,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let results = self.aggregate(&shared, plain_cost)?;
         self.progress.finish_and_clear();
         Ok(results)
-    }
-
-    fn questions(&self, items: &[u16]) -> Vec<String> {
-        items.iter().map(|&n| question(&self.data.inventory.item(n).expect("split items are in the inventory").text)).collect()
     }
 
     fn few_shot(&self, subject: &Subject, items: &[u16]) -> String {
@@ -484,7 +482,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
 
     /// The unsteered model under the default system prompt on every known and test item
     /// (read from the run's cache when computed before).
-    fn plain_scores(&self, scorer: &Scorer<'_, B>) -> Result<PlainScores> {
+    fn plain_scores(&self, exec: &Executor<'_, '_, B>) -> Result<PlainScores> {
         let path = self.out.join("shared/plain.json");
         let items: Vec<u16> = self.data.split.known.iter().copied().chain(self.test_items()).collect();
         if path.exists() {
@@ -496,9 +494,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let t = Instant::now();
         // Test items apart, in the order and batches every method asks them: no-change's
         // answers are then exactly what scoring the test items alone gives.
-        let none = Steering::none(self.model.geometry());
-        let known = scorer.score(DEFAULT_SYSTEM, &self.questions(&self.data.split.known), &none)?;
-        let test = scorer.score(DEFAULT_SYSTEM, &self.questions(&self.test_items()), &none)?;
+        let known = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.data.split.known))?;
+        let test = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.test_items()))?;
         let scores = known.items.into_iter().chain(test.items).collect();
         let p = PlainScores { items, scores, seconds: t.elapsed().as_secs_f64(), tokens: known.tokens + test.tokens };
         write_json(&path, &p)?;

@@ -217,6 +217,11 @@ impl<'m, B: Backend> Scorer<'m, B> {
         &self.options
     }
 
+    /// The model's head geometry (for unsteered steerings).
+    pub fn geometry(&self) -> pas_core::Geometry {
+        self.model.config().geometry()
+    }
+
     /// One forward pass; `steer` is one steering per row (all-zero ones run unsteered).
     fn step(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, steer: &[&Steering]) -> Result<Vec<Vec<f32>>> {
         let st: &[&Steering] = if steer.iter().all(|s| s.is_zero()) { &[] } else { steer };

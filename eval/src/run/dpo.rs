@@ -8,13 +8,13 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use dpo_baseline::{Example, LogLine, SystemPrompt, TrainReport};
 use papi_data::Subject;
-use pas_core::{Steerable, Steering};
 
 use super::{Evaluator, balanced, model_hash};
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::prompt::{DEFAULT_SYSTEM, PREFILL, question};
 use crate::results::{Phases, SubjectResult};
+use crate::request::{Executor, Request};
 use crate::score::Scorer;
 
 impl<B: Backend> Evaluator<'_, B> {
@@ -89,7 +89,7 @@ impl<B: Backend> Evaluator<'_, B> {
         let tuned = self.model.merged(&lora)?;
         let tuned_scorer = Scorer::new(&tuned, self.prompts, self.config.scoring, self.config.batch)?;
         let t = Instant::now();
-        let scored = tuned_scorer.score(&system, &self.questions(&self.test_items()), &Steering::none(self.model.geometry()))?;
+        let scored = Executor::new(&tuned_scorer, inv).one(&Request::plain(system, &self.test_items()))?;
         let seconds = Phases { eval: t.elapsed().as_secs_f64(), reference: report.reference_seconds, train: report.training_seconds, ..Default::default() };
         let tokens = Phases { eval: scored.tokens, reference: report.reference_tokens, train: report.training_tokens, ..Default::default() };
         let mut result = self.record(subject, Method::Dpo, &scored.items, seconds, tokens);

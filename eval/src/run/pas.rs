@@ -13,7 +13,8 @@ use crate::error::Result;
 use crate::method::Method;
 use crate::prompt::{DEFAULT_SYSTEM, answer_of_option};
 use crate::results::{PasRecord, Phases, SubjectResult};
-use crate::score::{ItemScore, Scored, Scorer};
+use crate::request::{Executor, Request, Steer};
+use crate::score::{ItemScore, Scored};
 
 /// One fitted intervention and its searched strength.
 struct Searched {
@@ -58,12 +59,12 @@ impl<B: Backend> Evaluator<'_, B> {
 
     /// PAS (few-shot prompt + steering) or PAS-only (default prompt + steering) for one
     /// subject: labels, probes, strength search, evaluation at the chosen strength.
-    pub(super) fn pas(&self, scorer: &Scorer<'_, B>, subject: &Subject, method: Method, contrast: &Contrast) -> Result<SubjectResult> {
+    pub(super) fn pas(&self, exec: &Executor<'_, '_, B>, subject: &Subject, method: Method, contrast: &Contrast) -> Result<SubjectResult> {
         let mut cost = Cost::default();
         let test = self.test_items();
-        let s = self.fit_and_search(scorer, subject, method, contrast, &self.data.split.known, &test, &mut cost)?;
+        let s = self.fit_and_search(exec, subject, method, contrast, &self.data.split.known, &test, &mut cost)?;
         let t = Instant::now();
-        let scored = scorer.score(&self.pas_system(subject, method, &self.data.split.known), &self.questions(&test), &s.steering(self.config.pas.positions))?;
+        let scored = exec.one(&Request::steered(self.pas_system(subject, method, &self.data.split.known), &test, Steer::One(s.steering(self.config.pas.positions))))?;
         cost.seconds.eval += t.elapsed().as_secs_f64();
         cost.tokens.eval += scored.tokens;
         let mut result = self.record(subject, method, &scored.items, cost.seconds, cost.tokens);
@@ -76,7 +77,7 @@ impl<B: Backend> Evaluator<'_, B> {
     /// test item asked under the few-shot prompt steered by its own domain's intervention
     /// (rows with different steerings in one batch where the steering leaves the prompt's
     /// prefix alone).
-    pub(super) fn pas_domain(&self, scorer: &Scorer<'_, B>, subject: &Subject, contrast: &Contrast) -> Result<SubjectResult> {
+    pub(super) fn pas_domain(&self, exec: &Executor<'_, '_, B>, subject: &Subject, contrast: &Contrast) -> Result<SubjectResult> {
         let inv = &self.data.inventory;
         let mut cost = Cost::default();
         let test = self.test_items();
@@ -84,14 +85,14 @@ impl<B: Backend> Evaluator<'_, B> {
         let mut per_domain = Vec::new();
         for d in Domain::ALL {
             let known = in_domain(&self.data.split.known, d);
-            let s = self.fit_and_search(scorer, subject, Method::PasDomain, contrast, &known, &in_domain(&test, d), &mut cost)?;
+            let s = self.fit_and_search(exec, subject, Method::PasDomain, contrast, &known, &in_domain(&test, d), &mut cost)?;
             per_domain.push((d, s));
         }
         let positions = self.config.pas.positions;
         let steerings: Vec<Steering> = per_domain.iter().map(|(_, s)| s.steering(positions)).collect();
         let of_row: Vec<usize> = test.iter().map(|&n| inv.item(n).map_or(0, |i| i.domain().index())).collect();
         let t = Instant::now();
-        let scored = scorer.score_each(&self.few_shot(subject, &self.data.split.known), &self.questions(&test), &steerings, &of_row)?;
+        let scored = exec.one(&Request::steered(self.few_shot(subject, &self.data.split.known), &test, Steer::PerRow { steerings, of_row }))?;
         cost.seconds.eval += t.elapsed().as_secs_f64();
         cost.tokens.eval += scored.tokens;
         let mut result = self.record(subject, Method::PasDomain, &scored.items, cost.seconds, cost.tokens);
@@ -105,7 +106,7 @@ impl<B: Backend> Evaluator<'_, B> {
     #[allow(clippy::too_many_arguments)]
     fn fit_and_search(
         &self,
-        scorer: &Scorer<'_, B>,
+        exec: &Executor<'_, '_, B>,
         subject: &Subject,
         method: Method,
         contrast: &Contrast,
@@ -136,9 +137,8 @@ impl<B: Backend> Evaluator<'_, B> {
         let result = match cfg.selection {
             Selection::Oracle => {
                 let system = self.pas_system(subject, method, all_known);
-                let questions = self.questions(test);
                 cfg.search.run(|alpha| -> Result<f64> {
-                    let scored = scorer.score(&system, &questions, &fit.intervention.at(alpha as f32, cfg.positions))?;
+                    let scored = exec.one(&Request::steered(system.clone(), test, Steer::One(fit.intervention.at(alpha as f32, cfg.positions))))?;
                     cost.tokens.search += scored.tokens;
                     Ok(self.objective(subject, method, test, &scored.items, self.protocol()))
                 })?
@@ -173,7 +173,7 @@ impl<B: Backend> Evaluator<'_, B> {
                             .iter()
                             .map(|(fold_fit, system, items)| {
                                 let steerings: Vec<Steering> = alphas.iter().map(|&a| fold_fit.intervention.at(a as f32, cfg.positions)).collect();
-                                scorer.score_strengths(system, &self.questions(items), &steerings)
+                                exec.run(&Request::steered(system.clone(), items, Steer::Strengths(steerings)))
                             })
                             .collect::<Result<_>>()?,
                     ),
@@ -188,7 +188,7 @@ impl<B: Backend> Evaluator<'_, B> {
                                 let k = alphas.iter().position(|&a| a == alpha).expect("the grid evaluates its own strengths");
                                 per_fold[f][k].clone()
                             }
-                            _ => scorer.score(system, &self.questions(held), &fold_fit.intervention.at(alpha as f32, cfg.positions))?,
+                            _ => exec.one(&Request::steered(system.clone(), held, Steer::One(fold_fit.intervention.at(alpha as f32, cfg.positions))))?,
                         };
                         cost.tokens.search += scored.tokens;
                         items.extend_from_slice(held);
