@@ -4,10 +4,17 @@
 //! - [`score`]: reading the model's option from next-token log-probabilities (format-aware
 //!   by default), or by greedy generation parsed as the official code does; items under one
 //!   system prompt share their prefix in the KV cache and run in batches.
-//! - [`Method`]: `no-change`, `few-shot`, `p2`, `pas`, `pas-only`, `dpo` and the reference
-//!   predictors `always-3`, `own-mean`, `ridge`.
-//! - [`Evaluator`]: a run over subjects with resumable per-subject results, held-out (or
-//!   oracle) strength selection, and `results.json`, `report.md`, `totals.svg`,
+//! - [`decision`]: how an answer is read from the five option log-probabilities (`argmax`,
+//!   `median`, `calibrated`), and the answer-bias control's logit offsets.
+//! - [`Method`]: the model methods `no-change`, `option-bias`, `few-shot`, `p2`, `pas`,
+//!   `pas-only`, `pas-domain`, `dpo` and the reference predictors `always-3`, `own-mean`,
+//!   `ridge`.
+//! - [`request`]: what a method asks the model, and the one executor that asks it.
+//! - [`Evaluator`]: a run over subjects ([`RunConfig`] in, [`Settings`] pinned) with resumable
+//!   per-subject results and held-out (or oracle) strength selection.
+//! - [`aggregate`], [`report`]: `results.json` (every method under every decision rule,
+//!   paired differences against few-shot, always-3 and own-mean, answer histograms, the
+//!   diagnostic), `report.md` and `totals.svg`, and re-deciding a finished run from its
 //!   `samples.jsonl`.
 //! - [`stats`]: bootstrap intervals over subjects and paired differences.
 //!
@@ -22,6 +29,16 @@
 //! assert!(question("Worry about things.").contains("\"You worry about things..\""));
 //! assert_eq!(parse_official("Option (B). Moderately"), Some(1));
 //! assert_eq!(parse_official("Option is unclear"), None);
+//! ```
+//!
+//! Decision rules on one item's option log-probabilities (A..E):
+//!
+//! ```
+//! use eval::Decision;
+//!
+//! let lp = [0.40f32.ln(), -30.0, 0.25f32.ln(), -30.0, 0.35f32.ln()];
+//! assert_eq!(Decision::Argmax.decide(&lp, None), Some(0)); // A
+//! assert_eq!(Decision::Median.decide(&lp, None), Some(2)); // C: the median answer
 //! ```
 //!
 //! A whole run (see `cargo xtask reproduce` for the command line):

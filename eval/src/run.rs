@@ -2,8 +2,10 @@
 //! per subject as they finish (a killed run resumes where it stopped), then aggregated into
 //! `results.json`, `report.md`, `totals.svg` and `samples.jsonl`.
 
+mod controls;
 mod dpo;
 mod pas;
+mod shared;
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -13,19 +15,18 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use indicatif::ProgressBar;
 use llm_burn::{Llama, PromptEncoder};
-use papi_data::reference;
 use papi_data::scoring::{Predictions, subject_mae, subject_total, target};
 use papi_data::{Dataset, Inventory, MissingAnswers, Protocol, Subject};
-use pas_core::{HeadActivations, PasConfig, Selection, Steerable};
+use pas_core::{HeadActivations, PasConfig, Selection};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Shared, summarise};
 use crate::config::{AlphaSelection, Provenance, RunConfig, Settings};
-use crate::decision::{Decision, argmax, expected_answer, fit_option_bias, option_of_answer, with_offsets};
+use crate::decision::Decision;
 use crate::error::{Error, Result};
 use crate::method::Method;
-use crate::prompt::{DEFAULT_SYSTEM, LETTERS, answer_of_option, contrast_question, few_shot_system};
-use crate::results::{Diagnostic, FORMAT_VERSION, ItemRecord, Meta, Phases, Results, Sample, SubjectResult};
+use crate::prompt::{LETTERS, answer_of_option, few_shot_system};
+use crate::results::{FORMAT_VERSION, ItemRecord, Meta, Phases, Results, Sample, SubjectResult};
 use crate::request::{Executor, Request};
 use crate::score::{ItemScore, Scorer, short_hash};
 
@@ -44,7 +45,7 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> 
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("line {}, column {}: {e}", e.line(), e.column())))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::file(path, e.to_string()))?;
     write_atomic(path, text.as_bytes())
 }
@@ -103,7 +104,7 @@ pub struct Contrast {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ContrastMeta {
+pub(crate) struct ContrastMeta {
     prompts_hash: String,
     samples: usize,
     geometry: pas_core::Geometry,
@@ -411,179 +412,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         }
     }
 
-    /// The answer-bias control for one subject: five logit offsets fitted on the answered
-    /// known items over the unsteered model's option log-probabilities, then added to the
-    /// test items' ones. No model time: both come from the shared plain pass.
-    fn option_bias(&self, subject: &Subject, plain_test: &[ItemScore]) -> SubjectResult {
-        let inv = &self.data.inventory;
-        let t = Instant::now();
-        let (base, chosen): (Vec<[f32; 5]>, Vec<usize>) = self
-            .data
-            .split
-            .known
-            .iter()
-            .filter(|&&n| subject.stored(n) != papi_data::keying::MISSING)
-            .filter_map(|&n| {
-                let answer = self.config.keying.answer(subject.stored(n), inv.item(n)?.sign);
-                Some((*self.plain_of(n)?, option_of_answer(answer)))
-            })
-            .unzip();
-        let offsets = fit_option_bias(&base, &chosen);
-        let scores: Vec<ItemScore> = plain_test
-            .iter()
-            .map(|s| {
-                let logprobs = with_offsets(&s.logprobs, &offsets);
-                ItemScore { logprobs, choice: argmax(&logprobs), ..s.clone() }
-            })
-            .collect();
-        let seconds = Phases { probes: t.elapsed().as_secs_f64(), ..Default::default() };
-        let mut result = self.record(subject, Method::OptionBias, &scores, seconds, Phases::default());
-        result.option_bias = Some(offsets);
-        result
-    }
-
-    /// The activations of the 2 × known contrast prompts (read from the run's cache when
-    /// they were computed before with the same prompts).
-    pub fn contrast(&self) -> Result<Contrast> {
-        let (agree, disagree) = &self.config.pas.contrast;
-        let mut rows = Vec::new();
-        let mut rendered = String::new();
-        for &n in &self.data.split.known {
-            let text = &self.data.inventory.item(n).expect("split items are in the inventory").text;
-            for answer in [agree, disagree] {
-                let r = self.prompts.render(DEFAULT_SYSTEM, &contrast_question(text), answer)?;
-                rows.push(self.prompts.encode(&r)?);
-                rendered.push_str(&r);
-            }
-        }
-        let hash = short_hash(&rendered);
-        let geometry = self.model.geometry();
-        let (meta_path, bin_path) = (self.out.join("shared/activations.json"), self.out.join("shared/activations.f32"));
-        if meta_path.exists() && bin_path.exists() {
-            let meta: ContrastMeta = read_json(&meta_path)?;
-            if meta.prompts_hash == hash && meta.samples == rows.len() && meta.geometry == geometry {
-                let bytes = std::fs::read(&bin_path).map_err(|e| Error::io(&bin_path, e))?;
-                let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                let acts = HeadActivations::new(geometry, rows.len(), data).map_err(|e| Error::file(&bin_path, e.to_string()))?;
-                return Ok(Contrast { acts, seconds: meta.seconds, tokens: meta.tokens });
-            }
-        }
-        let t = Instant::now();
-        let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        let positions: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();
-        let acts = self.model.capture(&refs, &positions)?;
-        let seconds = t.elapsed().as_secs_f64();
-        let tokens = rows.iter().map(|r| r.len() as u64).sum();
-        let bytes: Vec<u8> = acts.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-        write_atomic(&bin_path, &bytes)?;
-        write_json(&meta_path, &ContrastMeta { prompts_hash: hash, samples: rows.len(), geometry, seconds, tokens })?;
-        Ok(Contrast { acts, seconds, tokens })
-    }
-
-    /// The unsteered model under the default system prompt on every known and test item
-    /// (read from the run's cache when computed before).
-    fn plain_scores(&self, exec: &Executor<'_, '_, B>) -> Result<PlainScores> {
-        let path = self.out.join("shared/plain.json");
-        let items: Vec<u16> = self.data.split.known.iter().copied().chain(self.test_items()).collect();
-        if path.exists() {
-            let p: PlainScores = read_json(&path)?;
-            if p.items == items {
-                return Ok(p);
-            }
-        }
-        let t = Instant::now();
-        // Test items apart, in the order and batches every method asks them: no-change's
-        // answers are then exactly what scoring the test items alone gives.
-        let known = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.data.split.known))?;
-        let test = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.test_items()))?;
-        let scores = known.items.into_iter().chain(test.items).collect();
-        let p = PlainScores { items, scores, seconds: t.elapsed().as_secs_f64(), tokens: known.tokens + test.tokens };
-        write_json(&path, &p)?;
-        Ok(p)
-    }
-
-    /// The unsteered model against the population: its expected answer per item against the
-    /// mean answer of every subject of the records file.
-    fn diagnostic(&self) -> Option<Diagnostic> {
-        let plain = self.plain.get()?;
-        let inv = &self.data.inventory;
-        let keying = self.config.keying;
-        let test = self.test_items();
-        let mut pairs = Vec::new();
-        let mut test_pairs = Vec::new();
-        let mut argmax_counts = [0usize; 5];
-        for (&n, s) in plain {
-            let sign = inv.item(n)?.sign;
-            let answers: Vec<f64> = self
-                .data
-                .subjects
-                .iter()
-                .map(|sub| sub.stored(n))
-                .filter(|&v| v != papi_data::keying::MISSING)
-                .map(|v| f64::from(keying.answer(v, sign)))
-                .collect();
-            let (Some(e), false) = (expected_answer(&s.logprobs), answers.is_empty()) else { continue };
-            let pop = answers.iter().sum::<f64>() / answers.len() as f64;
-            pairs.push((e, pop));
-            if test.contains(&n) {
-                test_pairs.push((e, pop));
-            }
-            if let Some(c) = argmax(&s.logprobs) {
-                argmax_counts[c] += 1;
-            }
-        }
-        let total = argmax_counts.iter().sum::<usize>().max(1) as f64;
-        let mean = |f: fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / pairs.len().max(1) as f64;
-        Some(Diagnostic {
-            items: pairs.len(),
-            population: self.data.subjects.len(),
-            correlation: pearson(&pairs),
-            correlation_test: pearson(&test_pairs),
-            argmax_answers: argmax_counts.map(|c| c as f64 / total),
-            mean_expected: mean(|p| p.0),
-            mean_population: mean(|p| p.1),
-        })
-    }
-
-    /// The reference predictors' results for the run's subjects (ridge fitted across the
-    /// whole records file, each subject predicted by a model that never saw it).
-    fn references(&self) -> Result<Vec<(Method, Vec<SubjectResult>)>> {
-        let inv = &self.data.inventory;
-        let n = self.subjects().len();
-        let items = self.test_items();
-        let mut out = Vec::new();
-        for m in self.config.methods.iter().copied().filter(|m| m.reference().is_some()) {
-            let r = m.reference().expect("filtered");
-            let preds = reference::predict(r, inv, &self.data.split, &self.data.subjects, self.config.keying, &self.config.ridge)?;
-            let results = self.data.subjects[..n]
-                .iter()
-                .zip(&preds)
-                .map(|(s, p)| {
-                    let records = items
-                        .iter()
-                        .map(|&i| self.item_record(s, i, p.get(i)))
-                        .collect();
-                    let mae = subject_mae(inv, s, &items, self.protocol(), p);
-                    SubjectResult {
-                        case: s.case,
-                        method: m,
-                        mae,
-                        total: subject_total(&mae),
-                        items: records,
-                        pas: None,
-                        pas_domains: None,
-                        option_bias: None,
-                        dpo: None,
-                        seconds: Phases::default(),
-                        tokens: Phases::default(),
-                    }
-                })
-                .collect();
-            out.push((m, results));
-        }
-        Ok(out)
-    }
-
     /// Reads every finished subject and writes `results.json`, `report.md`, `totals.svg` and
     /// `samples.jsonl`.
     fn aggregate(&self, shared: &Shared, plain: (f64, u64)) -> Result<Results> {
@@ -636,22 +464,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         write_reports(&self.out, &results)?;
         Ok(results)
     }
-}
-
-/// Pearson's correlation of the pairs; `None` with fewer than 3 or no spread.
-fn pearson(pairs: &[(f64, f64)]) -> Option<f64> {
-    let n = pairs.len() as f64;
-    if pairs.len() < 3 {
-        return None;
-    }
-    let (mx, my) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (x, y) in pairs {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx).powi(2);
-        syy += (y - my).powi(2);
-    }
-    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
 }
 
 /// Writes `results.json`, and `report.md` and `totals.svg` rendered from it.
