@@ -45,6 +45,7 @@ pub mod host;
 pub mod lora;
 pub mod model;
 mod steerable;
+pub mod random;
 pub mod tiny;
 pub mod weights;
 

@@ -19,6 +19,7 @@ mod engine_bench;
 mod logits;
 mod model;
 mod papi;
+mod random_model;
 mod reproduce;
 
 /// Personality alignment for LLMs: project tasks.
@@ -53,6 +54,9 @@ enum Task {
     /// Our engine and PyTorch side by side on the same work (prefill, few-shot scoring,
     /// contrast capture, per-row steering): one table with the ratio per row.
     EngineBench(engine_bench::EngineBenchArgs),
+    /// Write a seeded random model with a real model's shapes, tokenizer and chat template
+    /// (`--like llama-3-8b [--layers N]`); prints its folder.
+    RandomModel(random_model::RandomModelArgs),
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -75,6 +79,7 @@ fn main() -> Result<()> {
         Task::Reproduce(args) => reproduce::run(&args),
         Task::Report(args) => reproduce::report(&args),
         Task::EngineBench(args) => engine_bench::run(&args),
+        Task::RandomModel(args) => random_model::run(&args),
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;

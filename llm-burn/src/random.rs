@@ -1,0 +1,294 @@
+//! Seeded random models of a real model's shapes, written as Hugging Face folders: the
+//! paper's setting (Llama-3-8B-Instruct) tested for shapes, grouped-query attention, RoPE and
+//! the chat template without its weights. The outputs mean nothing.
+//!
+//! The folder holds `config.json` with the real configuration (layers may be fewer),
+//! bf16 weights in one safetensors shard per layer plus one for the embeddings (with
+//! `model.safetensors.index.json`, as Hugging Face shards them, so that writing and loading
+//! stay near one layer's size above the model's), a byte-level BPE `tokenizer.json` of the
+//! real vocabulary size (256 bytes, merges up to 128,000 regular tokens, 256 special tokens in
+//! Llama-3's places) and `tokenizer_config.json` with the Llama-3 Instruct chat template
+//! (BOS, `<|start_header_id|>`, `<|eot_id|>` ending each turn).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use llm_burn::random::{Shape, write_model};
+//!
+//! // Llama-3-8B's shapes with 2 of its 32 layers (about 3 GB of bf16 weights).
+//! write_model("/tmp/llama3-2l".as_ref(), &Shape::llama_3_8b().with_layers(2), 7)?;
+//! # Ok::<(), llm_burn::Error>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+use crate::error::{Error, Result};
+
+/// The configuration of a random model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    /// Residual width.
+    pub hidden: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Vocabulary size (regular tokens, then [`SPECIAL_TOKENS`] special ones).
+    pub vocab: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Llama-3.1's RoPE scaling (factor 8, low 1, high 4, original context 8,192).
+    pub rope_scaling: bool,
+    /// RMSNorm epsilon.
+    pub rms_eps: f64,
+}
+
+/// Special tokens at the end of the vocabulary, as in Llama-3.
+pub const SPECIAL_TOKENS: usize = 256;
+
+/// Names of the named special tokens by offset from the first special id (Llama-3's); the
+/// others are `<|reserved_special_token_K|>`.
+const NAMED: [(usize, &str); 7] = [
+    (0, "<|begin_of_text|>"),
+    (1, "<|end_of_text|>"),
+    (4, "<|finetune_right_pad_id|>"),
+    (6, "<|start_header_id|>"),
+    (7, "<|end_header_id|>"),
+    (8, "<|eom_id|>"),
+    (9, "<|eot_id|>"),
+];
+
+/// The Llama-3 Instruct chat template (Meta's, as in the 8B-Instruct release).
+pub const LLAMA3_TEMPLATE: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+impl Shape {
+    /// Llama-3-8B(-Instruct): 32 layers, hidden 4,096, 32 query heads over 8 key/value heads,
+    /// MLP 14,336, vocabulary 128,256, RoPE theta 500,000.
+    pub fn llama_3_8b() -> Self {
+        Shape { hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kv_heads: 8, vocab: 128_256, rope_theta: 500_000.0, rope_scaling: false, rms_eps: 1e-5 }
+    }
+
+    /// A model known by name (`llama-3-8b`).
+    pub fn like(name: &str) -> Result<Self> {
+        match name {
+            "llama-3-8b" => Ok(Self::llama_3_8b()),
+            other => Err(Error::Input(format!("unknown model shape `{other}` (known: llama-3-8b)"))),
+        }
+    }
+
+    /// The same with `layers` layers.
+    pub fn with_layers(mut self, layers: usize) -> Self {
+        self.layers = layers;
+        self
+    }
+
+    /// Head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// The first special token's id.
+    pub fn first_special(&self) -> usize {
+        self.vocab - SPECIAL_TOKENS
+    }
+
+    /// Parameters of the model.
+    pub fn parameters(&self) -> usize {
+        let (h, hd) = (self.hidden, self.head_dim());
+        let attn = h * self.heads * hd * 2 + h * self.kv_heads * hd * 2;
+        let layer = attn + 3 * h * self.intermediate + 2 * h;
+        2 * self.vocab * h + h + self.layers * layer
+    }
+
+    /// `config.json`.
+    pub fn config_json(&self) -> serde_json::Value {
+        let s = self.first_special();
+        let mut c = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim(),
+            "vocab_size": self.vocab, "rms_norm_eps": self.rms_eps, "rope_theta": self.rope_theta,
+            "tie_word_embeddings": false, "attention_bias": false, "bos_token_id": s, "eos_token_id": [s + 1, s + 9],
+            "max_position_embeddings": if self.rope_scaling { 131_072 } else { 8192 }, "torch_dtype": "bfloat16"
+        });
+        if self.rope_scaling {
+            c["rope_scaling"] = serde_json::json!({"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192, "rope_type": "llama3"});
+        }
+        c
+    }
+}
+
+/// GPT-2's byte-to-character map of byte-level BPE.
+fn byte_chars() -> Vec<char> {
+    let direct = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut extra = 0;
+    (0..256u32)
+        .map(|b| {
+            if direct(b) {
+                char::from_u32(b).unwrap_or('?')
+            } else {
+                extra += 1;
+                char::from_u32(256 + extra - 1).unwrap_or('?')
+            }
+        })
+        .collect()
+}
+
+/// The name of special token `k` (0-based from the first special id).
+pub fn special_name(k: usize) -> String {
+    NAMED.iter().find(|(o, _)| *o == k).map_or_else(|| format!("<|reserved_special_token_{k}|>"), |(_, n)| (*n).to_owned())
+}
+
+/// `tokenizer.json` for `shape`'s vocabulary: the 256 byte tokens, then merges (the option
+/// letters `" A"`..`" E"` first, then every pair of bytes, then byte pairs extended by a byte)
+/// until the regular vocabulary is full, then the special tokens.
+pub fn tokenizer_json(shape: &Shape) -> Result<String> {
+    let regular = shape.first_special();
+    if regular < 256 + 5 {
+        return Err(Error::Input(format!("a vocabulary of {} leaves no room for the byte tokens and the option letters", shape.vocab)));
+    }
+    let chars = byte_chars();
+    let mut vocab: Vec<String> = chars.iter().map(char::to_string).collect();
+    let mut seen: std::collections::HashSet<String> = vocab.iter().cloned().collect();
+    let mut merges: Vec<(String, String)> = Vec::with_capacity(regular - 256);
+    let mut push = |a: String, b: String, vocab: &mut Vec<String>| {
+        let t = format!("{a}{b}");
+        if vocab.len() < regular && seen.insert(t.clone()) {
+            vocab.push(t);
+            merges.push((a, b));
+        }
+    };
+    let space = chars[b' ' as usize].to_string();
+    for l in ['A', 'B', 'C', 'D', 'E'] {
+        push(space.clone(), l.to_string(), &mut vocab);
+    }
+    'pairs: for a in 0..256 {
+        for b in 0..256 {
+            if vocab.len() == regular {
+                break 'pairs;
+            }
+            push(chars[a].to_string(), chars[b].to_string(), &mut vocab);
+        }
+    }
+    let mut k = 256 + 5;
+    while vocab.len() < regular {
+        let pair = vocab[k].clone();
+        for c in &chars {
+            push(pair.clone(), c.to_string(), &mut vocab);
+        }
+        k += 1;
+    }
+    let mut map = serde_json::Map::new();
+    for (i, t) in vocab.iter().enumerate() {
+        map.insert(t.clone(), i.into());
+    }
+    let added: Vec<serde_json::Value> = (0..SPECIAL_TOKENS)
+        .map(|k| serde_json::json!({"id": regular + k, "content": special_name(k), "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    let merges: Vec<String> = merges.iter().map(|(a, b)| format!("{a} {b}")).collect();
+    Ok(serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": map, "merges": merges}
+    })
+    .to_string())
+}
+
+/// A seeded stream of uniform values in [-scale, scale] (a 64-bit LCG: fast, reproducible).
+struct Stream(u64);
+
+impl Stream {
+    fn bf16_bytes(&mut self, n: usize, scale: f32, offset: f32, out: &mut Vec<u8>) {
+        out.reserve(2 * n);
+        for _ in 0..n {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            out.extend_from_slice(&half::bf16::from_f32(offset + 2.0 * scale * u).to_le_bytes());
+        }
+    }
+}
+
+/// Writes one shard: `(name, shape, bf16 bytes)` tensors.
+fn write_shard(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(n, s, b)| TensorView::new(Dtype::BF16, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Input(format!("random model tensor: {e}")))?;
+    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+}
+
+/// Writes a random model of `shape` into `dir` (created if needed): config, bf16 weight shards
+/// and their index, tokenizer and chat template. Deterministic in `seed`. Weights are uniform
+/// with the scale of a trained model's initialisation (about 0.02; norms near 1), so that
+/// activations stay finite through every layer.
+pub fn write_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
+    if shape.heads == 0 || shape.kv_heads == 0 || !shape.heads.is_multiple_of(shape.kv_heads) || !shape.hidden.is_multiple_of(shape.heads) {
+        return Err(Error::Input(format!("{} heads over {} key/value heads and width {} do not fit", shape.heads, shape.kv_heads, shape.hidden)));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let io = |p: &Path| { let p = p.to_owned(); move |e: std::io::Error| Error::io(&p, e) };
+    let (h, hd, ff) = (shape.hidden, shape.head_dim(), shape.intermediate);
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0usize;
+    let shards = shape.layers + 1;
+    let name = |i: usize| format!("model-{:05}-of-{shards:05}.safetensors", i + 1);
+    for shard in 0..shards {
+        // Each shard's stream depends on the seed and the shard alone.
+        let mut rng = Stream(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (shard as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut add = |n: String, s: Vec<usize>, scale: f32, offset: f32| {
+            let mut b = Vec::new();
+            rng.bf16_bytes(s.iter().product(), scale, offset, &mut b);
+            tensors.push((n, s, b));
+        };
+        if shard == shape.layers {
+            add("model.embed_tokens.weight".into(), vec![shape.vocab, h], 0.05, 0.0);
+            add("lm_head.weight".into(), vec![shape.vocab, h], 0.02, 0.0);
+            add("model.norm.weight".into(), vec![h], 0.1, 1.0);
+        } else {
+            let p = |s: &str| format!("model.layers.{shard}.{s}");
+            add(p("input_layernorm.weight"), vec![h], 0.1, 1.0);
+            add(p("post_attention_layernorm.weight"), vec![h], 0.1, 1.0);
+            add(p("self_attn.q_proj.weight"), vec![shape.heads * hd, h], 0.03, 0.0);
+            add(p("self_attn.k_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0);
+            add(p("self_attn.v_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0);
+            add(p("self_attn.o_proj.weight"), vec![h, shape.heads * hd], 0.03, 0.0);
+            add(p("mlp.gate_proj.weight"), vec![ff, h], 0.03, 0.0);
+            add(p("mlp.up_proj.weight"), vec![ff, h], 0.03, 0.0);
+            add(p("mlp.down_proj.weight"), vec![h, ff], 0.02, 0.0);
+        }
+        for (n, _, b) in &tensors {
+            weight_map.insert(n.clone(), name(shard));
+            total += b.len();
+        }
+        write_shard(&dir.join(name(shard)), &tensors)?;
+    }
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    let path = dir.join("model.safetensors.index.json");
+    std::fs::write(&path, index.to_string()).map_err(io(&path))?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&shape.config_json()).unwrap_or_default()).map_err(io(&path))?;
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, tokenizer_json(shape)?).map_err(io(&path))?;
+    let s = shape.first_special();
+    let config = serde_json::json!({
+        "bos_token": special_name(0), "eos_token": special_name(9), "add_bos_token": false,
+        "chat_template": LLAMA3_TEMPLATE, "model_max_length": 131_072, "clean_up_tokenization_spaces": true,
+        "tokenizer_class": "PreTrainedTokenizerFast", "special_ids": [s, s + 1, s + 9]
+    });
+    let path = dir.join("tokenizer_config.json");
+    std::fs::write(&path, config.to_string()).map_err(io(&path))
+}
