@@ -61,6 +61,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod decision;
+pub mod device_check;
 pub mod error;
 pub mod method;
 pub mod prompt;

@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod deps;
 mod engine_bench;
+mod gpu_check;
 mod logits;
 mod model;
 mod papi;
@@ -57,6 +58,9 @@ enum Task {
     /// Write a seeded random model with a real model's shapes, tokenizer and chat template
     /// (`--like llama-3-8b [--layers N]`); prints its folder.
     RandomModel(random_model::RandomModelArgs),
+    /// The GPU acceptance checks: CUDA against the CPU, and the Llama-3-8B-shaped model's
+    /// speed on the GPU, as one JSON summary (exits with status 3 when there is no GPU).
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -80,6 +84,7 @@ fn main() -> Result<()> {
         Task::Report(args) => reproduce::report(&args),
         Task::EngineBench(args) => engine_bench::run(&args),
         Task::RandomModel(args) => random_model::run(&args),
+        Task::GpuCheck(args) => gpu_check::run(&args),
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;

@@ -5,6 +5,7 @@
 
 mod decision;
 mod default_model;
+mod device_check;
 mod llama3_shapes;
 mod parsing;
 mod tiny_run;

@@ -1,0 +1,28 @@
+//! The command line as a user meets it: commands that must fail cleanly do, with their status.
+
+use std::process::Command;
+
+#[test]
+fn gpu_check_without_a_gpu_says_so_in_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).arg("gpu-check").output().expect("run xtask");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "cuda") {
+        // A CUDA build on a machine without a GPU must still fail cleanly (no panic).
+        if out.status.code() == Some(3) {
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        }
+        return;
+    }
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no GPU") && !stderr.contains("panicked"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn random_model_refuses_an_unknown_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(["random-model", "--like", "gpt-5", "--out"]).arg(dir.path()).output().expect("run xtask");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model shape `gpt-5`"));
+}
