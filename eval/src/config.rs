@@ -138,6 +138,9 @@ pub struct Settings {
     pub dpo: DpoConfig,
     /// Known items per subject used by DPO (`None`: all answered).
     pub dpo_items: Option<usize>,
+    /// The model's weight type.
+    #[serde(default)]
+    pub dtype: llm_burn::Dtype,
     /// Model id.
     pub model_id: String,
     /// Hash of the model's `config.json` and the weights' size.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use dpo_baseline::{DpoConfig, Example, Rejected};
-use llm_burn::{ForwardOptions, Llama, PromptEncoder};
+use llm_burn::{Dtype, ForwardOptions, Llama, PromptEncoder};
 use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steerable, Steering};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,10 @@ impl Compared {
 /// and fused kernels).
 pub const F32_TOLERANCE: f64 = 2e-3;
 
+/// Relative tolerance of bf16 comparisons between backends (8-bit mantissas: the default
+/// model's bf16 logits differ from float32 ones by up to 0.4 on a range of 35).
+pub const BF16_TOLERANCE: f64 = 3e-2;
+
 fn tensor_vec<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Result<Vec<f32>> {
     t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Config(format!("reading a tensor back: {e:?}")))
 }
@@ -73,14 +77,15 @@ fn prompts(encoder: &PromptEncoder) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
-/// One model folder on two backends (`R`, the reference, and `T`, the one tested): logits
+/// One model folder on two backends (`R`, the reference, and `T`, the one tested), weights in
+/// `dtype` on both: logits
 /// after each prompt, head outputs captured at each prompt's last token, the option
 /// log-probabilities under a steering at strength 4, and one DPO epoch on LoRA adapters
 /// (first loss and held-out loss after it).
-pub fn agreement<R: Backend, T: Backend>(dir: &Path, reference: &R::Device, tested: &T::Device, tolerance: f64) -> Result<Vec<Compared>> {
+pub fn agreement<R: Backend, T: Backend>(dir: &Path, reference: &R::Device, tested: &T::Device, dtype: Dtype, tolerance: f64) -> Result<Vec<Compared>> {
     let encoder = PromptEncoder::from_dir(dir)?;
-    let a = Llama::<R>::load(dir, reference)?;
-    let b = Llama::<T>::load(dir, tested)?;
+    let a = Llama::<R>::load_as(dir, reference, dtype)?;
+    let b = Llama::<T>::load_as(dir, tested, dtype)?;
     let rows = prompts(&encoder)?;
     let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
     let mut out = Vec::new();
@@ -141,12 +146,12 @@ pub fn pas_subject_seconds(prefix_seconds: f64, item_seconds: f64) -> f64 {
     13.0 * prefix_seconds + (12.0 * 15.0 + 180.0) * item_seconds
 }
 
-/// Measures `dir`'s model on one backend: load time, prefill of random tokens at each of
+/// Measures `dir`'s model on one backend with weights in `dtype`: load time, prefill of random tokens at each of
 /// `prefill_lengths` (one warm-up pass first), and `items` items scored after a shared prefix
 /// of about `prefix_tokens` tokens in batches of `batch`.
-pub fn throughput<B: Backend>(dir: &Path, device: &B::Device, prefill_lengths: &[usize], prefix_tokens: usize, items: usize, batch: usize) -> Result<Throughput> {
+pub fn throughput<B: Backend>(dir: &Path, device: &B::Device, dtype: Dtype, prefill_lengths: &[usize], prefix_tokens: usize, items: usize, batch: usize) -> Result<Throughput> {
     let t = Instant::now();
-    let model = Llama::<B>::load(dir, device)?;
+    let model = Llama::<B>::load_as(dir, device, dtype)?;
     let encoder = PromptEncoder::from_dir(dir)?;
     let load_seconds = t.elapsed().as_secs_f64();
     let vocab = model.config().vocab as u32;

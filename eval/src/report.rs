@@ -46,8 +46,8 @@ pub fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "Model `{}` ({}), scoring `{}`, answers decided by `{}`, strength selection `{}`, PAS steering at `{}` positions, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
-        st.model_id, m.device, st.scoring.as_str(), st.decision, st.alpha_selection.as_str(), st.pas.positions.as_str(), m.missing_answers, m.test_items, m.records_path, m.git_revision, st.chat_template_hash
+        "Model `{}` ({}, {} weights), scoring `{}`, answers decided by `{}`, strength selection `{}`, PAS steering at `{}` positions, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
+        st.model_id, m.device, st.dtype, st.scoring.as_str(), st.decision, st.alpha_selection.as_str(), st.pas.positions.as_str(), m.missing_answers, m.test_items, m.records_path, m.git_revision, st.chat_template_hash
     );
     diagnostic(&mut s, r);
     let _ = writeln!(s, "Mean absolute error per domain (lower is better) and Total (their sum), each with a 95% bootstrap interval over subjects; answers: the share of each option letter (A = 5 .. E = 1).\n");

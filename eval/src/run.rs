@@ -201,6 +201,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             search_items: config.search_items,
             dpo: config.dpo.clone(),
             dpo_items: config.dpo_items,
+            dtype: model.dtype(),
             model_id: provenance.model_id.clone(),
             model_hash: model_hash(&provenance.model_dir),
             chat_template_hash: short_hash(prompts.template.source()),

@@ -73,7 +73,7 @@ impl<B: Backend> Llama<B> {
         let step = self.step_inputs(tokens, cache);
         let (b, width) = (step.b, c.heads * c.head_dim);
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(step.ids.clone(), [b * step.s]), &self.device);
-        let mut x = self.embed.clone().select(0, ids).reshape([b, step.s, c.hidden]); // [b, s, hidden]
+        let mut x = self.f32(self.embed.clone().select(0, ids)).reshape([b, step.s, c.hidden]); // [b, s, hidden]
         let mut captured = options.capture.then(|| Vec::with_capacity(c.layers));
         for (l, layer) in self.layers.iter().enumerate() {
             // Only the last position's output of the last layer is read (its keys and values
@@ -233,7 +233,7 @@ impl<B: Backend> Llama<B> {
         let base = |x: Tensor<B, 3>| {
             let [b, s, i] = x.dims();
             let o = w.dims()[1];
-            let y = x.reshape([b * s, i]).matmul(w.clone());
+            let y = self.mm(x.reshape([b * s, i]), w.clone());
             let y = match bias {
                 Some(bias) => y + bias.clone().reshape([1, o]).expand([b * s, o]),
                 None => y,
@@ -428,6 +428,6 @@ impl<B: Backend> Llama<B> {
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, s, h] = x.dims();
         let last = self.rms_norm(x.narrow(1, s - 1, 1), &self.norm).reshape([b, h]);
-        last.matmul(self.lm_head.clone().transpose()) // [b, vocab]
+        self.mm(last, self.lm_head.clone().transpose()) // [b, vocab]
     }
 }

@@ -38,6 +38,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod convert;
+pub mod dtype;
 pub mod error;
 mod forward;
 pub mod gguf;
@@ -51,6 +52,7 @@ pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptEncoder};
 pub use config::LlamaConfig;
+pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use lora::{Lora, LoraSpec, Target};
 pub use cache::KvCache;

@@ -10,6 +10,7 @@ use pas_core::{Positions, Steering};
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::lora::{Lora, Target};
 use crate::weights::{WeightFiles, transpose};
@@ -73,6 +74,8 @@ pub struct Llama<B: Backend> {
     pub(crate) inv_freq: Vec<f32>,
     pub(crate) device: B::Device,
     pub(crate) kernels: Kernels,
+    /// The type of the linear, embedding and output weights.
+    pub(crate) dtype: Dtype,
 }
 
 /// What a forward pass returns.
@@ -143,6 +146,12 @@ impl<B: Backend> Llama<B> {
     /// the table must be present with its shape, and every tensor in the files must be used
     /// (except `lm_head.weight` of a tied model and rotary caches).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        Self::load_as(dir, device, Dtype::F32)
+    }
+
+    /// [`Llama::load`] with the linear, embedding and output weights stored (and multiplied)
+    /// in `dtype`; norms stay float32.
+    pub fn load_as(dir: &Path, device: &B::Device, dtype: Dtype) -> Result<Self> {
         let config = LlamaConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
         let c = &config;
@@ -158,13 +167,14 @@ impl<B: Backend> Llama<B> {
             Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
         };
         // Linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
-        let lin = |v: Vec<f32>, out: usize, inp: usize| Tensor::<B, 2>::from_data(TensorData::new(transpose(&v, out, inp), [inp, out]), device);
+        let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };
+        let lin = |v: Vec<f32>, out: usize, inp: usize| typed(Tensor::<B, 2>::from_data(TensorData::new(transpose(&v, out, inp), [inp, out]), device));
         let embed_v = read("model.embed_tokens.weight".into(), &[c.vocab, h])?;
-        let embed = Tensor::<B, 2>::from_data(TensorData::new(embed_v, [c.vocab, h]), device);
+        let embed = typed(Tensor::<B, 2>::from_data(TensorData::new(embed_v, [c.vocab, h]), device));
         let lm_head = if c.tied {
             embed.clone()
         } else {
-            Tensor::<B, 2>::from_data(TensorData::new(read("lm_head.weight".into(), &[c.vocab, h])?, [c.vocab, h]), device)
+            typed(Tensor::<B, 2>::from_data(TensorData::new(read("lm_head.weight".into(), &[c.vocab, h])?, [c.vocab, h]), device))
         };
         let norm = t1(read("model.norm.weight".into(), &[h])?);
         let mut layers = Vec::with_capacity(c.layers);
@@ -197,7 +207,7 @@ impl<B: Backend> Llama<B> {
             return Err(Error::Tensor { name: (*name).to_owned(), message: format!("unused by the model ({} unused tensors)", unused.len()) });
         }
         let inv_freq = rope_inv_freq(c);
-        Ok(Llama { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>() })
+        Ok(Llama { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>(), dtype })
     }
 
     /// The configuration.
@@ -208,6 +218,25 @@ impl<B: Backend> Llama<B> {
     /// The device the weights live on.
     pub fn device(&self) -> &B::Device {
         &self.device
+    }
+
+    /// The type its weights are stored and multiplied in.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// `x · w` with `w` in the model's weight type: `x` (float32) cast to it for the product,
+    /// the product back to float32.
+    pub(crate) fn mm(&self, x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self.dtype {
+            Dtype::F32 => x.matmul(w),
+            dt => x.cast(dt.burn()).matmul(w).cast(burn::tensor::FloatDType::F32),
+        }
+    }
+
+    /// A weight-typed tensor as float32.
+    pub(crate) fn f32(&self, t: Tensor<B, 2>) -> Tensor<B, 2> {
+        if self.dtype == Dtype::F32 { t } else { t.cast(burn::tensor::FloatDType::F32) }
     }
 
     /// The kernels this model runs.
@@ -246,7 +275,10 @@ impl<B: Backend> Llama<B> {
                 if delta.dims() != w.dims() {
                     return Err(Error::Tensor { name: t.peft_name(l, "lora_A·lora_B"), message: format!("{:?}, the weight is {:?}", delta.dims(), w.dims()) });
                 }
-                *w = w.clone() + delta;
+                *w = match self.dtype {
+                    Dtype::F32 => w.clone() + delta,
+                    dt => (self.f32(w.clone()) + delta).cast(dt.burn()),
+                };
             }
         }
         Ok(out)
@@ -273,6 +305,7 @@ impl<B: Backend> Llama<B> {
             inv_freq: self.inv_freq.clone(),
             device: device.clone(),
             kernels: Kernels::default_for::<C>(),
+            dtype: self.dtype,
         }
     }
 
@@ -294,7 +327,7 @@ impl<B: Backend> Llama<B> {
             .map(|(l, layer)| {
                 steering.layer(l).map(|d| {
                     let d = Tensor::<B, 2>::from_data(TensorData::new(d.to_vec(), [1, width]), &self.device);
-                    d.matmul(layer.w(Target::O).clone()).reshape([self.config.hidden]) // [hidden]
+                    self.mm(d, layer.w(Target::O).clone()).reshape([self.config.hidden]) // [hidden]
                 })
             })
             .collect();

@@ -48,7 +48,8 @@ mod cuda {
     use std::time::Instant;
 
     use anyhow::{Context, Result};
-    use eval::device_check::{F32_TOLERANCE, agreement, throughput};
+    use eval::device_check::{BF16_TOLERANCE, F32_TOLERANCE, agreement, throughput};
+    use llm_burn::Dtype;
     use llm_burn::random::{Shape, write_model};
     use llm_burn::{CpuBackend, CudaBackend};
     use serde_json::json;
@@ -105,9 +106,10 @@ mod cuda {
         let mut ok = true;
         let mut agree = serde_json::Map::new();
         for (name, dir) in [("tiny", &tiny), ("llama-3-8b-2-layers", &two)] {
-            let checks = agreement::<CpuBackend, CudaBackend>(dir, &cpu, &gpu, F32_TOLERANCE)?;
-            ok &= checks.iter().all(|c| c.ok);
-            agree.insert(name.into(), json!({"f32": checks, "bf16": "not run: weights load as f32 only (--dtype is not implemented yet)"}));
+            let f32 = agreement::<CpuBackend, CudaBackend>(dir, &cpu, &gpu, Dtype::F32, F32_TOLERANCE)?;
+            let bf16 = agreement::<CpuBackend, CudaBackend>(dir, &cpu, &gpu, Dtype::Bf16, BF16_TOLERANCE)?;
+            ok &= f32.iter().chain(&bf16).all(|c| c.ok);
+            agree.insert(name.into(), json!({"f32": f32, "bf16": bf16}));
         }
         let full = if args.skip_full {
             json!("skipped (--skip-full)")
@@ -129,12 +131,12 @@ mod cuda {
                     }
                 })
             };
-            eprintln!("gpu-check: measuring the full-size model (float32 weights)");
-            let t = throughput::<CudaBackend>(&dir, &gpu, &[256, 2048], 2000, 180, 16);
+            eprintln!("gpu-check: measuring the full-size model (bf16 weights)");
+            let t = throughput::<CudaBackend>(&dir, &gpu, Dtype::Bf16, &[256, 2048], 2000, 180, 16);
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = sampler.join();
             let t = t?;
-            json!({"layers": args.full_layers, "dtype": "f32", "write_seconds": write_seconds, "throughput": t,
+            json!({"layers": args.full_layers, "dtype": "bf16", "write_seconds": write_seconds, "throughput": t,
                    "gpu_memory_mib_before": before, "gpu_memory_mib_peak": peak.load(std::sync::atomic::Ordering::Relaxed),
                    "goal_pas_seconds_per_subject": 20.0, "meets_goal": t.projected_pas_seconds_per_subject <= 20.0})
         };

@@ -32,6 +32,14 @@ pub struct LogitsArgs {
     /// How many of the largest logits to print.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Weight type: `f32`, `f16` or `bf16` (default: f32 on the CPU, bf16 on CUDA).
+    #[arg(long)]
+    dtype: Option<llm_burn::Dtype>,
+}
+
+/// The weight type asked for, else the device's default (bf16 on CUDA, f32 on the CPU).
+pub fn dtype_or_default(dtype: Option<llm_burn::Dtype>) -> llm_burn::Dtype {
+    dtype.unwrap_or(llm_burn::Dtype::default_for(cfg!(feature = "cuda")))
 }
 
 /// Runs `logits`.
@@ -43,7 +51,7 @@ pub fn run(args: &LogitsArgs) -> Result<()> {
     let encoder = PromptEncoder::from_dir(&dir).with_context(|| format!("reading the tokenizer and chat template of {}", dir.display()))?;
     let ids = encoder.encode_chat(&args.system, &args.user, &args.prefill)?;
     let device = Default::default();
-    let model = Llama::<Backend>::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
+    let model = Llama::<Backend>::load_as(&dir, &device, dtype_or_default(args.dtype)).with_context(|| format!("loading {}", dir.display()))?;
     let mut cache = model.new_cache();
     let out = model.forward(&[&ids], &mut cache, ForwardOptions::default())?;
     let logits = out.logits.into_data().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -56,6 +56,10 @@ pub struct ReproduceArgs {
     /// every rule side by side, and `report --decision` re-reads a finished run.
     #[arg(long, default_value = "calibrated")]
     decision: Decision,
+    /// Weight type: `f32`, `f16` or `bf16` (default: f32 on the CPU, bf16 on CUDA); norms,
+    /// softmax and log-probabilities stay float32.
+    #[arg(long)]
+    dtype: Option<llm_burn::Dtype>,
     /// Output folder (default: `results/reproduce-<keying>-<alpha selection>`). Re-running with
     /// the same folder resumes: finished subjects are not redone.
     #[arg(long)]
@@ -234,7 +238,8 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         None => crate::model::fetch(None)?,
     };
     let prompts = PromptEncoder::from_dir(&model_dir).with_context(|| format!("reading the tokenizer and chat template of {}", model_dir.display()))?;
-    let model = Llama::<Backend>::load(&model_dir, &Default::default()).with_context(|| format!("loading {}", model_dir.display()))?;
+    let model = Llama::<Backend>::load_as(&model_dir, &Default::default(), crate::logits::dtype_or_default(args.dtype))
+        .with_context(|| format!("loading {}", model_dir.display()))?;
     let model_id = model_dir.file_name().map_or("model".into(), |f| f.to_string_lossy().into_owned());
     let device = if cfg!(feature = "cuda") { "cuda (burn)".to_owned() } else { format!("cpu (burn flex, {} threads)", std::thread::available_parallelism().map_or(1, |n| n.get())) };
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/reproduce-{}-{}", args.keying.as_str(), args.alpha_selection.as_str())));

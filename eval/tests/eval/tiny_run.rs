@@ -351,3 +351,22 @@ fn a_finished_run_is_re_decided_from_its_samples_alone() {
     let report = read(&cal_dir.path().join("report.md"));
     assert!(report.contains("What the model can do at all") && report.contains("Decision rules side by side") && report.contains("against always-3"), "{report}");
 }
+
+#[test]
+fn half_precision_weights_run_every_model_method() {
+    let model_dir = tempfile::tempdir().unwrap();
+    tiny_model(model_dir.path());
+    let data = synthetic_dataset(4);
+    let prompts = llm_burn::PromptEncoder::from_dir(model_dir.path()).unwrap();
+    for dtype in [llm_burn::Dtype::Bf16, llm_burn::Dtype::F16] {
+        let model = llm_burn::Llama::<crate::TestBackend>::load_as(model_dir.path(), &Default::default(), dtype).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let config = quick_config(&[Method::NoChange, Method::FewShot, Method::Pas, Method::PasDomain, Method::Dpo], 1);
+        let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+        assert_eq!(results.meta.settings.dtype, dtype);
+        for r in &results.runs {
+            assert!(r.total.is_some_and(f64::is_finite), "{dtype} {}", r.method);
+        }
+        assert!(read(&out.path().join("report.md")).contains(&format!("{dtype} weights")));
+    }
+}

@@ -120,3 +120,31 @@ fn logits_head_outputs_and_greedy_text_match_hugging_face() {
         assert_eq!(greedy, self::ids(&p["greedy_15_ids"]), "{name}: greedy continuation");
     }
 }
+
+#[test]
+fn half_precision_weights_stay_near_hugging_faces_float32_logits() {
+    use crate::TestBackend;
+    use llm_burn::{Dtype, ForwardOptions, Llama};
+    let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
+    let fixtures_dir = std::env::var_os("FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        let model = Llama::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
+        assert_eq!(model.dtype(), dtype);
+        for p in fx["prompts"].as_array().expect("prompts") {
+            let name = p["name"].as_str().unwrap();
+            let ids = ids(&p["token_ids"]);
+            let out = model.forward(&[&ids], &mut model.new_cache(), ForwardOptions::default()).expect("forward");
+            let logits = out.logits.into_data().to_vec::<f32>().unwrap();
+            let (_, expected) = crate::npy::read_f32(&fixtures_dir.join(p["logits_file"].as_str().unwrap()));
+            let max = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let spread = expected.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) - expected.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+            let top1 = |v: &[f32]| llm_burn::model::argmax(v);
+            eprintln!("{dtype} {name}: max |logit diff| {max:.3} (logit range {spread:.1}), top-1 {} vs {}", top1(&logits), top1(&expected));
+            assert!(logits.iter().all(|x| x.is_finite()), "{dtype} {name}: non-finite logits");
+            assert_eq!(top1(&logits), top1(&expected), "{dtype} {name}: the most likely next token changed");
+            assert!(max < 0.05 * spread, "{dtype} {name}: max |logit diff| {max} against a range of {spread}");
+        }
+    }
+}
