@@ -14,4 +14,5 @@ mod gguf_format;
 mod kernels;
 mod loading;
 mod npy;
+mod random_model;
 mod tiny_model;
