@@ -56,16 +56,14 @@ mod cuda {
 
     use super::{GpuCheckArgs, NO_GPU};
 
-    type Device = <CudaBackend as burn::tensor::backend::Backend>::Device;
-
     /// The CUDA device, if one can be used: cudarc panics when the CUDA library cannot be
     /// loaded; that panic becomes a one-line message (the default hook is silenced meanwhile).
-    fn device() -> std::result::Result<Device, String> {
+    fn device<B: burn::tensor::backend::Backend>() -> std::result::Result<B::Device, String> {
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let probe = std::panic::catch_unwind(|| {
-            let d = Device::default();
-            burn::tensor::Tensor::<CudaBackend, 1>::zeros([4], &d).into_data();
+            let d = B::Device::default();
+            burn::tensor::Tensor::<B, 1>::zeros([4], &d).into_data();
             d
         });
         std::panic::set_hook(hook);
@@ -87,7 +85,7 @@ mod cuda {
     }
 
     pub fn run(args: &GpuCheckArgs) -> Result<()> {
-        let gpu = match device() {
+        let gpu = match device::<CudaBackend>() {
             Ok(d) => d,
             Err(why) => {
                 let why = if why.contains("dynamically load") { format!("the CUDA library could not be loaded ({why})") } else { why };
