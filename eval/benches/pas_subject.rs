@@ -2,7 +2,7 @@
 //! shared activations, one strength evaluated on a held-out fold (its few-shot prefix plus
 //! 8 items, steered), and the 16-item unit of test evaluation after the full few-shot
 //! prefix. Needs `cargo xtask fetch-model` and the PAPI data: `PAPI_DIR` as an absolute path
-//! (cargo runs benches from the crate's folder), else ../shared/papi (skips otherwise).
+//! (cargo runs benches from the crate's folder), else the embedded data/papi.
 #![allow(clippy::print_stderr)] // says on stderr when it skips
 
 use std::path::Path;
@@ -18,7 +18,7 @@ use pas_core::{ContrastPair, PasConfig, Positions, Preference, fit_intervention,
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model_dir = root.join("../.cache/models/SmolLM2-135M-Instruct");
-    let data_dir = std::env::var_os("PAPI_DIR").map_or_else(|| root.join("../../shared/papi"), Into::into);
+    let data_dir = std::env::var_os("PAPI_DIR").map_or_else(|| root.join("../data/papi"), Into::into);
     if !model_dir.join("model.safetensors").is_file() || !data_dir.join("mpi_300_split.json").is_file() {
         eprintln!("skipped: needs the default model (cargo xtask fetch-model) and the PAPI data");
         return;

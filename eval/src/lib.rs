@@ -50,8 +50,8 @@
 //! let dir = std::path::PathBuf::from(".cache/models/SmolLM2-135M-Instruct");
 //! let model = Llama::<CpuBackend>::load(&dir, &Default::default())?;
 //! let prompts = PromptEncoder::from_dir(&dir)?;
-//! let data = papi_data::Dataset::load("../shared/papi", None)?;
-//! let p2 = eval::run::load_p2("../shared/papi/personality-prompts-dev-200.json".as_ref())?;
+//! let data = papi_data::Dataset::load("data/papi", None)?;
+//! let p2 = eval::run::load_p2("data/papi/personality-prompts-dev-200.json".as_ref())?;
 //! let provenance = Provenance { git_revision: "unknown".into(), device: "cpu".into(), model_id: "SmolLM2-135M-Instruct".into(), model_dir: dir };
 //! let results = Evaluator::new(&model, &prompts, &data, Some(p2), RunConfig::default(), provenance, "results/example")?.run()?;
 //! println!("{}", eval::report::render_markdown(&results));

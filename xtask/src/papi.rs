@@ -11,16 +11,31 @@ use papi_data::stats::summarize;
 use papi_data::synthetic::{SyntheticConfig, generate};
 use papi_data::{Dataset, Domain, Inventory, Keying, Protocol};
 
-/// The PAPI folder: `--data`, else `PAPI_DIR`.
+/// The PAPI folder: `--data`, else `PAPI_DIR`, else the embedded development data (said on stderr).
 pub fn data_dir(data: Option<PathBuf>) -> Result<PathBuf> {
-    data.or_else(|| std::env::var_os(papi_data::dataset::PAPI_DIR_ENV).map(PathBuf::from))
-        .context("no PAPI folder: pass --data DIR or set PAPI_DIR (e.g. PAPI_DIR=../shared/papi)")
+    if let Some(d) = data.or_else(|| std::env::var_os(papi_data::dataset::PAPI_DIR_ENV).map(PathBuf::from)) {
+        return Ok(d);
+    }
+    let embedded = embedded_data_dir();
+    anyhow::ensure!(
+        embedded.join("mpi_300_split.json").is_file(),
+        "no PAPI folder: pass --data DIR or set PAPI_DIR (the embedded data is missing from {})",
+        embedded.display()
+    );
+    eprintln!("using the embedded development data in {} (200 people of the PAPI test set); pass --data DIR or set PAPI_DIR for other data", embedded.display());
+    Ok(embedded)
+}
+
+/// The development data shipped in the repository's `data/papi`.
+pub fn embedded_data_dir() -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/papi");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// Arguments of `papi-stats`.
 #[derive(Args)]
 pub struct StatsArgs {
-    /// The PAPI folder (item key, split, records); default: $PAPI_DIR.
+    /// The PAPI folder (item key, split, records); default: $PAPI_DIR, else the embedded data/papi.
     #[arg(long)]
     data: Option<PathBuf>,
     /// The records file, when the folder has several (or to use one elsewhere).

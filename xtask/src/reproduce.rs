@@ -21,7 +21,8 @@ use crate::logits::Backend;
 /// Arguments of `reproduce`.
 #[derive(Args)]
 pub struct ReproduceArgs {
-    /// The PAPI folder (item key, split, records, personality prompts); default: $PAPI_DIR.
+    /// The PAPI folder (item key, split, records, personality prompts); default: $PAPI_DIR, else
+    /// the development data shipped in data/papi.
     #[arg(long)]
     data: Option<PathBuf>,
     /// The records file, when the folder has several.

@@ -26,3 +26,13 @@ fn random_model_refuses_an_unknown_shape() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model shape `gpt-5`"));
 }
+
+#[test]
+fn papi_stats_runs_on_the_embedded_data_and_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(["papi-stats", "--json"]).env_remove("PAPI_DIR").output().expect("run xtask");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("embedded development data") && stderr.contains("data/papi"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["subjects"], 200, "{v}");
+}

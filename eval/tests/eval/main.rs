@@ -1,6 +1,6 @@
 //! eval's tests: scoring and parsing laws, statistics, and whole runs on a tiny random
 //! model with synthetic subjects (fast) and on the default model with real data (when the
-//! model and ../shared/papi are there).
+//! model is there; the data is the embedded data/papi unless PAPI_DIR names another folder).
 #![allow(clippy::print_stderr)] // tests say on stderr why they skip
 
 mod decision;
@@ -56,11 +56,11 @@ pub fn provenance(dir: &Path) -> Provenance {
     Provenance { git_revision: "test".into(), device: "cpu".into(), model_id: "tiny".into(), model_dir: dir.to_owned() }
 }
 
-/// The PAPI development folder: `PAPI_DIR`, else ../shared/papi beside the workspace.
+/// The PAPI development folder: `PAPI_DIR`, else the embedded data/papi.
 pub fn papi_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("PAPI_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/papi"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/papi"));
     if dir.join("mpi_300_split.json").is_file() {
         Some(dir)
     } else {

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use papi_data::Inventory;
 use papi_data::synthetic::{self, SyntheticConfig};
 
-/// The real PAPI folder: `PAPI_DIR`, else `../shared/papi` beside the workspace, if present.
+/// The real PAPI folder: `PAPI_DIR`, else the embedded `data/papi`, if present.
 pub fn papi_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("PAPI_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/papi"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/papi"));
     if dir.join("IPIP-NEO-ItemKey.csv").exists() {
         Some(dir)
     } else {
