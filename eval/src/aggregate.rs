@@ -87,7 +87,6 @@ fn paired(a: &[SubjectResult], b: &[SubjectResult], boot: Bootstrap) -> Option<(
 /// `results.json` from every method's per-subject results (decided under
 /// `meta.settings.decision`), the work they shared, and the diagnostic.
 pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared: &Shared, diagnostic: Option<crate::results::Diagnostic>) -> Results {
-    let st = &meta.settings;
     let boot = meta.bootstrap;
     let n = meta.cases.len().max(1) as f64;
     let runs: Vec<Run> = per_method.iter().map(|(m, results)| run_row(&meta, *m, results, shared, n)).collect();
@@ -119,17 +118,20 @@ pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared
             });
         }
     }
-    let optimisation_time = {
-        let pas = runs.iter().find(|r| r.method == Method::Pas).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly));
-        let dpo = runs.iter().find(|r| r.method == Method::Dpo);
-        pas.zip(dpo).map(|(p, d)| {
-            let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
-            let dpo_seconds = (d.phases.reference + d.phases.train) / n;
-            OptimisationTime { pas_method: p.method, pas_seconds, dpo_seconds, ratio: dpo_seconds / pas_seconds.max(f64::MIN_POSITIVE), subjects: meta.cases.len() }
-        })
-    };
-    let _ = st;
+    let optimisation_time = optimisation_time(&runs, meta.cases.len());
     Results { meta, runs, comparisons, decisions, diagnostic, not_run: Vec::new(), optimisation_time }
+}
+
+/// PAS's optimisation time per subject against DPO's, when both ran (`pas`, else `pas-only`).
+pub fn optimisation_time(runs: &[Run], subjects: usize) -> Option<OptimisationTime> {
+    let n = subjects.max(1) as f64;
+    let pas = runs.iter().find(|r| r.method == Method::Pas).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly));
+    let dpo = runs.iter().find(|r| r.method == Method::Dpo);
+    pas.zip(dpo).map(|(p, d)| {
+        let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
+        let dpo_seconds = (d.phases.reference + d.phases.train) / n;
+        OptimisationTime { pas_method: p.method, pas_seconds, dpo_seconds, ratio: dpo_seconds / pas_seconds.max(f64::MIN_POSITIVE), subjects }
+    })
 }
 
 fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n: f64) -> Run {

@@ -65,6 +65,8 @@ pub struct RunConfig {
     pub pas: PasConfig,
     /// The first N subjects of the records file (`None`: all).
     pub subjects: Option<usize>,
+    /// Only this shard of those subjects (`None`: all of them).
+    pub shard: Option<Shard>,
     /// Test items per subject (`None`: all 180), balanced over domains.
     pub test_items: Option<usize>,
     /// Held-out known items scored per strength in the search (`None`: all), balanced.
@@ -92,6 +94,7 @@ impl Default for RunConfig {
             decision: Decision::default(),
             pas: PasConfig::heldout(),
             subjects: Some(1),
+            shard: None,
             test_items: None,
             search_items: None,
             batch: 16,
@@ -149,4 +152,68 @@ pub struct Settings {
     pub chat_template_hash: String,
     /// The records file's name.
     pub records: String,
+}
+
+/// One of `count` shards of a run's subjects: those at positions `p` (in the records' order,
+/// among the run's subjects) with `p % count == index`. The partition depends on the records
+/// and `count` alone, so shards run anywhere, in any order, and merge into the unsharded run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based index, below `count`.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// A shard, checked.
+    pub fn new(index: usize, count: usize) -> Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: the index must be below the count (0-based: 0/{count} .. {}/{count})", count.saturating_sub(1)));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard a scheduler gives this process, from its environment (`var` looks a variable
+    /// up): Slurm's `SLURM_ARRAY_TASK_ID` minus `SLURM_ARRAY_TASK_MIN` (0 if unset) of
+    /// `SLURM_ARRAY_TASK_COUNT`, else Kubernetes' `JOB_COMPLETION_INDEX` of `count` (or
+    /// `SHARD_COUNT`); `None` when neither scheduler set one.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>, count: Option<usize>) -> Result<Option<Shard>, String> {
+        let num = |k: &str| -> Result<Option<usize>, String> {
+            var(k).map(|v| v.trim().parse::<usize>().map_err(|_| format!("{k}={v} is not a number"))).transpose()
+        };
+        if let (Some(id), Some(n)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let index = id.checked_sub(min).ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
+            return Shard::new(index, n).map(Some);
+        }
+        if let Some(i) = num("JOB_COMPLETION_INDEX")? {
+            let n = match count {
+                Some(n) => n,
+                None => num("SHARD_COUNT")?.ok_or("JOB_COMPLETION_INDEX is set but not the number of shards: pass --shard-count N or set SHARD_COUNT")?,
+            };
+            return Shard::new(i, n).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Whether the subject at position `p` belongs to it.
+    pub fn holds(&self, p: usize) -> bool {
+        p % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s.split_once('/').ok_or_else(|| format!("shard `{s}`: expected I/N, e.g. 0/4"))?;
+        let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("shard `{s}`: `{x}` is not a number"));
+        Shard::new(num(i)?, num(n)?)
+    }
 }

@@ -63,6 +63,7 @@ pub mod config;
 pub mod decision;
 pub mod device_check;
 pub mod error;
+pub mod merge;
 pub mod method;
 pub mod prompt;
 pub mod report;

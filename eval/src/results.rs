@@ -295,8 +295,14 @@ pub struct Meta {
     pub test_items: usize,
     /// Items continued from a shared prefix per forward pass.
     pub batch: usize,
-    /// Subjects' case ids, in order.
+    /// Subjects' case ids, in order (this shard's, when sharded).
     pub cases: Vec<i64>,
+    /// The shard these results cover, if the run was sharded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::config::Shard>,
+    /// Every subject of the whole (unsharded) run, in order.
+    #[serde(default)]
+    pub selection: Vec<i64>,
     /// Bootstrap resamples and seed.
     pub bootstrap: crate::stats::Bootstrap,
     /// Ridge reference settings.

@@ -225,9 +225,14 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         Protocol::for_keying(self.config.keying)
     }
 
-    fn subjects(&self) -> &'a [Subject] {
-        let n = self.config.subjects.unwrap_or(usize::MAX).min(self.data.subjects.len());
-        &self.data.subjects[..n]
+    /// Positions in the records of the whole run's subjects (the first `--subjects`).
+    fn selection(&self) -> std::ops::Range<usize> {
+        0..self.config.subjects.unwrap_or(usize::MAX).min(self.data.subjects.len())
+    }
+
+    /// Positions in the records of this run's subjects: the selection, or this shard of it.
+    fn positions(&self) -> Vec<usize> {
+        self.selection().filter(|&p| self.config.shard.is_none_or(|s| s.holds(p))).collect()
     }
 
     fn test_items(&self) -> Vec<u16> {
@@ -267,21 +272,21 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     pub fn run(&self) -> Result<Results> {
         std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
         self.claim_out_dir()?;
-        let subjects = self.subjects();
+        let subjects = &self.data.subjects;
+        let positions = self.positions();
         let mut seen = std::collections::HashSet::new();
-        if let Some(s) = subjects.iter().find(|s| !seen.insert(s.case)) {
+        if let Some(s) = subjects[self.selection()].iter().find(|s| !seen.insert(s.case)) {
             return Err(Error::file(&self.data.records_path, format!("case {} appears twice; results are stored by case", s.case)));
         }
         let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
         let exec = Executor::new(&scorer, &self.data.inventory);
         let model_methods: Vec<Method> = self.config.methods.iter().copied().filter(|m| m.reference().is_none()).collect();
-        let todo: Vec<(usize, Method)> = subjects
+        let todo: Vec<(usize, Method)> = positions
             .iter()
-            .enumerate()
-            .flat_map(|(i, s)| model_methods.iter().map(move |&m| (i, m)).filter(move |&(_, m)| !self.subject_path(m, s.case).exists()))
+            .flat_map(|&i| model_methods.iter().map(move |&m| (i, m)).filter(move |&(i, m)| !self.subject_path(m, subjects[i].case).exists()))
             .collect();
-        self.progress.set_length((subjects.len() * model_methods.len()) as u64);
-        self.progress.set_position((subjects.len() * model_methods.len() - todo.len()) as u64);
+        self.progress.set_length((positions.len() * model_methods.len()) as u64);
+        self.progress.set_position((positions.len() * model_methods.len() - todo.len()) as u64);
 
         let mut shared = Shared::new();
         let contrast = if model_methods.iter().any(|m| m.is_pas()) {
@@ -416,8 +421,14 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     /// Reads every finished subject and writes `results.json`, `report.md`, `totals.svg` and
     /// `samples.jsonl`.
     fn aggregate(&self, shared: &Shared, plain: (f64, u64)) -> Result<Results> {
-        let subjects = self.subjects();
+        let subjects: Vec<&Subject> = self.positions().into_iter().map(|p| &self.data.subjects[p]).collect();
         let references = self.references()?;
+        // Reference predictors' subjects are written too, so that shards merge from files alone.
+        for (m, results) in &references {
+            for r in results {
+                write_json(&self.subject_path(*m, r.case), r)?;
+            }
+        }
         let mut per_method: Vec<(Method, Vec<SubjectResult>)> = Vec::new();
         for &m in &self.config.methods {
             if let Some((_, r)) = references.iter().find(|(rm, _)| *rm == m) {
@@ -442,6 +453,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             test_items: self.test_items().len(),
             batch: self.config.batch,
             cases: subjects.iter().map(|s| s.case).collect(),
+            shard: self.config.shard,
+            selection: self.data.subjects[self.selection()].iter().map(|s| s.case).collect(),
             bootstrap: self.config.bootstrap,
             ridge: self.config.ridge,
             collect_seconds: collect.0,
@@ -451,20 +464,25 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             dpo_ran: self.config.methods.contains(&Method::Dpo),
         };
         let results = summarise(meta, &per_method, shared, self.diagnostic());
-        let mut samples = String::new();
-        for (m, results) in &per_method {
-            for r in results {
-                for item in &r.items {
-                    let line = Sample { subject: r.case, method: *m, keying: self.config.keying, item: item.clone() };
-                    samples.push_str(&serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?);
-                    samples.push('\n');
-                }
-            }
-        }
-        write_atomic(&self.out.join("samples.jsonl"), samples.as_bytes())?;
+        write_samples(&self.out, self.config.keying, &per_method)?;
         write_reports(&self.out, &results)?;
         Ok(results)
     }
+}
+
+/// Writes `samples.jsonl`: one line per subject × method × item.
+pub fn write_samples(out: &Path, keying: papi_data::Keying, per_method: &[(Method, Vec<SubjectResult>)]) -> Result<()> {
+    let mut samples = String::new();
+    for (m, results) in per_method {
+        for r in results {
+            for item in &r.items {
+                let line = Sample { subject: r.case, method: *m, keying, item: item.clone() };
+                samples.push_str(&serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?);
+                samples.push('\n');
+            }
+        }
+    }
+    write_atomic(&out.join("samples.jsonl"), samples.as_bytes())
 }
 
 /// Writes `results.json`, and `report.md` and `totals.svg` rendered from it.

@@ -49,6 +49,9 @@ enum Task {
     /// Run the PAPI benchmark: every method on the first N subjects; writes results.json,
     /// report.md, totals.svg and samples.jsonl, and resumes a killed run.
     Reproduce(Box<reproduce::ReproduceArgs>),
+    /// Merge the output folders of a sharded run (`reproduce --shard I/N`) into one run's
+    /// results.json, report.md, totals.svg and samples.jsonl.
+    Merge(reproduce::MergeArgs),
     /// Re-render report.md and totals.svg of a reproduce folder from its results.json, or
     /// re-decide it under another rule (`--decision`) from its samples.jsonl.
     Report(reproduce::ReportArgs),
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
         Task::Logits(args) => logits::run(&args),
         Task::Reproduce(args) => reproduce::run(&args),
         Task::Report(args) => reproduce::report(&args),
+        Task::Merge(args) => reproduce::merge(&args),
         Task::EngineBench(args) => engine_bench::run(&args),
         Task::RandomModel(args) => random_model::run(&args),
         Task::GpuCheck(args) => gpu_check::run(&args),

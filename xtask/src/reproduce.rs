@@ -34,6 +34,15 @@ pub struct ReproduceArgs {
     /// Model folder (default: the embedded default model, fetched if missing).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Run only shard I of N (0-based) of the subjects, into `<out>/shard-I-of-N`; merge the
+    /// shards with `cargo xtask merge`. Without it, the shard comes from Slurm's
+    /// `SLURM_ARRAY_TASK_ID` (minus `SLURM_ARRAY_TASK_MIN`) and `SLURM_ARRAY_TASK_COUNT`, or
+    /// from Kubernetes' `JOB_COMPLETION_INDEX` with `--shard-count` or `SHARD_COUNT`.
+    #[arg(long)]
+    shard: Option<eval::config::Shard>,
+    /// The number of shards, for `JOB_COMPLETION_INDEX` (Kubernetes Indexed Jobs).
+    #[arg(long)]
+    shard_count: Option<usize>,
     /// How many subjects (the first N of the records file), or `all`. The default (one
     /// subject, every method, all 180 test items) takes about 7 minutes on a 2-core CPU.
     #[arg(long, default_value = "1")]
@@ -136,6 +145,26 @@ pub struct ReproduceArgs {
     dpo_items: Option<usize>,
 }
 
+/// Arguments of `merge`.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The shards' output folders (every shard of the run, each once).
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+    /// Where the merged run is written.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `merge`.
+pub fn merge(args: &MergeArgs) -> Result<()> {
+    let results = eval::merge::merge(&args.shards, &args.out)?;
+    eprintln!("merged {} shards ({} subjects) into {}", args.shards.len(), results.meta.cases.len(), args.out.display());
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", eval::report::render_markdown(&results))?;
+    Ok(())
+}
+
 /// Arguments of `report`.
 #[derive(Args)]
 pub struct ReportArgs {
@@ -198,7 +227,12 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         let alphas = a.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>().with_context(|| format!("--alphas `{a}`"))?;
         pas.search = Search::Grid { alphas };
     }
+    let shard = match args.shard {
+        Some(s) => Some(s),
+        None => eval::config::Shard::from_env(|k| std::env::var(k).ok(), args.shard_count).map_err(anyhow::Error::msg)?,
+    };
     let config = RunConfig {
+        shard,
         methods,
         keying: args.keying,
         alpha_selection: args.alpha_selection,
@@ -243,7 +277,11 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let model_id = model_dir.file_name().map_or("model".into(), |f| f.to_string_lossy().into_owned());
     let device = if cfg!(feature = "cuda") { "cuda (burn)".to_owned() } else { format!("cpu (burn flex, {} threads)", std::thread::available_parallelism().map_or(1, |n| n.get())) };
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/reproduce-{}-{}", args.keying.as_str(), args.alpha_selection.as_str())));
+    let mut out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/reproduce-{}-{}", args.keying.as_str(), args.alpha_selection.as_str())));
+    if let Some(s) = shard {
+        out = out.join(format!("shard-{}-of-{}", s.index, s.count));
+        eprintln!("shard {s}: writing {}", out.display());
+    }
     let provenance = Provenance { git_revision: git_revision(), device, model_id, model_dir };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} subject·methods, ETA {eta} · {msg}")

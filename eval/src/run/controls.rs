@@ -51,15 +51,15 @@ impl<B: Backend> Evaluator<'_, B> {
     /// whole records file, each subject predicted by a model that never saw it).
     pub(super) fn references(&self) -> Result<Vec<(Method, Vec<SubjectResult>)>> {
         let inv = &self.data.inventory;
-        let n = self.subjects().len();
+        let positions = self.positions();
         let items = self.test_items();
         let mut out = Vec::new();
         for m in self.config.methods.iter().copied().filter(|m| m.reference().is_some()) {
             let r = m.reference().expect("filtered");
             let preds = reference::predict(r, inv, &self.data.split, &self.data.subjects, self.config.keying, &self.config.ridge)?;
-            let results = self.data.subjects[..n]
+            let results = positions
                 .iter()
-                .zip(&preds)
+                .map(|&i| (&self.data.subjects[i], &preds[i]))
                 .map(|(s, p)| {
                     let records = items
                         .iter()
