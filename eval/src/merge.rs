@@ -33,26 +33,26 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Results> {
     let base = serde_json::to_value(&first.meta.settings).unwrap_or_default();
     for (dir, r) in shards.iter().zip(&parts).skip(1) {
         if let Some(diff) = first_difference(&base, &serde_json::to_value(&r.meta.settings).unwrap_or_default()) {
-            return Err(Error::file(&dir.join("results.json"), format!("its settings differ from {}'s: {diff}", shards[0].display())));
+            return Err(Error::file(dir.join("results.json"), format!("its settings differ from {}'s: {diff}", shards[0].display())));
         }
         let methods = |r: &Results| r.runs.iter().map(|x| x.method).collect::<Vec<_>>();
         if methods(r) != methods(first) {
-            return Err(Error::file(&dir.join("results.json"), format!("its methods differ from {}'s", shards[0].display())));
+            return Err(Error::file(dir.join("results.json"), format!("its methods differ from {}'s", shards[0].display())));
         }
         if r.meta.selection != first.meta.selection {
-            return Err(Error::file(&dir.join("results.json"), format!("it shards another selection of subjects than {}", shards[0].display())));
+            return Err(Error::file(dir.join("results.json"), format!("it shards another selection of subjects than {}", shards[0].display())));
         }
     }
     // Every shard of the run once.
     let count = first.meta.shard.map_or(1, |s| s.count);
     let mut by_index: BTreeMap<usize, &Path> = BTreeMap::new();
     for (dir, r) in shards.iter().zip(&parts) {
-        let s = r.meta.shard.ok_or_else(|| Error::file(&dir.join("results.json"), "not a shard (run without --shard)"))?;
+        let s = r.meta.shard.ok_or_else(|| Error::file(dir.join("results.json"), "not a shard (run without --shard)"))?;
         if s.count != count {
-            return Err(Error::file(&dir.join("results.json"), format!("shard {s} of a run in {count} shards")));
+            return Err(Error::file(dir.join("results.json"), format!("shard {s} of a run in {count} shards")));
         }
         if let Some(other) = by_index.insert(s.index, dir) {
-            return Err(Error::file(&dir.join("results.json"), format!("shard {s} is also in {}", other.display())));
+            return Err(Error::file(dir.join("results.json"), format!("shard {s} is also in {}", other.display())));
         }
     }
     if let Some(missing) = (0..count).find(|i| !by_index.contains_key(i)) {
