@@ -11,7 +11,8 @@ use llm_burn::random::{Shape, write_model};
 /// Arguments of `random-model`.
 #[derive(Args)]
 pub struct RandomModelArgs {
-    /// The model whose shapes to copy (`llama-3-8b`).
+    /// The model whose shapes to copy (`llama-3-8b`), or `tiny` (the tests' tiny random model:
+    /// 2 layers of width 16, a byte-level tokenizer, ChatML).
     #[arg(long, default_value = "llama-3-8b")]
     like: String,
     /// Layers (default: the model's own, 32 for Llama-3-8B: about 16 GB of bf16 weights).
@@ -30,6 +31,12 @@ pub struct RandomModelArgs {
 
 /// Runs `random-model`.
 pub fn run(args: &RandomModelArgs) -> Result<()> {
+    if args.like == "tiny" {
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        llm_burn::tiny::write_model(&args.out, args.seed)?;
+        println!("{}", args.out.display());
+        return Ok(());
+    }
     let mut shape = Shape::like(&args.like)?;
     if let Some(l) = args.layers {
         anyhow::ensure!(l >= 1, "--layers must be at least 1");
