@@ -17,6 +17,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A download failed or brought the wrong bytes.
+    #[error("{url}: {message}")]
+    Download {
+        /// What was fetched.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A file holds no data rows.
     #[error("{path}: the file is empty (no data rows)")]
     Empty {

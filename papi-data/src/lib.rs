@@ -44,6 +44,7 @@ pub mod keying;
 mod linalg;
 pub mod records;
 pub mod reference;
+pub mod release;
 pub mod scoring;
 pub mod split;
 pub mod stats;

@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod deps;
 mod engine_bench;
+mod fetch_data;
 mod gpu_check;
 mod logits;
 mod model;
@@ -44,6 +45,9 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Download the official PAPI release files (test set, split, item key, P² prompts),
+    /// each checked against its pinned SHA-256; prints the folder.
+    FetchData(fetch_data::FetchDataArgs),
     /// Next-token logits of a chat prompt as JSON: {"input_ids": [...], "top": [{"id", "logit"}]}.
     Logits(logits::LogitsArgs),
     /// Run the PAPI benchmark: every method on the first N subjects; writes results.json,
@@ -82,6 +86,7 @@ fn main() -> Result<()> {
             println!("{}", dir.display());
             Ok(())
         }
+        Task::FetchData(args) => fetch_data::run(&args),
         Task::Logits(args) => logits::run(&args),
         Task::Reproduce(args) => reproduce::run(&args),
         Task::Report(args) => reproduce::report(&args),

@@ -28,7 +28,8 @@ pub struct ReproduceArgs {
     /// The records file, when the folder has several.
     #[arg(long)]
     records: Option<PathBuf>,
-    /// P² descriptions (default: the folder's `personality-prompts*.json`, if there is one).
+    /// P² descriptions (default: the folder's `personality-prompts*.json` or the release's
+    /// `personality_prompt.json`, if there is one).
     #[arg(long)]
     p2_prompts: Option<PathBuf>,
     /// Model folder (default: the embedded default model, fetched if missing).
@@ -193,7 +194,7 @@ fn find_p2(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("personality-prompts") && f.ends_with(".json")))
+        .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| (f.starts_with("personality-prompts") || f.starts_with("personality_prompt")) && f.ends_with(".json")))
         .collect();
     found.sort();
     (found.len() == 1).then(|| found.remove(0))

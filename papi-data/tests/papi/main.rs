@@ -4,5 +4,6 @@
 mod common;
 mod dev_data;
 mod properties;
+mod release;
 mod validation;
 mod workflow;
