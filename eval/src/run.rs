@@ -123,6 +123,23 @@ struct PlainScores {
     tokens: u64,
 }
 
+/// A subject × method just finished (see [`Evaluator::on_done`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    /// Finished in this session, this one included.
+    pub done: usize,
+    /// To do in this session.
+    pub total: usize,
+    /// The subject.
+    pub case: i64,
+    /// The method.
+    pub method: Method,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Seconds left at this pace.
+    pub eta_seconds: f64,
+}
+
 /// One benchmark run over a dataset with one model.
 pub struct Evaluator<'a, B: Backend> {
     model: &'a Llama<B>,
@@ -134,6 +151,7 @@ pub struct Evaluator<'a, B: Backend> {
     provenance: Provenance,
     out: PathBuf,
     progress: ProgressBar,
+    on_done: Option<Box<dyn Fn(&Done)>>,
     plain: OnceCell<BTreeMap<u16, ItemScore>>,
 }
 
@@ -207,7 +225,14 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             chat_template_hash: short_hash(prompts.template.source()),
             records: data.records_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         };
-        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), plain: OnceCell::new() })
+        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), on_done: None, plain: OnceCell::new() })
+    }
+
+    /// Calls `f` after each subject × method is finished and saved (e.g. to print a line per
+    /// subject where no progress bar can be shown, as in a batch job's log).
+    pub fn on_done(mut self, f: impl Fn(&Done) + 'static) -> Self {
+        self.on_done = Some(Box::new(f));
+        self
     }
 
     /// Shows progress on this bar (subjects × model methods).
@@ -310,7 +335,10 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             let _ = self.plain.set(p.items.into_iter().zip(p.scores).collect());
         }
 
-        for (i, method) in todo {
+        let started = std::time::Instant::now();
+        let total = todo.len();
+        for (k, (i, method)) in todo.into_iter().enumerate() {
+            let t = std::time::Instant::now();
             let subject = &subjects[i];
             self.progress.set_message(format!("case {} · {method}", subject.case));
             let test = self.test_items();
@@ -334,6 +362,10 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             };
             write_json(&self.subject_path(method, subject.case), &result)?;
             self.progress.inc(1);
+            if let Some(f) = &self.on_done {
+                let elapsed = started.elapsed().as_secs_f64();
+                f(&Done { done: k + 1, total, case: subject.case, method, seconds: t.elapsed().as_secs_f64(), eta_seconds: elapsed / (k + 1) as f64 * (total - k - 1) as f64 });
+            }
         }
         self.progress.set_message("writing reports");
         let results = self.aggregate(&shared, plain_cost)?;

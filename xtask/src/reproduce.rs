@@ -1,6 +1,6 @@
 //! `reproduce`: the PAPI benchmark end to end (DESIGN contract), and `report`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -284,12 +284,20 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         eprintln!("shard {s}: writing {}", out.display());
     }
     let provenance = Provenance { git_revision: git_revision(), device, model_id, model_dir };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} subject·methods, ETA {eta} · {msg}")
-            .expect("a valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(500));
-    let evaluator = Evaluator::new(&model, &prompts, &data, p2, config, provenance, &out)?.with_progress(bar);
+    let evaluator = Evaluator::new(&model, &prompts, &data, p2, config, provenance, &out)?;
+    // A bar on a terminal; in a batch job's log (stderr not a terminal), a line per subject.
+    let evaluator = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} subject·methods, ETA {eta} · {msg}")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        evaluator.with_progress(bar)
+    } else {
+        evaluator.on_done(|d| {
+            eprintln!("{}/{} case {} {} {:.1} s, ETA {:.0} s", d.done, d.total, d.case, d.method, d.seconds, d.eta_seconds);
+        })
+    };
     let results = evaluator.run()?;
     eprintln!("wrote {}/results.json, report.md, totals.svg, samples.jsonl", out.display());
     let mut stdout = std::io::stdout().lock();

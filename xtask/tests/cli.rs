@@ -36,3 +36,32 @@ fn papi_stats_runs_on_the_embedded_data_and_says_so() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["subjects"], 200, "{v}");
 }
+
+#[test]
+fn a_kubernetes_index_runs_its_shard_and_logs_a_line_per_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let xtask = env!("CARGO_BIN_EXE_xtask");
+    let model = dir.path().join("tiny");
+    let out = Command::new(xtask).args(["random-model", "--like", "tiny", "--out"]).arg(&model).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.path().join("run");
+    let out = Command::new(xtask)
+        .args(["reproduce", "--subjects", "3", "--methods", "no-change,always-3", "--test-items", "5", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&run)
+        .env_remove("PAPI_DIR")
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env("SHARD_COUNT", "3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Shard 1 of 3 holds the second subject of the records.
+    let records: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/papi/papi-dev-200.json")).unwrap()).unwrap();
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("shard-1-of-3/results.json")).unwrap()).unwrap();
+    assert_eq!(results["meta"]["cases"], serde_json::json!([records[1]["case"]]));
+    assert_eq!(results["meta"]["shard"], serde_json::json!({"index": 1, "count": 3}));
+    // Not a terminal: one plain progress line per finished subject × method.
+    assert!(stderr.contains(&format!("1/1 case {} no-change", records[1]["case"])), "{stderr}");
+}

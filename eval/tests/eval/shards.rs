@@ -38,6 +38,17 @@ fn three_shards_merge_into_the_unsharded_run_and_bad_sets_are_refused() {
         v
     };
     assert_eq!(lines(merged_dir.path()), lines(whole_dir.path()));
+    // Per-subject files too, bit for bit but for wall times.
+    for m in methods {
+        for case in &whole.meta.cases {
+            let load = |d: &std::path::Path| {
+                let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join(format!("subjects/{}/{case}.json", m.name()))).unwrap()).unwrap();
+                v["seconds"] = serde_json::Value::Null;
+                v
+            };
+            assert_eq!(load(merged_dir.path()), load(whole_dir.path()), "{m} {case}");
+        }
+    }
     assert!(merged_dir.path().join("report.md").is_file() && merged_dir.path().join("totals.svg").is_file());
 
     // A missing shard, a shard given twice, and a shard with other settings are refused.
