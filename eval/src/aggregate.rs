@@ -207,20 +207,7 @@ pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
             .iter()
             .map(|case| {
                 let items = subjects.get(case).cloned().ok_or_else(|| Error::file(&path, format!("no line for method {} and subject {case}", run.method)))?;
-                let base = SubjectResult {
-                    case: *case,
-                    method: run.method,
-                    mae: mae_of(&items),
-                    total: None,
-                    items,
-                    pas: None,
-                    pas_domains: None,
-                    option_bias: None,
-                    dpo: None,
-                    seconds: Phases::default(),
-                    tokens: Phases::default(),
-                };
-                Ok(redecide(&base, rule))
+                Ok(redecide(&SubjectResult::new(*case, run.method, mae_of(&items), items), rule))
             })
             .collect::<Result<_>>()?;
         per_method.push((run.method, results));

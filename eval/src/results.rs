@@ -172,6 +172,25 @@ pub struct SubjectResult {
     pub tokens: Phases<u64>,
 }
 
+impl SubjectResult {
+    /// A result with its items and MAEs (Total derived), no method details and no time.
+    pub fn new(case: i64, method: Method, mae: PerDomain<Option<f64>>, items: Vec<ItemRecord>) -> Self {
+        SubjectResult {
+            case,
+            method,
+            mae,
+            total: papi_data::scoring::subject_total(&mae),
+            items,
+            pas: None,
+            pas_domains: None,
+            option_bias: None,
+            dpo: None,
+            seconds: Phases::default(),
+            tokens: Phases::default(),
+        }
+    }
+}
+
 /// The strengths chosen over subjects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlphaSummary {

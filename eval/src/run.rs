@@ -15,7 +15,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use indicatif::ProgressBar;
 use llm_burn::{Llama, PromptEncoder};
-use papi_data::scoring::{Predictions, subject_mae, subject_total, target};
+use papi_data::scoring::{Predictions, subject_mae, target};
 use papi_data::{Dataset, Inventory, MissingAnswers, Protocol, Subject};
 use pas_core::{HeadActivations, PasConfig, Selection};
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,9 @@ pub struct Done {
     pub eta_seconds: f64,
 }
 
+/// What [`Evaluator::on_done`] calls.
+type OnDone = Box<dyn Fn(&Done)>;
+
 /// One benchmark run over a dataset with one model.
 pub struct Evaluator<'a, B: Backend> {
     model: &'a Llama<B>,
@@ -151,7 +154,7 @@ pub struct Evaluator<'a, B: Backend> {
     provenance: Provenance,
     out: PathBuf,
     progress: ProgressBar,
-    on_done: Option<Box<dyn Fn(&Done)>>,
+    on_done: Option<OnDone>,
     plain: OnceCell<BTreeMap<u16, ItemScore>>,
 }
 
@@ -435,19 +438,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             })
             .collect();
         let mae = subject_mae(inv, subject, &items, self.protocol(), &preds);
-        SubjectResult {
-            case: subject.case,
-            method,
-            mae,
-            total: subject_total(&mae),
-            items: records,
-            pas: None,
-            pas_domains: None,
-            option_bias: None,
-            dpo: None,
-            seconds,
-            tokens,
-        }
+        SubjectResult { seconds, tokens, ..SubjectResult::new(subject.case, method, mae, records) }
     }
 
     /// Reads every finished subject and writes `results.json`, `report.md`, `totals.svg` and

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use papi_data::reference;
-use papi_data::scoring::{subject_mae, subject_total};
+use papi_data::scoring::subject_mae;
 use papi_data::Subject;
 
 use super::Evaluator;
@@ -66,19 +66,7 @@ impl<B: Backend> Evaluator<'_, B> {
                         .map(|&i| self.item_record(s, i, p.get(i)))
                         .collect();
                     let mae = subject_mae(inv, s, &items, self.protocol(), p);
-                    SubjectResult {
-                        case: s.case,
-                        method: m,
-                        mae,
-                        total: subject_total(&mae),
-                        items: records,
-                        pas: None,
-                        pas_domains: None,
-                        option_bias: None,
-                        dpo: None,
-                        seconds: Phases::default(),
-                        tokens: Phases::default(),
-                    }
+                    SubjectResult::new(s.case, m, mae, records)
                 })
                 .collect();
             out.push((m, results));
