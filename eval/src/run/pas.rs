@@ -145,6 +145,11 @@ impl<B: Backend> Evaluator<'_, B> {
             }
             Selection::HeldOut { folds, seed } => {
                 let answered: Vec<u16> = known.iter().copied().filter(|&n| subject.stored(n) != papi_data::keying::MISSING).collect();
+                if answered.len() < folds {
+                    // Too few answered items to hold any out (a domain with most answers
+                    // missing): no search, the intervention unused.
+                    return Ok(Searched { fit, search: None, alpha: 0.0 });
+                }
                 let folds = Folds::new(&answered, inv, folds, seed)?;
                 // The search budget is shared over the domains in `known`.
                 let budget = self.config.search_items.map(|n| (n * known.len()).div_ceil(all_known.len()));
