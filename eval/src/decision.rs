@@ -38,20 +38,7 @@ impl Decision {
 
     /// Parses a comma-separated list of rules (`all` for every rule); duplicates are dropped.
     pub fn parse_list(s: &str) -> Result<Vec<Decision>, String> {
-        if s.trim() == "all" {
-            return Ok(Decision::ALL.to_vec());
-        }
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let d: Decision = part.parse()?;
-            if !out.contains(&d) {
-                out.push(d);
-            }
-        }
-        if out.is_empty() {
-            return Err("no decision rule given".into());
-        }
-        Ok(out)
+        crate::method::parse_list(s, &Decision::ALL, "decision rule")
     }
 
     /// The rule as it applies to `method`: `option-bias` is read by the median under

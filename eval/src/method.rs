@@ -102,21 +102,27 @@ impl Method {
 
     /// Parses a comma-separated list (`all` for every method); duplicates are dropped.
     pub fn parse_list(s: &str) -> Result<Vec<Method>, String> {
-        if s.trim() == "all" {
-            return Ok(Method::ALL.to_vec());
-        }
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let m: Method = part.parse()?;
-            if !out.contains(&m) {
-                out.push(m);
-            }
-        }
-        if out.is_empty() {
-            return Err("no method given".into());
-        }
-        Ok(out)
+        parse_list(s, &Method::ALL, "method")
     }
+}
+
+/// Parses a comma-separated list of `T` (`all` for every one of `all`), dropping duplicates;
+/// an empty list is an error naming `what`.
+pub(crate) fn parse_list<T: std::str::FromStr<Err = String> + PartialEq + Copy>(s: &str, all: &[T], what: &str) -> Result<Vec<T>, String> {
+    if s.trim() == "all" {
+        return Ok(all.to_vec());
+    }
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let x: T = part.parse()?;
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no {what} given"));
+    }
+    Ok(out)
 }
 
 impl std::fmt::Display for Method {

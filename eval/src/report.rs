@@ -159,14 +159,13 @@ fn comparisons(s: &mut String, r: &Results) {
     baselines.dedup();
     let _ = writeln!(s, "| method | subjects | {} |", baselines.iter().map(|b| format!("against {b}")).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(s, "|---|---|{}", "---|".repeat(baselines.len()));
-    let mut methods: Vec<Method> = r.comparisons.iter().map(|c| c.method).collect();
-    methods.dedup();
-    let mut seen = Vec::new();
-    for m in methods {
-        if seen.contains(&m) {
-            continue;
+    let mut methods: Vec<Method> = Vec::new();
+    for c in &r.comparisons {
+        if !methods.contains(&c.method) {
+            methods.push(c.method);
         }
-        seen.push(m);
+    }
+    for m in methods {
         let of = |b: Method| r.comparisons.iter().find(|c| c.method == m && c.baseline == b);
         let subjects = baselines.iter().find_map(|&b| of(b)).map_or(0, |c| c.subjects);
         let cells: Vec<String> = baselines.iter().map(|&b| diff_cell(of(b).map(|c| (c.difference, c.ci95)))).collect();

@@ -27,6 +27,9 @@ fn the_rules_read_known_distributions() {
     assert_eq!("median".parse::<Decision>(), Ok(Decision::Median));
     assert!("mode".parse::<Decision>().is_err());
     assert_eq!(Decision::parse_list("all").unwrap(), Decision::ALL.to_vec());
+    assert_eq!(Decision::parse_list("median, median,argmax").unwrap(), vec![Decision::Median, Decision::Argmax]);
+    assert!(Decision::parse_list(" , ").unwrap_err().contains("no decision rule"));
+    assert!(eval::Method::parse_list("").unwrap_err().contains("no method"));
 }
 
 proptest! {
