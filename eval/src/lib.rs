@@ -12,6 +12,8 @@
 //! - [`request`]: what a method asks the model, and the one executor that asks it.
 //! - [`Evaluator`]: a run over subjects ([`RunConfig`] in, [`Settings`] pinned) with resumable
 //!   per-subject results and held-out (or oracle) strength selection.
+//! - [`align`]: a persona from one person's answers file (PAS fitted and its strength
+//!   searched held out on the items they answered).
 //! - [`aggregate`], [`report`]: `results.json` (every method under every decision rule,
 //!   paired differences against few-shot, always-3 and own-mean, answer histograms, the
 //!   diagnostic), `report.md` and `totals.svg`, and re-deciding a finished run from its
@@ -59,6 +61,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod align;
 pub mod config;
 pub mod decision;
 pub mod device_check;

@@ -156,6 +156,7 @@ pub struct Evaluator<'a, B: Backend> {
     progress: ProgressBar,
     on_done: Option<OnDone>,
     plain: OnceCell<BTreeMap<u16, ItemScore>>,
+    identity: OnceCell<pas_core::ModelIdentity>,
 }
 
 fn model_hash(dir: &Path) -> String {
@@ -228,7 +229,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             chat_template_hash: short_hash(prompts.template.source()),
             records: data.records_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         };
-        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), on_done: None, plain: OnceCell::new() })
+        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), on_done: None, plain: OnceCell::new(), identity: OnceCell::new() })
     }
 
     /// Calls `f` after each subject × method is finished and saved (e.g. to print a line per
@@ -242,6 +243,15 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     pub fn with_progress(mut self, bar: ProgressBar) -> Self {
         self.progress = bar;
         self
+    }
+
+    /// The model's identity saved with its interventions (its content hash, computed once).
+    fn identity(&self) -> Result<&pas_core::ModelIdentity> {
+        if let Some(id) = self.identity.get() {
+            return Ok(id);
+        }
+        let id = llm_burn::identity::identity(&self.provenance.model_dir, self.model.config())?;
+        Ok(self.identity.get_or_init(|| id))
     }
 
     /// The resolved settings.

@@ -97,4 +97,105 @@ impl<B: Backend> KvCache<B> {
             shared_len: self.shared_len,
         })
     }
+    /// The rows of several caches as one (in order), for rows that join a running batch:
+    /// shorter rows are left-padded with masked positions (which never count as positions),
+    /// so every row continues exactly as it would alone. The caches must share no prefix
+    /// ([`KvCache::repeat`]) and come from the same kernels.
+    pub fn join(parts: Vec<KvCache<B>>) -> Result<Self> {
+        let parts: Vec<KvCache<B>> = parts.into_iter().filter(|p| p.batch() > 0).collect();
+        let Some(first) = parts.first() else { return Err(Error::Input("no rows to join".into())) };
+        let layers = first.layers.len();
+        if parts.iter().any(|p| p.shared_len > 0 || p.layers.len() != layers) {
+            return Err(Error::Input("only caches of one model without a shared prefix can be joined".into()));
+        }
+        let len = parts.iter().map(KvCache::len).max().unwrap_or(0);
+        let mut valid = Vec::new();
+        for p in &parts {
+            for v in &p.valid {
+                valid.push(std::iter::repeat_n(false, len - v.len()).chain(v.iter().copied()).collect());
+            }
+        }
+        let mut joined: Vec<Option<LayerKv<B>>> = vec![None; layers];
+        for (l, slot) in joined.iter_mut().enumerate() {
+            let kvs: Vec<(&LayerKv<B>, usize, usize)> = parts.iter().filter_map(|p| p.layers[l].as_ref().map(|kv| (kv, len - p.len(), p.len()))).collect();
+            if kvs.is_empty() {
+                continue;
+            }
+            if kvs.len() != parts.len() {
+                return Err(Error::Input(format!("layer {l} is cached in some of the joined caches only")));
+            }
+            *slot = Some(join_layer(&kvs)?);
+        }
+        Ok(KvCache { shared: vec![None; layers], layers: joined, valid, shared_len: 0 })
+    }
+
+    /// Drops the leading positions that are padding in every row (left behind by rows that
+    /// left the batch); results are unchanged.
+    pub fn compact(&mut self) {
+        let lead = self.valid.iter().map(|v| v.iter().take_while(|x| !**x).count()).min().unwrap_or(0);
+        if lead == 0 || self.shared_len > 0 {
+            return;
+        }
+        for v in &mut self.valid {
+            v.drain(..lead);
+        }
+        for kv in self.layers.iter_mut().flatten() {
+            match kv {
+                LayerKv::Tensor { k, v } => {
+                    let t = k.dims()[2];
+                    *k = k.clone().narrow(2, lead, t - lead);
+                    *v = v.clone().narrow(2, lead, t - lead);
+                }
+                LayerKv::Host { k, v } => {
+                    for buf in k.iter_mut().chain(v.iter_mut()) {
+                        let width = buf.len() / (lead + self.valid[0].len());
+                        Arc::make_mut(buf).drain(..lead * width);
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// One layer of [`KvCache::join`]: each part's keys and values after `pad` masked positions.
+fn join_layer<B: Backend>(parts: &[(&LayerKv<B>, usize, usize)]) -> Result<LayerKv<B>> {
+    match parts[0].0 {
+        LayerKv::Tensor { .. } => {
+            let (mut ks, mut vs) = (Vec::new(), Vec::new());
+            for (kv, pad, _) in parts {
+                let LayerKv::Tensor { k, v } = kv else { return Err(Error::Input("caches of different kernels cannot be joined".into())) };
+                let padded = |t: &Tensor<B, 4>| {
+                    if *pad == 0 {
+                        return t.clone();
+                    }
+                    let [b, h, _, d] = t.dims();
+                    Tensor::cat(vec![Tensor::zeros([b, h, *pad, d], &t.device()), t.clone()], 2)
+                };
+                ks.push(padded(k));
+                vs.push(padded(v));
+            }
+            Ok(LayerKv::Tensor { k: Tensor::cat(ks, 0), v: Tensor::cat(vs, 0) })
+        }
+        LayerKv::Host { .. } => {
+            let (mut ks, mut vs) = (Vec::new(), Vec::new());
+            for &(kv, pad, len) in parts {
+                let LayerKv::Host { k, v } = kv else { return Err(Error::Input("caches of different kernels cannot be joined".into())) };
+                for (rows, out) in [(k, &mut ks), (v, &mut vs)] {
+                    for row in rows {
+                        out.push(if pad == 0 {
+                            row.clone()
+                        } else {
+                            // [positions, width] with `pad` zero positions in front.
+                            let width = row.len() / len.max(1);
+                            let mut buf = vec![0.0f32; pad * width];
+                            buf.extend_from_slice(row);
+                            Arc::new(buf)
+                        });
+                    }
+                }
+            }
+            Ok(LayerKv::Host { k: ks, v: vs })
+        }
+    }
+}
+

@@ -154,3 +154,60 @@ impl PromptEncoder {
         self.tokenizer.decode(ids, false).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 }
+
+impl PromptEncoder {
+    /// The ids that end an assistant turn: the model's end-of-sequence ids and the chat
+    /// template's end token (e.g. `<|im_end|>`, `<|eot_id|>`) when it is one token.
+    pub fn stop_ids(&self, config_eos: &[u32]) -> Vec<u32> {
+        let mut ids = config_eos.to_vec();
+        if let Some(id) = self.template.eos.as_deref().and_then(|t| self.tokenizer.token_to_id(t)) {
+            ids.push(id);
+        }
+        for t in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"] {
+            if let Some(id) = self.tokenizer.token_to_id(t) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Token ids of a conversation rendered by the chat template, with the generation prompt.
+    pub fn encode_messages(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.encode(&self.template.render(messages, true)?)
+    }
+}
+
+/// Text of generated tokens as it grows: each new token gives the text it completes (a
+/// token that ends inside a multi-byte character gives nothing until the character is whole).
+#[derive(Debug)]
+pub struct TextStream<'a> {
+    prompts: &'a PromptEncoder,
+    ids: Vec<u32>,
+    sent: usize,
+}
+
+impl<'a> TextStream<'a> {
+    /// An empty stream.
+    pub fn new(prompts: &'a PromptEncoder) -> Self {
+        TextStream { prompts, ids: Vec::new(), sent: 0 }
+    }
+
+    /// Adds a token; returns the new text (possibly empty).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = self.prompts.tokenizer.decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        if text.ends_with('\u{FFFD}') || text.len() < self.sent || !text.is_char_boundary(self.sent) {
+            return Ok(String::new());
+        }
+        let new = text[self.sent..].to_owned();
+        self.sent = text.len();
+        Ok(new)
+    }
+
+    /// The whole text so far.
+    pub fn text(&self) -> Result<String> {
+        self.prompts.tokenizer.decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+}

@@ -50,6 +50,8 @@ pub struct HfConfig {
     pub eos_token_id: Option<OneOrMany>,
     /// Beginning-of-sequence id.
     pub bos_token_id: Option<u32>,
+    /// Context length the model was trained for.
+    pub max_position_embeddings: Option<usize>,
 }
 
 /// Llama-3 RoPE frequency scaling.
@@ -94,6 +96,8 @@ pub struct LlamaConfig {
     pub qkv_bias: bool,
     /// End-of-sequence ids.
     pub eos: Vec<u32>,
+    /// Context length (`max_position_embeddings`; 2,048 when the config has none).
+    pub context: usize,
 }
 
 impl LlamaConfig {
@@ -161,6 +165,7 @@ impl TryFrom<HfConfig> for LlamaConfig {
                 Some(OneOrMany::Many(v)) => v,
                 None => Vec::new(),
             },
+            context: c.max_position_embeddings.unwrap_or(2048),
         })
     }
 }

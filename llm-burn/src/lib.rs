@@ -9,6 +9,8 @@
 //!   autodiff) run the same steps as tensor operations ([`Kernels`]).
 //! - [`KvCache`]: the cache passed into `forward`; [`KvCache::repeat`] shares a prefix across
 //!   rows without copying it, [`KvCache::select_rows`] forks rows.
+//! - [`generate`]: seeded sampling and a [`Batcher`] that requests join and leave while it
+//!   runs (continuous batching), each row with its own steering.
 //! - [`PromptEncoder`]: `tokenizer.json` plus the model's chat template, rendered as
 //!   transformers renders it.
 //! - [`gguf`] and [`convert`]: the embedded default model (SmolLM2-135M-Instruct, a GGUF
@@ -41,8 +43,10 @@ pub mod convert;
 pub mod dtype;
 pub mod error;
 mod forward;
+pub mod generate;
 pub mod gguf;
 pub mod host;
+pub mod identity;
 pub mod lora;
 pub mod model;
 mod steerable;
@@ -50,7 +54,8 @@ pub mod random;
 pub mod tiny;
 pub mod weights;
 
-pub use chat::{ChatTemplate, Message, PromptEncoder};
+pub use chat::{ChatTemplate, Message, PromptEncoder, TextStream};
+pub use generate::{Batcher, Emitted, Finish, Generation, Sampler, Sampling};
 pub use config::LlamaConfig;
 pub use dtype::Dtype;
 pub use error::{Error, Result};

@@ -286,6 +286,9 @@ pub struct InterventionMeta {
     pub sigma_ddof: u32,
     /// The positions it is meant to steer (files without the field: [`Positions::All`]).
     pub positions: Positions,
+    /// The strength chosen for it (by a search), if any: what a user of the file applies
+    /// unless told otherwise.
+    pub alpha: Option<f64>,
 }
 
 /// The model a saved intervention must match on load.
@@ -307,7 +310,7 @@ impl Intervention {
     /// Saves the intervention and its metadata as safetensors: `heads` (I32 `[n, 2]`: layer,
     /// head), `directions` (F32 `[n, head_dim]`), `sigmas` (F32 `[n]`), and the metadata
     /// (schema version, model id, config hash, geometry, method, K, seed, ddof, steered
-    /// positions) in the header.
+    /// positions, the chosen strength when there is one) in the header.
     /// The file is written atomically.
     pub fn save(&self, path: impl AsRef<Path>, meta: &InterventionMeta) -> Result<()> {
         let path = path.as_ref();
@@ -338,6 +341,7 @@ impl Intervention {
             ("positions", meta.positions.as_str().to_owned()),
         ]
         .into_iter()
+        .chain(meta.alpha.map(|a| ("alpha", a.to_string())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let bytes = safetensors::serialize(tensors, Some(info)).map_err(fmt_err)?;
@@ -371,6 +375,10 @@ impl Intervention {
             positions: match info.get("positions") {
                 Some(p) => p.parse().map_err(bad)?,
                 None => Positions::All,
+            },
+            alpha: match info.get("alpha") {
+                Some(a) => Some(a.parse().ok().filter(|a: &f64| a.is_finite()).ok_or_else(|| bad(format!("metadata field `alpha` is not a finite number: {a}")))?),
+                None => None,
             },
         };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;

@@ -49,7 +49,8 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("person.safetensors");
 //! let meta = InterventionMeta { model_id: "toy".into(), config_hash: "0".into(), method: "pas/mass-mean".into(),
-//!                               top_k: 2, seed: config.seed, sigma_ddof: 0, positions: Positions::All };
+//!                               top_k: 2, seed: config.seed, sigma_ddof: 0, positions: Positions::All,
+//!                               alpha: Some(2.0) };
 //! fit.intervention.save(&path, &meta)?;
 //! let (back, back_meta) = Intervention::load(&path)?;
 //! assert_eq!((back, back_meta), (fit.intervention, meta));

@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use papi_data::scoring::{Predictions, subject_mae};
 use papi_data::{Domain, Folds, MissingAnswers, Protocol, Subject};
-use pas_core::{ContrastPair, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, fit_intervention, labelled_samples};
+use pas_core::{ContrastPair, InterventionMeta, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, fit_intervention, labelled_samples};
 
 use super::{Contrast, Evaluator, balanced};
 use crate::error::Result;
@@ -69,7 +69,60 @@ impl<B: Backend> Evaluator<'_, B> {
         cost.tokens.eval += scored.tokens;
         let mut result = self.record(subject, method, &scored.items, cost.seconds, cost.tokens);
         result.pas = Some(s.record());
+        self.save_intervention(&s, method, &self.out.join(method.name()).join(format!("{}.safetensors", subject.case)))?;
         Ok(result)
+    }
+
+    /// The persona of a one-person dataset (see [`crate::align::align`]): the intervention
+    /// fitted from all known items, its strength searched held out on them, saved to `path`.
+    pub(crate) fn align_subject(&self, method: Method, path: &std::path::Path) -> Result<crate::align::Aligned> {
+        std::fs::create_dir_all(&self.out).map_err(|e| crate::Error::io(&self.out, e))?;
+        let scorer = crate::score::Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
+        let exec = Executor::new(&scorer, &self.data.inventory);
+        let contrast = self.contrast()?;
+        let plain = self.plain_scores(&exec)?;
+        let _ = self.plain.set(plain.items.into_iter().zip(plain.scores).collect());
+        let subject = &self.data.subjects[0];
+        let mut cost = Cost::default();
+        let s = self.fit_and_search(&exec, subject, method, &contrast, &self.data.split.known, &[], &mut cost)?;
+        if let Some(f) = &s.fit.fallback {
+            return Err(crate::Error::Config(format!("no intervention could be fitted from these answers ({f:?})")));
+        }
+        let meta = self.save_intervention(&s, method, path)?;
+        Ok(crate::align::Aligned {
+            meta,
+            answers: self.data.split.known.len(),
+            pairs: s.fit.groups,
+            heads: s.fit.intervention.len(),
+            search: s.search.clone(),
+            seconds: 0.0,
+        })
+    }
+
+    /// Saves a fitted intervention with its chosen strength, tied to the model's content
+    /// hash (so that loading it for another model is refused).
+    fn save_intervention(&self, s: &Searched, method: Method, path: &std::path::Path) -> Result<InterventionMeta> {
+        let id = self.identity()?;
+        let cfg = &self.config.pas;
+        let direction = match cfg.direction {
+            pas_core::DirectionMethod::MassMean => "mass-mean",
+            pas_core::DirectionMethod::ProbeWeights => "probe-weights",
+        };
+        let meta = InterventionMeta {
+            model_id: id.model_id.clone(),
+            config_hash: id.config_hash.clone(),
+            method: format!("{method}/{direction}"),
+            top_k: cfg.top_k,
+            seed: cfg.seed,
+            sigma_ddof: cfg.sigma_ddof,
+            positions: cfg.positions,
+            alpha: Some(s.alpha),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+        }
+        s.fit.intervention.save(path, &meta)?;
+        Ok(meta)
     }
 
     /// Per-domain PAS for one subject: for each Big Five domain an intervention fitted from

@@ -68,7 +68,8 @@ impl<B: Backend> Evaluator<'_, B> {
         // Test items apart, in the order and batches every method asks them: no-change's
         // answers are then exactly what scoring the test items alone gives.
         let known = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.data.split.known))?;
-        let test = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.test_items()))?;
+        let test_items = self.test_items();
+        let test = if test_items.is_empty() { crate::score::Scored { items: Vec::new(), tokens: 0 } } else { exec.one(&Request::plain(DEFAULT_SYSTEM, &test_items))? };
         let scores = known.items.into_iter().chain(test.items).collect();
         let p = PlainScores { items, scores, seconds: t.elapsed().as_secs_f64(), tokens: known.tokens + test.tokens };
         write_json(&path, &p)?;

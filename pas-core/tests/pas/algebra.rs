@@ -32,7 +32,7 @@ fn with_intervention() -> impl Strategy<Value = Intervention> {
 }
 
 fn meta() -> InterventionMeta {
-    InterventionMeta { model_id: "toy".into(), config_hash: "abc".into(), method: "pas/mass-mean".into(), top_k: 24, seed: 42, sigma_ddof: 0, positions: Positions::Answer }
+    InterventionMeta { model_id: "toy".into(), config_hash: "abc".into(), method: "pas/mass-mean".into(), top_k: 24, seed: 42, sigma_ddof: 0, positions: Positions::Answer, alpha: Some(2.5) }
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
