@@ -181,23 +181,17 @@ impl PromptEncoder {
 
 /// Text of generated tokens as it grows: each new token gives the text it completes (a
 /// token that ends inside a multi-byte character gives nothing until the character is whole).
-#[derive(Debug)]
-pub struct TextStream<'a> {
-    prompts: &'a PromptEncoder,
+#[derive(Debug, Clone, Default)]
+pub struct TextStream {
     ids: Vec<u32>,
     sent: usize,
 }
 
-impl<'a> TextStream<'a> {
-    /// An empty stream.
-    pub fn new(prompts: &'a PromptEncoder) -> Self {
-        TextStream { prompts, ids: Vec::new(), sent: 0 }
-    }
-
-    /// Adds a token; returns the new text (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
+impl TextStream {
+    /// Adds a token; returns the new text (possibly empty). Special tokens are left out.
+    pub fn push(&mut self, prompts: &PromptEncoder, id: u32) -> Result<String> {
         self.ids.push(id);
-        let text = self.prompts.tokenizer.decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let text = self.text(prompts)?;
         if text.ends_with('\u{FFFD}') || text.len() < self.sent || !text.is_char_boundary(self.sent) {
             return Ok(String::new());
         }
@@ -206,8 +200,22 @@ impl<'a> TextStream<'a> {
         Ok(new)
     }
 
+    /// The text not yet returned by [`TextStream::push`] (held back because it ended inside a
+    /// character): call at the end, so that the pieces add up to [`TextStream::text`].
+    pub fn flush(&mut self, prompts: &PromptEncoder) -> Result<String> {
+        let text = self.text(prompts)?;
+        let rest = text.get(self.sent..).unwrap_or_default().to_owned();
+        self.sent = text.len();
+        Ok(rest)
+    }
+
+    /// The tokens so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
     /// The whole text so far.
-    pub fn text(&self) -> Result<String> {
-        self.prompts.tokenizer.decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
+    pub fn text(&self, prompts: &PromptEncoder) -> Result<String> {
+        prompts.tokenizer.decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
     }
 }

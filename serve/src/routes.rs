@@ -1,0 +1,242 @@
+//! The HTTP routes: checking a request, handing it to the engine, and answering whole or
+//! as server-sent events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event as Sse, Sse as SseBody};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use llm_burn::{Finish, Generation, Message, PromptEncoder, Sampling, TextStream};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::api::{ApiError, ChatMessage, ChatRequest, ChatResponse, Choice, Usage};
+use crate::engine::{Engine, Event};
+use crate::{Log, Personas, ServerConfig};
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub engine: Engine,
+    pub prompts: PromptEncoder,
+    pub personas: Personas,
+    pub config: ServerConfig,
+    pub log: Log,
+    /// The model's context in tokens.
+    pub context: usize,
+    /// Tokens that end an answer.
+    pub stop: Vec<u32>,
+}
+
+pub(crate) fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/v1/stats", get(stats))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route (try POST /v1/chat/completions or GET /v1/models)".into()) })
+        .with_state(Arc::new(app))
+}
+
+/// A checked request, ready for the engine.
+struct Prepared {
+    generation: Generation,
+    persona: Option<String>,
+    prompt_tokens: usize,
+    stream: bool,
+    token_ids: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Checks a request body and turns it into a generation.
+fn prepare(app: &App, body: &[u8]) -> Result<Prepared, ApiError> {
+    let req: ChatRequest = serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid chat completion request: {e}")))?;
+    if req.messages.is_empty() {
+        return Err(ApiError::bad_request("invalid_messages", "`messages` must hold at least one message".into()));
+    }
+    if let Some(m) = req.messages.iter().find(|m| !["system", "user", "assistant"].contains(&m.role.as_str())) {
+        return Err(ApiError::bad_request("invalid_messages", format!("message role {:?} is not system, user or assistant", m.role)));
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad_request("invalid_n", "only n = 1 is supported".into()));
+    }
+    let max_new = req.max_completion_tokens.or(req.max_tokens).unwrap_or(app.config.default_max_tokens);
+    if max_new == 0 || max_new > app.config.max_tokens {
+        return Err(ApiError::bad_request("max_tokens_too_large", format!("max_tokens must be from 1 to {}, not {max_new}", app.config.max_tokens)));
+    }
+    let sampling = Sampling { temperature: req.temperature.unwrap_or(0.0), top_p: req.top_p.unwrap_or(1.0), seed: req.seed.unwrap_or(0) };
+    sampling.validate().map_err(|e| ApiError::bad_request("invalid_sampling", e.to_string()))?;
+    let persona = req.persona.clone().or_else(|| req.model.as_deref().and_then(|m| m.strip_prefix("persona:")).map(str::to_owned));
+    let steering = match &persona {
+        Some(name) => Some(app.personas.get(name, req.alpha)?.steering),
+        None => None,
+    };
+    let messages: Vec<Message> = req.messages.iter().map(|m| Message::new(&m.role, &m.content)).collect();
+    let prompt = app.prompts.encode_messages(&messages).map_err(|e| ApiError::bad_request("invalid_messages", e.to_string()))?;
+    if prompt.len() + max_new > app.context {
+        return Err(ApiError::bad_request(
+            "context_length_exceeded",
+            format!("the prompt's {} tokens and max_tokens {max_new} exceed the model's context of {} tokens", prompt.len(), app.context),
+        ));
+    }
+    let prompt_tokens = prompt.len();
+    Ok(Prepared { generation: Generation { prompt, steering, sampling, max_new, stop: app.stop.clone() }, persona, prompt_tokens, stream: req.stream, token_ids: req.return_token_ids })
+}
+
+async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let t = Instant::now();
+    let p = match prepare(&app, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            (app.log)(&format!("POST /v1/chat/completions {} {} {:.3} s", e.status.as_u16(), e.code, t.elapsed().as_secs_f64()));
+            return e.into_response();
+        }
+    };
+    let (tx, rx) = unbounded_channel();
+    app.engine.submit(p.generation.clone(), tx);
+    if p.stream { stream(app, p, rx, t).into_response() } else { whole(app, p, rx, t).await }
+}
+
+/// The log line of a finished request.
+fn log_done(app: &App, p: &Prepared, status: u16, completion: usize, finish: &str, t: Instant) {
+    (app.log)(&format!(
+        "POST /v1/chat/completions {status} persona={} stream={} prompt={} completion={completion} finish={finish} {:.3} s",
+        p.persona.as_deref().unwrap_or("-"),
+        p.stream,
+        p.prompt_tokens,
+        t.elapsed().as_secs_f64()
+    ));
+}
+
+async fn whole(app: Arc<App>, p: Prepared, mut rx: UnboundedReceiver<Event>, t: Instant) -> Response {
+    let mut text = TextStream::default();
+    let finish = loop {
+        match rx.recv().await {
+            Some(Event::Token(id)) => {
+                if let Err(e) = text.push(&app.prompts, id) {
+                    break Err(e.to_string());
+                }
+            }
+            Some(Event::Done(f)) => break Ok(f),
+            Some(Event::Failed(m)) => break Err(m),
+            None => break Err("the engine stopped".into()),
+        }
+    };
+    let completion = text.ids().len();
+    let f = match finish {
+        Ok(f) => f,
+        Err(m) => {
+            log_done(&app, &p, 500, completion, "error", t);
+            return ApiError::internal(m).into_response();
+        }
+    };
+    let content = match text.text(&app.prompts) {
+        Ok(c) => c,
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    log_done(&app, &p, 200, completion, f.as_str(), t);
+    axum::Json(ChatResponse {
+        id: format!("chatcmpl-{}", app.engine.stats.steps.load(Ordering::Relaxed)),
+        object: "chat.completion".into(),
+        created: now(),
+        model: app.config.model_id.clone(),
+        persona: p.persona.clone(),
+        choices: vec![Choice { index: 0, message: ChatMessage { role: "assistant".into(), content }, finish_reason: f.as_str().into(), token_ids: p.token_ids.then(|| text.ids().to_vec()) }],
+        usage: Usage { prompt_tokens: p.prompt_tokens, completion_tokens: completion, total_tokens: p.prompt_tokens + completion },
+    })
+    .into_response()
+}
+
+/// One `chat.completion.chunk` event.
+fn chunk(app: &App, id: &str, delta: serde_json::Value, finish: Option<Finish>) -> Sse {
+    let body = serde_json::json!({
+        "id": id, "object": "chat.completion.chunk", "created": now(), "model": app.config.model_id,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish.map(Finish::as_str)}],
+    });
+    Sse::default().data(body.to_string())
+}
+
+/// The answer as server-sent events: a role chunk, a chunk per piece of text, a chunk with
+/// the finish reason, then `[DONE]` (or an error object if the engine failed).
+fn stream(app: Arc<App>, p: Prepared, rx: UnboundedReceiver<Event>, t: Instant) -> SseBody<impl Stream<Item = Result<Sse, Infallible>>> {
+    let id = format!("chatcmpl-s{}", app.engine.stats.steps.load(Ordering::Relaxed));
+    let first = chunk(&app, &id, serde_json::json!({"role": "assistant", "content": ""}), None);
+    struct S {
+        app: Arc<App>,
+        p: Prepared,
+        rx: UnboundedReceiver<Event>,
+        text: TextStream,
+        id: String,
+        t: Instant,
+        done: bool,
+    }
+    let state = S { app, p, rx, text: TextStream::default(), id, t, done: false };
+    let rest = futures_util::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        loop {
+            let ev = match s.rx.recv().await {
+                Some(Event::Token(tok)) => match s.text.push(&s.app.prompts, tok) {
+                    Ok(piece) if piece.is_empty() => continue,
+                    Ok(piece) => chunk(&s.app, &s.id, serde_json::json!({"content": piece}), None),
+                    Err(e) => failed(&mut s.done, e.to_string()),
+                },
+                Some(Event::Done(f)) => {
+                    log_done(&s.app, &s.p, 200, s.text.ids().len(), f.as_str(), s.t);
+                    s.done = true;
+                    let mut last = Vec::new();
+                    if let Ok(rest) = s.text.flush(&s.app.prompts)
+                        && !rest.is_empty()
+                    {
+                        last.push(chunk(&s.app, &s.id, serde_json::json!({"content": rest}), None));
+                    }
+                    last.push(chunk(&s.app, &s.id, serde_json::json!({}), Some(f)));
+                    last.push(Sse::default().data("[DONE]"));
+                    return Some((last, s));
+                }
+                Some(Event::Failed(m)) => {
+                    log_done(&s.app, &s.p, 500, s.text.ids().len(), "error", s.t);
+                    failed(&mut s.done, m)
+                }
+                None => failed(&mut s.done, "the engine stopped".into()),
+            };
+            return Some((vec![ev], s));
+        }
+    });
+    use futures_util::StreamExt;
+    let events = futures_util::stream::iter([vec![first]]).chain(rest).flat_map(|v| futures_util::stream::iter(v.into_iter().map(Ok)));
+    SseBody::new(events)
+}
+
+/// An error event ending a stream.
+fn failed(done: &mut bool, message: String) -> Sse {
+    *done = true;
+    Sse::default().data(ApiError::internal(message).body().to_string())
+}
+
+async fn models(State(app): State<Arc<App>>) -> Response {
+    let mut data = vec![serde_json::json!({"id": app.config.model_id, "object": "model", "created": 0, "owned_by": "llm-burn"})];
+    for name in app.personas.names() {
+        data.push(serde_json::json!({"id": format!("persona:{name}"), "object": "model", "created": 0, "owned_by": "persona", "parent": app.config.model_id, "persona": name}));
+    }
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn stats(State(app): State<Arc<App>>) -> Response {
+    let s = &app.engine.stats;
+    axum::Json(serde_json::json!({
+        "steps": s.steps.load(Ordering::Relaxed),
+        "tokens": s.tokens.load(Ordering::Relaxed),
+        "max_rows": s.max_rows.load(Ordering::Relaxed),
+        "running": s.running.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
