@@ -93,6 +93,10 @@ pub struct ChatRequest {
     /// Stream the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
+    /// Keep generating past end-of-turn tokens until `max_tokens` (as vLLM's `ignore_eos`;
+    /// for benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
     /// Also return the generated token ids (`choices[0].token_ids`), as vLLM does.
     #[serde(default)]
     pub return_token_ids: bool,

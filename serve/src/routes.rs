@@ -87,7 +87,7 @@ fn prepare(app: &App, body: &[u8]) -> Result<Prepared, ApiError> {
         ));
     }
     let prompt_tokens = prompt.len();
-    Ok(Prepared { generation: Generation { prompt, steering, sampling, max_new, stop: app.stop.clone() }, persona, prompt_tokens, stream: req.stream, token_ids: req.return_token_ids })
+    Ok(Prepared { generation: Generation { prompt, steering, sampling, max_new, stop: if req.ignore_eos { Vec::new() } else { app.stop.clone() } }, persona, prompt_tokens, stream: req.stream, token_ids: req.return_token_ids })
 }
 
 async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {

@@ -21,8 +21,10 @@ mod gpu_check;
 mod logits;
 mod model;
 mod papi;
+mod personas;
 mod random_model;
 mod reproduce;
+mod serve_bench;
 
 /// Personality alignment for LLMs: project tasks.
 #[derive(Parser)]
@@ -68,6 +70,18 @@ enum Task {
     /// The GPU acceptance checks: CUDA against the CPU, and the Llama-3-8B-shaped model's
     /// speed on the GPU, as one JSON summary (exits with status 3 when there is no GPU).
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// Fit a persona from one person's questionnaire answers (JSON or CSV): PAS with its
+    /// strength searched held out on those answers; writes a persona file.
+    Align(personas::AlignArgs),
+    /// Talk to the model, steered by a persona file or not: one `--prompt`, or an interactive
+    /// session; tokens are printed as they are generated.
+    Chat(personas::ChatArgs),
+    /// Serve the model and a folder of personas over HTTP: OpenAI's /v1/chat/completions
+    /// (whole or streamed) and /v1/models, continuous batching with per-request steering.
+    Serve(personas::ServeArgs),
+    /// The server under load: tokens/s with 1, 4 and 16 clients, unsteered and with 16
+    /// personas, time to first token, and a mixed good/bad load run.
+    ServeBench(serve_bench::ServeBenchArgs),
     /// Check that papi-data and pas-core do not depend on burn (also run by the tests).
     CheckDeps {
         /// The workspace manifest (default: this workspace's).
@@ -94,6 +108,10 @@ fn main() -> Result<()> {
         Task::EngineBench(args) => engine_bench::run(&args),
         Task::RandomModel(args) => random_model::run(&args),
         Task::GpuCheck(args) => gpu_check::run(&args),
+        Task::Align(args) => personas::run_align(&args),
+        Task::Chat(args) => personas::run_chat(&args),
+        Task::Serve(args) => personas::run_serve(&args),
+        Task::ServeBench(args) => serve_bench::run(&args),
         Task::CheckDeps { manifest } => {
             let manifest = manifest.unwrap_or_else(deps::workspace_manifest);
             deps::check(&manifest, &deps::BURN_FREE)?;

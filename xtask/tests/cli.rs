@@ -65,3 +65,33 @@ fn a_kubernetes_index_runs_its_shard_and_logs_a_line_per_subject() {
     // Not a terminal: one plain progress line per finished subject × method.
     assert!(stderr.contains(&format!("1/1 case {} no-change", records[1]["case"])), "{stderr}");
 }
+
+#[test]
+fn align_writes_a_persona_that_chat_uses_and_refuses_bad_answers_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let xtask = env!("CARGO_BIN_EXE_xtask");
+    let model = dir.path().join("tiny");
+    let out = Command::new(xtask).args(["random-model", "--like", "tiny", "--out"]).arg(&model).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "item,answer\n3,7\n").unwrap();
+    let out = Command::new(xtask).args(["align", "--answers"]).arg(&bad).arg("--out").arg(dir.path().join("x.safetensors")).arg("--model").arg(&model).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("bad.csv") && stderr.contains("row 2"), "{stderr}");
+
+    let persona = dir.path().join("personas/p.safetensors");
+    let answers = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/person-172481.csv");
+    let out = Command::new(xtask).args(["align", "--answers", answers, "--model"]).arg(&model).arg("--out").arg(&persona).env_remove("PAPI_DIR").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("120 answers") && persona.is_file(), "{stderr}");
+    let out = Command::new(xtask).args(["chat", "--prompt", "hello", "--max-tokens", "5", "--persona"]).arg(&persona).arg("--model").arg(&model).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("strength"), "{stderr}");
+    // Another model of the same shape refuses the persona.
+    let other = dir.path().join("other");
+    let out = Command::new(xtask).args(["random-model", "--like", "tiny", "--seed", "9", "--out"]).arg(&other).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(xtask).args(["chat", "--prompt", "hello", "--max-tokens", "5", "--persona"]).arg(&persona).arg("--model").arg(&other).output().unwrap();
+    assert!(!out.status.success(), "a persona of another model must be refused");
+}

@@ -1,0 +1,223 @@
+//! Personas in use: `align` (a persona file from one person's answers), `chat` (talk to the
+//! model, steered by a persona or not) and `serve` (the OpenAI-compatible server).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use eval::align::{Answers, align};
+use eval::{Method, RunConfig};
+use llm_burn::{Generation, Llama, Message, PromptEncoder, Sampling, TextStream};
+use pas_core::{Intervention, Positions};
+
+use crate::logits::Backend;
+
+/// Arguments of `align`.
+#[derive(Args)]
+pub struct AlignArgs {
+    /// The person's answers: JSON (`{"1": 4, ...}`) or CSV (`item,answer`), item number ->
+    /// answer 1..5 as given to the statement, any subset of the 300 items.
+    #[arg(long)]
+    answers: PathBuf,
+    /// Model folder (default: the embedded default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The persona file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// `pas-only` (default: the persona steers the model under any prompt) or `pas` (meant
+    /// for the few-shot prompt of the benchmark).
+    #[arg(long, default_value = "pas-only")]
+    method: Method,
+    /// Positions steered: `all` (default), `answer` or `last`.
+    #[arg(long, default_value = "all")]
+    steer_positions: Positions,
+    /// The IPIP-NEO-300 folder with the item key (default: $PAPI_DIR, else data/papi).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+fn model_dir(model: &Option<PathBuf>) -> Result<PathBuf> {
+    match model {
+        Some(d) => Ok(d.clone()),
+        None => crate::model::fetch(None),
+    }
+}
+
+/// Runs `align`.
+pub fn run_align(args: &AlignArgs) -> Result<()> {
+    let data = crate::papi::data_dir(args.data.clone())?;
+    let inventory = papi_data::Inventory::load_dir(&data).with_context(|| format!("reading the item key in {}", data.display()))?;
+    let answers = Answers::read(&args.answers, &inventory)?;
+    answers.check_usable()?;
+    let agree = answers.answers.values().filter(|&&a| a > 3).count();
+    let disagree = answers.answers.values().filter(|&&a| a < 3).count();
+    eprintln!("{}: {} answers ({agree} agree, {disagree} disagree, {} neutral)", args.answers.display(), answers.answers.len(), answers.answers.len() - agree - disagree);
+    let dir = model_dir(&args.model)?;
+    let prompts = PromptEncoder::from_dir(&dir)?;
+    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let mut config = RunConfig::default();
+    config.pas.positions = args.steer_positions;
+    let work = args.out.with_extension("work");
+    let a = align(&model, &prompts, &dir, &inventory, &answers, args.method, config, &work, &args.out)?;
+    std::fs::remove_dir_all(&work).ok();
+    let alpha = a.meta.alpha.unwrap_or(0.0);
+    eprintln!(
+        "{} heads steered at strength {alpha} (searched held out on the {} answers; {} labelled pairs) in {:.1} s",
+        a.heads, a.answers, a.pairs, a.seconds
+    );
+    if alpha == 0.0 {
+        eprintln!("note: the search chose strength 0 (steering did not help on the held-out answers); the persona is the unsteered model");
+    }
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+/// Arguments of `chat`.
+#[derive(Args)]
+pub struct ChatArgs {
+    /// A persona file (from `align` or `reproduce`); none = the unsteered model.
+    #[arg(long)]
+    persona: Option<PathBuf>,
+    /// Strength (default: the persona file's).
+    #[arg(long)]
+    alpha: Option<f32>,
+    /// One message, answered once (default: an interactive session on stdin).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A system message.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature (0 = greedy, the default).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus mass (1 = the whole vocabulary).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Model folder (default: the embedded default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+/// A persona file's steering for the model in `dir`, at its own or the given strength.
+fn load_persona(path: &Path, dir: &Path, model: &Llama<Backend>, alpha: Option<f32>) -> Result<Arc<pas_core::Steering>> {
+    let id = llm_burn::identity::identity(dir, model.config())?;
+    let (iv, meta) = Intervention::load_for(path, &id)?;
+    let a = alpha.unwrap_or(meta.alpha.unwrap_or(1.0) as f32);
+    eprintln!("persona {}: {} heads, {}, strength {a}", path.display(), iv.len(), meta.method);
+    Ok(Arc::new(iv.at(a, meta.positions)))
+}
+
+/// Runs `chat`.
+pub fn run_chat(args: &ChatArgs) -> Result<()> {
+    let dir = model_dir(&args.model)?;
+    let prompts = PromptEncoder::from_dir(&dir)?;
+    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let steering = args.persona.as_deref().map(|p| load_persona(p, &dir, &model, args.alpha)).transpose()?;
+    let sampling = Sampling { temperature: args.temperature, top_p: args.top_p, seed: args.seed };
+    sampling.validate()?;
+    let stop = prompts.stop_ids(&model.config().eos);
+    let mut history: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
+    let say = |history: &mut Vec<Message>, user: &str| -> Result<()> {
+        history.push(Message::new("user", user));
+        let prompt = prompts.encode_messages(history)?;
+        let g = Generation { prompt, steering: steering.clone(), sampling, max_new: args.max_tokens, stop: stop.clone() };
+        let mut text = TextStream::default();
+        let mut out = std::io::stdout().lock();
+        let mut failed = None;
+        model.generate(g, |t| match text.push(&prompts, t) {
+            Ok(piece) => write!(out, "{piece}").and_then(|_| out.flush()).is_ok(),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        writeln!(out, "{}", text.flush(&prompts)?)?;
+        history.push(Message::new("assistant", &text.text(&prompts)?));
+        Ok(())
+    };
+    if let Some(p) = &args.prompt {
+        return say(&mut history, p);
+    }
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprintln!("type a message and press Enter; /reset forgets the conversation; Ctrl-D ends");
+    }
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        match line.trim() {
+            "" => continue,
+            "/reset" => history.retain(|m| m.role == "system"),
+            user => say(&mut history, user)?,
+        }
+    }
+}
+
+/// Arguments of `serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The personas folder: `<name>.safetensors` files, found when added while running.
+    #[arg(long)]
+    personas: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Most requests in one batch (others wait for a row).
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Most new tokens a request may ask for.
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: usize,
+    /// New tokens when a request does not say.
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+    /// Model folder (default: the embedded default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+/// Starts a server (in this process) and returns it with the model's name.
+pub fn start_server(model: &Option<PathBuf>, personas: &Path, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
+    if !personas.is_dir() {
+        bail!("{} is not a folder (create it and put persona files in it)", personas.display());
+    }
+    let dir = model_dir(model)?;
+    let prompts = PromptEncoder::from_dir(&dir)?;
+    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let identity = llm_burn::identity::identity(&dir, model.config())?;
+    let model_id = identity.model_id.clone();
+    let personas = serve::Personas::new(personas.to_owned(), identity);
+    let config = serve::ServerConfig { model_id: model_id.clone(), ..config };
+    let running = serve::spawn(addr, model, prompts, personas, config, log).with_context(|| format!("listening on {addr}"))?;
+    Ok((running, model_id))
+}
+
+/// Runs `serve` until the process is stopped.
+pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    let config = serve::ServerConfig { model_id: String::new(), max_tokens: args.max_tokens, default_max_tokens: args.default_max_tokens, max_batch: args.max_batch };
+    let (running, model_id) = start_server(&args.model, &args.personas, &args.addr, config, |line| eprintln!("{line}"))?;
+    let n = std::fs::read_dir(&args.personas).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).count()).unwrap_or(0);
+    eprintln!("serving {model_id} on http://{} with {n} personas in {}", running.addr, args.personas.display());
+    match running.thread.join() {
+        Ok(r) => Ok(r?),
+        Err(_) => bail!("the server thread panicked"),
+    }
+}
