@@ -1,12 +1,14 @@
-//! dpo-baseline: DPO fine-tuning of LoRA adapters on a person's answers, the baseline that
-//! PAS's optimisation time is compared against (the paper claims PAS needs a fifth of DPO's
-//! time; the original code has no DPO at all).
+//! dpo-baseline: the preference and RL baselines, DPO and PPO fine-tuning of LoRA adapters
+//! on a person's answers, that PAS's optimisation time is compared against (the paper claims
+//! PAS needs a fifth of DPO's time; the original code has neither DPO nor PPO).
 //!
 //! - [`data`]: preference pairs from a subject's known items (chosen = the person's option,
 //!   rejected by a documented rule).
 //! - [`train`]: the sigmoid DPO loss against the frozen base model (adapters off, its
 //!   log-probabilities computed once), AdamW with global gradient clipping, held-out early
 //!   stopping, a per-step log with TRL's metric names, and timings.
+//! - [`ppo`]: PPO on the same adapters, optimiser and logs, exact over the five options
+//!   (clipped surrogate, KL penalty to the reference in the reward, TRL's names).
 //! - [`adapters`]: save and load the adapters as safetensors in PEFT's layout.
 //!
 //! # Example
@@ -39,9 +41,11 @@ pub mod adapters;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod ppo;
 pub mod train;
 
 pub use config::{DpoConfig, LoraConfig, SystemPrompt};
 pub use data::{Example, Pair, Rejected};
 pub use error::{Error, Result};
+pub use ppo::{PpoConfig, PpoLogLine, PpoReport};
 pub use train::{LogLine, Metrics, TrainReport, Trained};

@@ -235,7 +235,7 @@ pub fn reference_logprobs<B: Backend>(model: &Llama<B>, examples: &[Example], op
     logprobs_in_batches(model, None, examples, options, batch)
 }
 
-fn logprobs_in_batches<B: Backend>(
+pub(crate) fn logprobs_in_batches<B: Backend>(
     model: &Llama<B>,
     lora: Option<&Lora<B>>,
     examples: &[Example],
@@ -290,9 +290,8 @@ impl<B: Backend> AdamW<B> {
     }
 
     /// One update with the (already clipped) gradients.
-    fn update(&mut self, lora: &Lora<B>, grads: Vec<Tensor<B, 2>>, lr: f64, c: &DpoConfig) -> Lora<B> {
+    pub(crate) fn update(&mut self, lora: &Lora<B>, grads: Vec<Tensor<B, 2>>, lr: f64, (b1, b2): (f64, f64), eps: f64, weight_decay: f64) -> Lora<B> {
         self.step += 1;
-        let (b1, b2) = c.adam_betas;
         let bc1 = 1.0 - b1.powi(self.step);
         let bc2 = 1.0 - b2.powi(self.step);
         let mut k = 0;
@@ -302,8 +301,8 @@ impl<B: Backend> AdamW<B> {
             *m = m.clone() * b1 + g.clone() * (1.0 - b1);
             *v = v.clone() * b2 + g.powi_scalar(2) * (1.0 - b2);
             k += 1;
-            let p = if c.weight_decay > 0.0 { p * (1.0 - lr * c.weight_decay) } else { p };
-            let denom = (v.clone() / bc2).sqrt() + c.adam_epsilon;
+            let p = if weight_decay > 0.0 { p * (1.0 - lr * weight_decay) } else { p };
+            let denom = (v.clone() / bc2).sqrt() + eps;
             p - (m.clone() / bc1) / denom * lr
         })
     }
@@ -343,6 +342,17 @@ pub fn step<A: AutodiffBackend>(
     let (lp, tokens) = option_logprobs(policy_model, Some(pass), prompts, options)?;
     let (loss, rc, rr) = dpo_loss(lp, pairs, reference, config.beta)?;
     let loss_value = f64::from(loss.clone().into_scalar().elem::<f32>());
+    let (g, norm) = clipped_gradients(&trainable, loss, loss_value, config.max_grad_norm)?;
+    let lora = adam.update(lora, g, config.learning_rate, config.adam_betas, config.adam_epsilon, config.weight_decay);
+    let mut metrics = Metrics::from_rewards(&rc, &rr);
+    metrics.loss = loss_value;
+    Ok(StepOutput { lora, metrics, grad_norm: norm, tokens })
+}
+
+/// Back-propagates `loss` to the adapters: their gradients (zero where none flows), clipped
+/// to a global norm of `max` when given, and the norm before clipping. A non-finite loss or
+/// norm is an error.
+pub(crate) fn clipped_gradients<A: AutodiffBackend>(trainable: &Lora<A>, loss: Tensor<A, 1>, loss_value: f64, max: Option<f64>) -> Result<(Vec<Tensor<A::InnerBackend, 2>>, f64)> {
     let grads = loss.backward();
     let mut g: Vec<Tensor<A::InnerBackend, 2>> =
         trainable.tensors().iter().map(|(_, t)| t.grad(&grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
@@ -350,16 +360,13 @@ pub fn step<A: AutodiffBackend>(
     if !norm.is_finite() || !loss_value.is_finite() {
         return Err(Error::Data(format!("loss {loss_value}, gradient norm {norm} (lower the learning rate)")));
     }
-    if let Some(max) = config.max_grad_norm
+    if let Some(max) = max
         && norm > max
     {
         let s = max / (norm + 1e-6);
         g = g.into_iter().map(|t| t * s).collect();
     }
-    let lora = adam.update(lora, g, config.learning_rate, config);
-    let mut metrics = Metrics::from_rewards(&rc, &rr);
-    metrics.loss = loss_value;
-    Ok(StepOutput { lora, metrics, grad_norm: norm, tokens })
+    Ok((g, norm))
 }
 
 /// Trains fresh LoRA adapters with DPO on `train` (choosing the epoch on `held_out`) and

@@ -122,15 +122,27 @@ pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared
     Results { meta, runs, comparisons, decisions, diagnostic, not_run: Vec::new(), optimisation_time }
 }
 
-/// PAS's optimisation time per subject against DPO's, when both ran (`pas`, else `pas-only`).
+/// PAS's optimisation time per subject against DPO's and PPO's, when PAS (`pas`, else
+/// `pas-only`) and at least one of them ran.
 pub fn optimisation_time(runs: &[Run], subjects: usize) -> Option<OptimisationTime> {
     let n = subjects.max(1) as f64;
-    let pas = runs.iter().find(|r| r.method == Method::Pas).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly));
-    let dpo = runs.iter().find(|r| r.method == Method::Dpo);
-    pas.zip(dpo).map(|(p, d)| {
-        let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
-        let dpo_seconds = (d.phases.reference + d.phases.train) / n;
-        OptimisationTime { pas_method: p.method, pas_seconds, dpo_seconds, ratio: dpo_seconds / pas_seconds.max(f64::MIN_POSITIVE), subjects }
+    let p = runs.iter().find(|r| r.method == Method::Pas).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly))?;
+    let tuned = |m: Method| runs.iter().find(|r| r.method == m).map(|r| (r.phases.reference + r.phases.train) / n);
+    let (dpo_seconds, ppo_seconds) = (tuned(Method::Dpo), tuned(Method::Ppo));
+    if dpo_seconds.is_none() && ppo_seconds.is_none() {
+        return None;
+    }
+    let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
+    let over = |a: Option<f64>, b: f64| a.map(|a| a / b.max(f64::MIN_POSITIVE));
+    Some(OptimisationTime {
+        pas_method: p.method,
+        pas_seconds,
+        dpo_seconds,
+        ratio: over(dpo_seconds, pas_seconds),
+        ppo_seconds,
+        ppo_ratio: over(ppo_seconds, pas_seconds),
+        ppo_dpo_ratio: ppo_seconds.zip(dpo_seconds).map(|(p, d)| p / d.max(f64::MIN_POSITIVE)),
+        subjects,
     })
 }
 

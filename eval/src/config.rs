@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use dpo_baseline::DpoConfig;
+use dpo_baseline::{DpoConfig, PpoConfig};
 use papi_data::Keying;
 use papi_data::reference::RidgeConfig;
 use pas_core::PasConfig;
@@ -79,9 +79,11 @@ pub struct RunConfig {
     pub ridge: RidgeConfig,
     /// DPO settings.
     pub dpo: DpoConfig,
-    /// Known items per subject used by DPO, training and held-out together (`None`: all),
-    /// balanced over domains.
+    /// Known items per subject used by DPO and PPO, training and held-out together
+    /// (`None`: all), balanced over domains.
     pub dpo_items: Option<usize>,
+    /// PPO settings.
+    pub ppo: PpoConfig,
 }
 
 impl Default for RunConfig {
@@ -102,6 +104,7 @@ impl Default for RunConfig {
             ridge: RidgeConfig::default(),
             dpo: DpoConfig::default(),
             dpo_items: None,
+            ppo: PpoConfig::default(),
         }
     }
 }
@@ -139,8 +142,11 @@ pub struct Settings {
     pub search_items: Option<usize>,
     /// DPO settings.
     pub dpo: DpoConfig,
-    /// Known items per subject used by DPO (`None`: all answered).
+    /// Known items per subject used by DPO and PPO (`None`: all answered).
     pub dpo_items: Option<usize>,
+    /// PPO settings.
+    #[serde(default)]
+    pub ppo: PpoConfig,
     /// The model's weight type.
     #[serde(default)]
     pub dtype: llm_burn::Dtype,

@@ -35,6 +35,8 @@ pub enum Method {
     PasDomain,
     /// DPO on LoRA adapters (dpo-baseline).
     Dpo,
+    /// PPO on LoRA adapters, exact over the five options (dpo-baseline).
+    Ppo,
     /// Reference predictor: always 3.
     #[serde(rename = "always-3")]
     Always3,
@@ -46,7 +48,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 12] = [
         Method::NoChange,
         Method::OptionBias,
         Method::FewShot,
@@ -55,6 +57,7 @@ impl Method {
         Method::PasOnly,
         Method::PasDomain,
         Method::Dpo,
+        Method::Ppo,
         Method::Always3,
         Method::OwnMean,
         Method::Ridge,
@@ -71,6 +74,7 @@ impl Method {
             Method::PasOnly => "pas-only",
             Method::PasDomain => "pas-domain",
             Method::Dpo => "dpo",
+            Method::Ppo => "ppo",
             Method::Always3 => "always-3",
             Method::OwnMean => "own-mean",
             Method::Ridge => "ridge",

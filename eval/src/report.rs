@@ -202,12 +202,28 @@ fn time(s: &mut String, r: &Results) {
     }
     if let Some(t) = &r.optimisation_time {
         let st = &m.settings;
-        let _ = writeln!(s, "\n## Optimisation time: PAS against DPO\n");
+        let _ = writeln!(s, "\n## Optimisation time: PAS against DPO and PPO\n");
         let _ = writeln!(
             s,
-            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s with steering at `{}` positions (activation collection divided over the subjects, probes, strength search); `dpo` {:.1} s (reference log-probabilities, training, held-out checks). **DPO / PAS = {:.2}**.",
-            t.subjects, t.pas_method, t.pas_seconds, st.pas.positions.as_str(), t.dpo_seconds, t.ratio
+            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s with steering at `{}` positions (activation collection divided over the subjects, probes, strength search).",
+            t.subjects, t.pas_method, t.pas_seconds, st.pas.positions.as_str()
         );
+        let _ = writeln!(s, "\n| method | seconds per subject | / PAS |\n|---|---|---|\n| `{}` | {:.1} | 1.00 |", t.pas_method, t.pas_seconds);
+        for (name, secs, ratio) in [("dpo", t.dpo_seconds, t.ratio), ("ppo", t.ppo_seconds, t.ppo_ratio)] {
+            if let (Some(secs), Some(ratio)) = (secs, ratio) {
+                let _ = writeln!(s, "| `{name}` | {secs:.1} | {ratio:.2} |");
+            }
+        }
+        let _ = writeln!(s, "\nDPO and PPO: reference log-probabilities, training, held-out checks.");
+        if let Some(r) = t.ratio {
+            let _ = writeln!(s, "**DPO / PAS = {r:.2}**.");
+        }
+        if let Some(r) = t.ppo_ratio {
+            let _ = writeln!(s, "**PPO / PAS = {r:.2}**.");
+        }
+        if let Some(r) = t.ppo_dpo_ratio {
+            let _ = writeln!(s, "PPO / DPO = {r:.2}.");
+        }
         if m.dpo_ran {
             let d = &st.dpo;
             let _ = writeln!(
@@ -225,6 +241,27 @@ fn time(s: &mut String, r: &Results) {
                 serde_json::to_value(d.system).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
                 d.held_out_fraction,
                 st.dpo_items.map_or(String::new(), |n| format!(", {n} known items per subject"))
+            );
+        }
+        if m.ppo_ran {
+            let p = &st.ppo;
+            let _ = writeln!(
+                s,
+                "\nPPO settings (exact over the five options): learning rate {}, up to {} epochs (patience {}), {} prompts per rollout batch, {} PPO epochs × {} mini-batches, clip {}, KL coefficient {}{}, baseline `{}`, LoRA rank {} alpha {}, system prompt `{}`, {} held out.",
+                p.learning_rate,
+                p.epochs,
+                p.patience,
+                p.batch_size,
+                p.num_ppo_epochs,
+                p.num_mini_batches,
+                p.cliprange,
+                p.kl_coef,
+                p.adaptive_kl.map_or(String::new(), |a| format!(" (adaptive, target {})", a.target_kl)),
+                serde_json::to_value(p.baseline).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                p.lora.rank,
+                p.lora.alpha,
+                serde_json::to_value(p.system).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                p.held_out_fraction,
             );
         }
     }

@@ -7,7 +7,7 @@ use papi_data::PerDomain;
 use pas_core::{Fallback, SearchResult};
 use serde::{Deserialize, Serialize};
 
-use dpo_baseline::TrainReport;
+use dpo_baseline::{PpoReport, TrainReport};
 use papi_data::Keying;
 
 use crate::config::{AlphaSelection, Settings};
@@ -166,6 +166,9 @@ pub struct SubjectResult {
     /// DPO training details (dpo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpo: Option<TrainReport>,
+    /// PPO training details (ppo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppo: Option<PpoReport>,
     /// Seconds per phase spent on this subject (shared work not included).
     pub seconds: Phases<f64>,
     /// Tokens run per phase for this subject (shared work not included).
@@ -185,6 +188,7 @@ impl SubjectResult {
             pas_domains: None,
             option_bias: None,
             dpo: None,
+            ppo: None,
             seconds: Phases::default(),
             tokens: Phases::default(),
         }
@@ -267,8 +271,8 @@ pub struct Comparison {
     pub ci95: [f64; 2],
 }
 
-/// The optimisation time of PAS and of DPO per subject, side by side (the paper claims
-/// PAS needs a fifth of DPO's).
+/// The optimisation time per subject of PAS, DPO and PPO side by side (the paper claims
+/// PAS needs a fifth of DPO's), for those that ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimisationTime {
     /// The PAS method measured (`pas`, else `pas-only`).
@@ -277,9 +281,18 @@ pub struct OptimisationTime {
     /// the strength search (not the final evaluation).
     pub pas_seconds: f64,
     /// DPO per subject: reference log-probabilities and training (not the evaluation).
-    pub dpo_seconds: f64,
+    pub dpo_seconds: Option<f64>,
     /// `dpo_seconds / pas_seconds`.
-    pub ratio: f64,
+    pub ratio: Option<f64>,
+    /// PPO per subject: reference log-probabilities and training (not the evaluation).
+    #[serde(default)]
+    pub ppo_seconds: Option<f64>,
+    /// `ppo_seconds / pas_seconds`.
+    #[serde(default)]
+    pub ppo_ratio: Option<f64>,
+    /// `ppo_seconds / dpo_seconds`.
+    #[serde(default)]
+    pub ppo_dpo_ratio: Option<f64>,
     /// Subjects averaged over.
     pub subjects: usize,
 }
@@ -338,6 +351,9 @@ pub struct Meta {
     pub plain_tokens: u64,
     /// Whether DPO ran (its settings are in `settings.dpo`).
     pub dpo_ran: bool,
+    /// Whether PPO ran (its settings are in `settings.ppo`).
+    #[serde(default)]
+    pub ppo_ran: bool,
 }
 
 /// One method under one decision rule (the rules side by side).

@@ -194,6 +194,9 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         if config.methods.contains(&Method::Dpo) {
             config.dpo.validate()?;
         }
+        if config.methods.contains(&Method::Ppo) {
+            config.ppo.validate()?;
+        }
         if config.dpo_items.is_some_and(|n| n < 2) {
             return Err(Error::Config("--dpo-items must be at least 2".into()));
         }
@@ -223,6 +226,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             search_items: config.search_items,
             dpo: config.dpo.clone(),
             dpo_items: config.dpo_items,
+            ppo: config.ppo.clone(),
             dtype: model.dtype(),
             model_id: provenance.model_id.clone(),
             model_hash: model_hash(&provenance.model_dir),
@@ -369,7 +373,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                 }
                 Method::Pas | Method::PasOnly => self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?,
                 Method::PasDomain => self.pas_domain(&exec, subject, contrast.as_ref().expect("computed above"))?,
-                Method::Dpo => self.dpo(subject)?,
+                Method::Dpo | Method::Ppo => self.tuned(subject, method)?,
                 // Reference predictors need no model: `references` computes them.
                 Method::Always3 | Method::OwnMean | Method::Ridge => continue,
             };
@@ -495,6 +499,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             plain_seconds: plain.0,
             plain_tokens: plain.1,
             dpo_ran: self.config.methods.contains(&Method::Dpo),
+            ppo_ran: self.config.methods.contains(&Method::Ppo),
         };
         let results = summarise(meta, &per_method, shared, self.diagnostic());
         write_samples(&self.out, self.config.keying, &per_method)?;

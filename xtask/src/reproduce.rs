@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use eval::stats::Bootstrap;
-use dpo_baseline::{DpoConfig, LoraConfig, Rejected, SystemPrompt};
+use dpo_baseline::ppo::{AdaptiveKl, Baseline};
+use dpo_baseline::{DpoConfig, LoraConfig, PpoConfig, Rejected, SystemPrompt};
 use eval::{AlphaSelection, Decision, Evaluator, Method, Provenance, RunConfig, Scoring};
 use llm_burn::lora::Target;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,7 +50,7 @@ pub struct ReproduceArgs {
     #[arg(long, default_value = "1")]
     subjects: String,
     /// Comma-separated methods, or `all`: no-change, option-bias, few-shot, p2, pas,
-    /// pas-only, pas-domain, dpo, always-3, own-mean, ridge.
+    /// pas-only, pas-domain, dpo, ppo, always-3, own-mean, ridge.
     #[arg(long, default_value = "all")]
     methods: String,
     /// `corrected` (the person's actual answers; default) or `as-released` (official).
@@ -141,9 +142,43 @@ pub struct ReproduceArgs {
     /// DPO: fraction of the known items held out to choose the epoch.
     #[arg(long, default_value_t = DpoConfig::default().held_out_fraction)]
     dpo_held_out: f64,
-    /// DPO: known items used per subject, balanced over domains (default: all answered).
+    /// DPO and PPO: known items used per subject, balanced over domains (default: all answered).
     #[arg(long)]
     dpo_items: Option<usize>,
+    /// PPO: most passes over the training prompts (early stopping on the held-out mean
+    /// reward). PPO uses DPO's adapters (`--dpo-rank`, `--dpo-alpha`, `--dpo-dropout`,
+    /// `--dpo-targets`), system prompt (`--dpo-system`) and seed.
+    #[arg(long, default_value_t = PpoConfig::default().epochs)]
+    ppo_epochs: usize,
+    /// PPO: AdamW learning rate (constant).
+    #[arg(long, default_value_t = PpoConfig::default().learning_rate)]
+    ppo_lr: f64,
+    /// PPO: prompts per rollout batch.
+    #[arg(long, default_value_t = PpoConfig::default().batch_size)]
+    ppo_batch: usize,
+    /// PPO: optimisation passes over each rollout batch (TRL's num_ppo_epochs).
+    #[arg(long, default_value_t = PpoConfig::default().num_ppo_epochs)]
+    ppo_updates: usize,
+    /// PPO: mini-batches per pass (TRL's num_mini_batches).
+    #[arg(long, default_value_t = PpoConfig::default().num_mini_batches)]
+    ppo_mini_batches: usize,
+    /// PPO: the ratio clip (TRL's cliprange).
+    #[arg(long, default_value_t = PpoConfig::default().cliprange)]
+    ppo_cliprange: f64,
+    /// PPO: the KL penalty's coefficient (TRL's kl_coef; the initial one with --ppo-target-kl).
+    #[arg(long, default_value_t = PpoConfig::default().kl_coef)]
+    ppo_kl_coef: f64,
+    /// PPO: adapt the KL coefficient towards this KL (Ziegler et al.'s controller, horizon
+    /// 10,000 prompts); default: fixed.
+    #[arg(long)]
+    ppo_target_kl: Option<f64>,
+    /// PPO: the advantage's baseline: `expected` (default: the prompt's expected reward under
+    /// the old policy) or `batch-mean`.
+    #[arg(long, default_value = "expected")]
+    ppo_baseline: String,
+    /// PPO: fraction of the known items held out to choose the epoch.
+    #[arg(long, default_value_t = PpoConfig::default().held_out_fraction)]
+    ppo_held_out: f64,
 }
 
 /// Arguments of `merge`.
@@ -232,6 +267,17 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         Some(s) => Some(s),
         None => eval::config::Shard::from_env(|k| std::env::var(k).ok(), args.shard_count).map_err(anyhow::Error::msg)?,
     };
+    let dpo_system = match args.dpo_system.as_str() {
+        "plain" => SystemPrompt::Plain,
+        "few-shot" => SystemPrompt::FewShot,
+        other => bail!("--dpo-system must be `plain` or `few-shot`, got `{other}`"),
+    };
+    let dpo_lora = LoraConfig {
+        rank: args.dpo_rank,
+        alpha: args.dpo_alpha,
+        dropout: args.dpo_dropout,
+        targets: args.dpo_targets.split(',').map(Target::parse).collect::<Result<_, _>>()?,
+    };
     let config = RunConfig {
         shard,
         methods,
@@ -253,21 +299,32 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             batch_size: args.dpo_batch,
             held_out_fraction: args.dpo_held_out,
             rejected: args.dpo_rejected,
-            system: match args.dpo_system.as_str() {
-                "plain" => SystemPrompt::Plain,
-                "few-shot" => SystemPrompt::FewShot,
-                other => bail!("--dpo-system must be `plain` or `few-shot`, got `{other}`"),
-            },
-            lora: LoraConfig {
-                rank: args.dpo_rank,
-                alpha: args.dpo_alpha,
-                dropout: args.dpo_dropout,
-                targets: args.dpo_targets.split(',').map(Target::parse).collect::<Result<_, _>>()?,
-            },
+            system: dpo_system,
+            lora: dpo_lora.clone(),
             seed: args.seed,
             ..Default::default()
         },
         dpo_items: args.dpo_items,
+        ppo: PpoConfig {
+            learning_rate: args.ppo_lr,
+            epochs: args.ppo_epochs,
+            batch_size: args.ppo_batch,
+            num_ppo_epochs: args.ppo_updates,
+            num_mini_batches: args.ppo_mini_batches,
+            cliprange: args.ppo_cliprange,
+            kl_coef: args.ppo_kl_coef,
+            adaptive_kl: args.ppo_target_kl.map(|target_kl| AdaptiveKl { target_kl, horizon: 10_000.0 }),
+            baseline: match args.ppo_baseline.as_str() {
+                "expected" => Baseline::Expected,
+                "batch-mean" => Baseline::BatchMean,
+                other => bail!("--ppo-baseline must be `expected` or `batch-mean`, got `{other}`"),
+            },
+            held_out_fraction: args.ppo_held_out,
+            system: dpo_system,
+            lora: dpo_lora,
+            seed: args.seed,
+            ..Default::default()
+        },
     };
     let model_dir = match &args.model {
         Some(d) => d.clone(),

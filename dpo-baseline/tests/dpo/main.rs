@@ -13,6 +13,8 @@ use llm_burn::lora::{Lora, Target};
 use llm_burn::{CpuBackend, ForwardOptions, Llama, LoraPass, PromptEncoder, tiny};
 use proptest::prelude::*;
 
+mod ppo;
+
 type B = CpuBackend;
 type AD = Autodiff<CpuBackend>;
 

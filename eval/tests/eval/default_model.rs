@@ -56,6 +56,7 @@ fn one_real_subject_runs_every_method() {
     config.pas.search = Search::Grid { alphas: vec![0.0, 4.0] };
     config.dpo_items = Some(10);
     config.dpo = dpo_baseline::DpoConfig { epochs: 1, batch_size: 4, ..Default::default() };
+    config.ppo = dpo_baseline::PpoConfig { epochs: 1, batch_size: 4, num_ppo_epochs: 2, ..Default::default() };
     let results = Evaluator::new(&model, &prompts, &data, Some(p2), config, provenance(&model_dir), out.path()).unwrap().run().unwrap();
     assert_eq!(results.runs.len(), Method::ALL.len());
     for r in &results.runs {
@@ -75,5 +76,8 @@ fn one_real_subject_runs_every_method() {
     assert!((report["first_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{report}");
     assert!(report["last_epoch"]["loss"].as_f64().unwrap().is_finite());
     let t = results.optimisation_time.as_ref().unwrap();
-    assert!(t.pas_seconds > 0.0 && t.dpo_seconds > 0.0 && t.ratio.is_finite());
+    assert!(t.pas_seconds > 0.0 && t.dpo_seconds.unwrap() > 0.0 && t.ratio.unwrap().is_finite());
+    assert!(t.ppo_seconds.unwrap() > 0.0 && t.ppo_ratio.unwrap().is_finite());
+    let ppo: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("subjects/ppo/{case}.json"))).unwrap()).unwrap();
+    assert!(ppo["ppo"]["steps"].as_u64().unwrap() >= 2 && ppo["ppo"]["train_objective"][1]["objective/kl"].as_f64().unwrap().is_finite(), "{}", ppo["ppo"]);
 }

@@ -50,6 +50,7 @@ pub fn quick_config(methods: &[Method], subjects: usize) -> RunConfig {
     c.bootstrap.resamples = 200;
     c.dpo = dpo_baseline::DpoConfig { epochs: 2, learning_rate: 1e-2, ..Default::default() };
     c.dpo_items = Some(20);
+    c.ppo = dpo_baseline::PpoConfig { epochs: 2, learning_rate: 1e-2, num_ppo_epochs: 2, ..Default::default() };
     c
 }
 

@@ -45,10 +45,16 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     let t = first.optimisation_time.as_ref().unwrap();
     assert_eq!(t.pas_method, Method::Pas);
     let pas_s = (pas.phases.collect + pas.phases.probes + pas.phases.search) / 3.0;
-    assert!((t.pas_seconds - pas_s).abs() < 1e-9 && (t.ratio - t.dpo_seconds / t.pas_seconds).abs() < 1e-9);
+    let (dpo_s, ppo_s) = (t.dpo_seconds.unwrap(), t.ppo_seconds.unwrap());
+    assert!((t.pas_seconds - pas_s).abs() < 1e-9 && (t.ratio.unwrap() - dpo_s / t.pas_seconds).abs() < 1e-9);
+    assert!((t.ppo_ratio.unwrap() - ppo_s / t.pas_seconds).abs() < 1e-9 && (t.ppo_dpo_ratio.unwrap() - ppo_s / dpo_s).abs() < 1e-9);
+    let ppo = first.runs.iter().find(|r| r.method == Method::Ppo).unwrap();
+    assert!((ppo.phases.reference + ppo.phases.train) / 3.0 - ppo_s < 1e-9 && ppo.tokens.train > 0);
     let case = data.subjects[0].case;
     let log = read(&out.path().join(format!("dpo/{case}.jsonl")));
     assert!(log.lines().all(|l| serde_json::from_str::<dpo_baseline::LogLine>(l).is_ok()) && log.contains("rewards/margins"));
+    let log = read(&out.path().join(format!("ppo/{case}.jsonl")));
+    assert!(log.lines().all(|l| serde_json::from_str::<dpo_baseline::PpoLogLine>(l).is_ok()) && log.contains("policy/clipfrac"));
 
     // results.json parses back to what the run returned; report.md is rendered from it alone.
     let parsed: Results = serde_json::from_str(&read(&out.path().join("results.json"))).unwrap();
@@ -57,7 +63,7 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     std::fs::remove_file(out.path().join("report.md")).unwrap();
     rerender(out.path()).unwrap();
     assert_eq!(read(&out.path().join("report.md")), report);
-    assert!(report.contains("| pas |") && report.contains("| ridge |") && report.contains("| dpo |") && report.contains("DPO / PAS = "));
+    assert!(report.contains("| pas |") && report.contains("| ridge |") && report.contains("| dpo |") && report.contains("DPO / PAS = ") && report.contains("PPO / PAS = ") && report.contains("| `ppo` |"));
     assert!(read(&out.path().join("totals.svg")).starts_with("<svg"));
 
     // samples.jsonl: one line per subject x method x item.
@@ -95,6 +101,13 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     let redone: serde_json::Value = serde_json::from_str(&read(&dpo_file)).unwrap();
     assert_eq!(kept["items"], redone["items"]);
     assert_eq!(kept["dpo"], redone["dpo"]);
+    // The same for PPO.
+    let ppo_file = out.path().join(format!("subjects/ppo/{case}.json"));
+    let kept: serde_json::Value = serde_json::from_str(&read(&ppo_file)).unwrap();
+    std::fs::remove_file(&ppo_file).unwrap();
+    run();
+    let redone: serde_json::Value = serde_json::from_str(&read(&ppo_file)).unwrap();
+    assert_eq!((&kept["items"], &kept["ppo"]), (&redone["items"], &redone["ppo"]));
 }
 
 #[test]
