@@ -58,7 +58,10 @@ pub struct AdaptiveKl {
 
 /// PPO settings. Names and defaults are TRL's `PPOConfig` where it has them (`kl_coef` 0.05,
 /// `cliprange` 0.2, `num_ppo_epochs` 4, `num_mini_batches` 1, AdamW eps 1e-8, gradient norm
-/// clipped at 1); the learning rate, epochs and adapters are those of our DPO baseline.
+/// clipped at 1); the learning rate and adapters are those of our DPO baseline. One epoch
+/// over the prompts by default: with 4 updates per rollout batch it already takes more
+/// optimisation steps than DPO's 3 epochs (48 against 36 on 96 training prompts), and on
+/// the default model the policy has settled on one option within the first few batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PpoConfig {
     /// AdamW learning rate (constant).
@@ -105,7 +108,7 @@ impl Default for PpoConfig {
     fn default() -> Self {
         PpoConfig {
             learning_rate: 5e-4,
-            epochs: 3,
+            epochs: 1,
             batch_size: 8,
             num_ppo_epochs: 4,
             num_mini_batches: 1,

@@ -7,7 +7,7 @@
 //! - [`decision`]: how an answer is read from the five option log-probabilities (`argmax`,
 //!   `median`, `calibrated`), and the answer-bias control's logit offsets.
 //! - [`Method`]: the model methods `no-change`, `option-bias`, `few-shot`, `p2`, `pas`,
-//!   `pas-only`, `pas-domain`, `dpo` and the reference predictors `always-3`, `own-mean`,
+//!   `pas-only`, `pas-domain`, `dpo`, `ppo` and the reference predictors `always-3`, `own-mean`,
 //!   `ridge`.
 //! - [`request`]: what a method asks the model, and the one executor that asks it.
 //! - [`Evaluator`]: a run over subjects ([`RunConfig`] in, [`Settings`] pinned) with resumable
