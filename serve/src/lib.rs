@@ -83,7 +83,7 @@ where
     let context = model.config().context;
     let stop = prompts.stop_ids(&model.config().eos);
     let engine = Engine::start(model, config.max_batch);
-    routes::router(routes::App { engine, prompts, personas, config, log, context, stop })
+    routes::router(routes::App { engine, prompts, personas, config, log, context, stop, served: Default::default() })
 }
 
 /// Binds `addr` and serves on a thread of its own (a tokio runtime with two workers);

@@ -31,6 +31,15 @@ pub(crate) struct App {
     pub context: usize,
     /// Tokens that end an answer.
     pub stop: Vec<u32>,
+    /// Requests answered so far (their ids: `chatcmpl-<n>`).
+    pub served: std::sync::atomic::AtomicU64,
+}
+
+impl App {
+    /// A fresh completion id.
+    fn next_id(&self) -> String {
+        format!("chatcmpl-{}", self.served.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 pub(crate) fn router(app: App) -> Router {
@@ -143,7 +152,7 @@ async fn whole(app: Arc<App>, p: Prepared, mut rx: UnboundedReceiver<Event>, t: 
     };
     log_done(&app, &p, 200, completion, f.as_str(), t);
     axum::Json(ChatResponse {
-        id: format!("chatcmpl-{}", app.engine.stats.steps.load(Ordering::Relaxed)),
+        id: app.next_id(),
         object: "chat.completion".into(),
         created: now(),
         model: app.config.model_id.clone(),
@@ -166,7 +175,7 @@ fn chunk(app: &App, id: &str, delta: serde_json::Value, finish: Option<Finish>) 
 /// The answer as server-sent events: a role chunk, a chunk per piece of text, a chunk with
 /// the finish reason, then `[DONE]` (or an error object if the engine failed).
 fn stream(app: Arc<App>, p: Prepared, rx: UnboundedReceiver<Event>, t: Instant) -> SseBody<impl Stream<Item = Result<Sse, Infallible>>> {
-    let id = format!("chatcmpl-s{}", app.engine.stats.steps.load(Ordering::Relaxed));
+    let id = app.next_id();
     let first = chunk(&app, &id, serde_json::json!({"role": "assistant", "content": ""}), None);
     struct S {
         app: Arc<App>,

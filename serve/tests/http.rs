@@ -127,6 +127,8 @@ fn each_row_of_a_mixed_concurrent_batch_answers_as_it_would_alone() {
         assert_eq!(body["choices"][0]["finish_reason"].as_str().unwrap(), finish);
         assert_eq!(body["persona"].as_str(), cases[i].1);
     }
+    let ids: std::collections::BTreeSet<&str> = got.iter().map(|(_, b)| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), cases.len(), "completion ids are unique");
     let stats: Value = ureq::get(&format!("{}/v1/stats", f.url)).call().unwrap().into_string().map(|t| serde_json::from_str(&t).unwrap()).unwrap();
     assert!(stats["max_rows"].as_u64().unwrap() > 1, "requests should have shared a batch: {stats}");
     // One log line per request.
