@@ -46,7 +46,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     shard_count: Option<usize>,
     /// How many subjects (the first N of the records file), or `all`. The default (one
-    /// subject, every method, all 180 test items) takes about 11 minutes on a 2-core CPU.
+    /// subject, every method, all 180 test items) takes about 18 minutes on a 2-core CPU.
     #[arg(long, default_value = "1")]
     subjects: String,
     /// Comma-separated methods, or `all`: no-change, option-bias, few-shot, p2, pas,
