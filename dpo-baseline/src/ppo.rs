@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LoraConfig, SystemPrompt};
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::train::{AdamW, clipped_gradients, logprobs_in_batches, option_logprobs, reference_logprobs};
+use crate::train::{AdamW, EarlyStop, clipped_gradients, logprobs_in_batches, option_logprobs, reference_logprobs};
 
 /// What the advantage subtracts from the shaped reward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -397,8 +397,7 @@ pub fn train<A: AutodiffBackend>(
         report.training_tokens += tok;
         Some(o)
     };
-    let mut best: Option<(Objective, usize, Lora<A::InnerBackend>)> = None;
-    let mut bad_epochs = 0;
+    let mut stop = EarlyStop::new(config.patience);
     let batches_per_epoch = train.len().div_ceil(config.batch_size);
     let steps_per_batch = config.num_ppo_epochs * config.num_mini_batches;
     for epoch in 0..config.epochs {
@@ -456,24 +455,15 @@ pub fn train<A: AutodiffBackend>(
         if !held_out.is_empty() {
             let (o, tok) = objective_of(model, Some(&lora), held_out, &ref_held, options, config, kl_coef)?;
             report.training_tokens += tok;
-            let better = best.as_ref().is_none_or(|(b, _, _)| o.scores > b.scores);
-            on_log(&PpoLogLine::Eval { epoch: epoch + 1, step: report.steps, eval: o, best: better });
-            if better {
-                best = Some((o, epoch + 1, lora.clone()));
-                bad_epochs = 0;
-            } else {
-                bad_epochs += 1;
-                if bad_epochs >= config.patience && epoch + 1 < config.epochs {
-                    report.stopped_early = true;
-                    break;
-                }
+            let (best, done) = stop.check(o, epoch + 1, &lora, |new, best| new.scores > best.scores);
+            on_log(&PpoLogLine::Eval { epoch: epoch + 1, step: report.steps, eval: o, best });
+            if done && epoch + 1 < config.epochs {
+                report.stopped_early = true;
+                break;
             }
         }
     }
-    let (lora, best_epoch, best_held) = match best {
-        Some((o, e, l)) => (l, e, Some(o)),
-        None => (lora, report.epochs, None),
-    };
+    let (lora, best_epoch, best_held) = stop.finish(lora, report.epochs);
     let (after, tok) = objective_of(model, Some(&lora), train, &ref_train, options, config, kl_coef)?;
     report.training_tokens += tok;
     report.train_objective = (before, after);

@@ -369,6 +369,41 @@ pub(crate) fn clipped_gradients<A: AutodiffBackend>(trainable: &Lora<A>, loss: T
     Ok((g, norm))
 }
 
+/// Held-out early stopping: keeps the adapters of the best epoch by a held-out measure and
+/// says when `patience` epochs in a row have not improved on it.
+pub(crate) struct EarlyStop<B: Backend, M> {
+    best: Option<(M, usize, Lora<B>)>,
+    bad_epochs: usize,
+    patience: usize,
+}
+
+impl<B: Backend, M: Copy> EarlyStop<B, M> {
+    pub(crate) fn new(patience: usize) -> Self {
+        EarlyStop { best: None, bad_epochs: 0, patience }
+    }
+
+    /// Records epoch `epoch`'s (from 1) held-out measure `m` (`better(new, best)` compares);
+    /// returns whether it is the best so far and whether to stop.
+    pub(crate) fn check(&mut self, m: M, epoch: usize, lora: &Lora<B>, better: impl Fn(&M, &M) -> bool) -> (bool, bool) {
+        let is_best = self.best.as_ref().is_none_or(|(b, _, _)| better(&m, b));
+        if is_best {
+            self.best = Some((m, epoch, lora.clone()));
+            self.bad_epochs = 0;
+        } else {
+            self.bad_epochs += 1;
+        }
+        (is_best, self.bad_epochs >= self.patience)
+    }
+
+    /// The kept adapters, their epoch and measure (the last ones when nothing was checked).
+    pub(crate) fn finish(self, last: Lora<B>, epochs: usize) -> (Lora<B>, usize, Option<M>) {
+        match self.best {
+            Some((m, e, l)) => (l, e, Some(m)),
+            None => (last, epochs, None),
+        }
+    }
+}
+
 /// Trains fresh LoRA adapters with DPO on `train` (choosing the epoch on `held_out`) and
 /// returns the kept adapters on the model's own backend, ready to merge or save.
 ///
@@ -407,7 +442,7 @@ pub fn train<A: AutodiffBackend>(
     let mut lora = Lora::<A::InnerBackend>::init(model.config(), &config.lora.spec(), config.seed, &device)?;
     let mut adam = AdamW::new(&lora);
     let has_held = !held_out.is_empty();
-    let mut best: Option<(Metrics, usize, Lora<A::InnerBackend>)> = None;
+    let mut stop = EarlyStop::new(config.patience);
     let before = if has_held {
         let (m, tok) = evaluate(model, None, held_out, &ref_held, options, config)?;
         report.training_tokens += tok;
@@ -415,7 +450,6 @@ pub fn train<A: AutodiffBackend>(
     } else {
         None
     };
-    let mut bad_epochs = 0;
     let steps_per_epoch = train.len().div_ceil(config.batch_size);
     for epoch in 0..config.epochs {
         // A batch is `batch_size` prompts with all their pairs: each prompt runs once per
@@ -457,24 +491,15 @@ pub fn train<A: AutodiffBackend>(
         if has_held {
             let (m, tok) = evaluate(model, Some(&lora), held_out, &ref_held, options, config)?;
             report.training_tokens += tok;
-            let better = best.as_ref().is_none_or(|(b, _, _)| m.loss < b.loss);
-            on_log(&LogLine::Eval { epoch: epoch + 1, step: report.steps, eval: m, best: better });
-            if better {
-                best = Some((m, epoch + 1, lora.clone()));
-                bad_epochs = 0;
-            } else {
-                bad_epochs += 1;
-                if bad_epochs >= config.patience && epoch + 1 < config.epochs {
-                    report.stopped_early = true;
-                    break;
-                }
+            let (best, done) = stop.check(m, epoch + 1, &lora, |new, best| new.loss < best.loss);
+            on_log(&LogLine::Eval { epoch: epoch + 1, step: report.steps, eval: m, best });
+            if done && epoch + 1 < config.epochs {
+                report.stopped_early = true;
+                break;
             }
         }
     }
-    let (lora, best_epoch, best_metrics) = match best {
-        Some((m, e, l)) => (l, e, Some(m)),
-        None => (lora, report.epochs, None),
-    };
+    let (lora, best_epoch, best_metrics) = stop.finish(lora, report.epochs);
     report.best_epoch = best_epoch;
     report.held_out = before.zip(best_metrics);
     report.training_seconds = t.elapsed().as_secs_f64();
