@@ -343,23 +343,26 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping after an
-    /// end-of-sequence token (`stop`, or the config's EOS ids when empty).
+    /// end-of-sequence token (`stop`, or the config's EOS ids when empty), which is included.
+    /// The same decoding loop as [`Llama::generate`] (one request of a
+    /// [`crate::generate::Batcher`]).
     pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32], steering: Option<&Steering>) -> Result<Vec<u32>> {
-        let stop: Vec<u32> = if stop.is_empty() { self.config.eos.clone() } else { stop.to_vec() };
-        let steer: Vec<&Steering> = steering.into_iter().collect();
-        let mut cache = self.new_cache();
-        let mut out = Vec::new();
-        let mut next: Vec<u32> = prompt.to_vec();
-        for _ in 0..max_new {
-            let o = self.forward(&[&next], &mut cache, ForwardOptions { steering: &steer, ..Default::default() })?;
-            let logits = o.logits.into_data().to_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
-            let id = argmax(&logits) as u32;
-            out.push(id);
-            if stop.contains(&id) {
-                break;
-            }
-            next = vec![id];
+        if max_new == 0 {
+            return Ok(Vec::new());
         }
+        let stop: Vec<u32> = if stop.is_empty() { self.config.eos.clone() } else { stop.to_vec() };
+        let g = crate::generate::Generation {
+            prompt: prompt.to_vec(),
+            steering: steering.map(|s| std::sync::Arc::new(s.clone())),
+            sampling: crate::generate::Sampling::default(),
+            max_new,
+            stop: Vec::new(),
+        };
+        let mut out = Vec::new();
+        self.generate(g, |id| {
+            out.push(id);
+            !stop.contains(&id)
+        })?;
         Ok(out)
     }
 }
