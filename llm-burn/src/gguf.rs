@@ -1,12 +1,14 @@
 //! A reader for GGUF files (llama.cpp's format) and dequantisation to `f32`.
 //!
-//! Supported tensor types: F32, F16, BF16, Q4_0, Q4_1 and Q8_0. Shapes are reported in
+//! Supported tensor types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K
+//! (dequantised in [`crate::quant`]). Shapes are reported in
 //! PyTorch order (GGUF stores them innermost first; this reader reverses them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+pub use crate::quant::dequantize;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,7 @@ impl Value {
 
 /// A tensor's element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)] // ggml's names
 pub enum TensorType {
     /// 32-bit float.
     F32,
@@ -83,8 +86,14 @@ pub enum TensorType {
     Q4_0,
     /// 4-bit, blocks of 32 with a scale and a minimum.
     Q4_1,
+    /// 5-bit, blocks of 32 with a scale (the fifth bits packed apart).
+    Q5_0,
     /// 8-bit, blocks of 32 with a scale.
     Q8_0,
+    /// 4-bit k-quant: super-blocks of 256, eight sub-blocks with 6-bit scales and minimums.
+    Q4_K,
+    /// 6-bit k-quant: super-blocks of 256, sixteen sub-blocks with 8-bit scales.
+    Q6_K,
 }
 
 impl TensorType {
@@ -94,20 +103,26 @@ impl TensorType {
             1 => TensorType::F16,
             2 => TensorType::Q4_0,
             3 => TensorType::Q4_1,
+            6 => TensorType::Q5_0,
             8 => TensorType::Q8_0,
+            12 => TensorType::Q4_K,
+            14 => TensorType::Q6_K,
             30 => TensorType::BF16,
             _ => return None,
         })
     }
 
     /// (elements per block, bytes per block).
-    fn block(self) -> (usize, usize) {
+    pub fn block(self) -> (usize, usize) {
         match self {
             TensorType::F32 => (1, 4),
             TensorType::F16 | TensorType::BF16 => (1, 2),
             TensorType::Q4_0 => (32, 18),
             TensorType::Q4_1 => (32, 20),
+            TensorType::Q5_0 => (32, 22),
             TensorType::Q8_0 => (32, 34),
+            TensorType::Q4_K => (256, 144),
+            TensorType::Q6_K => (256, 210),
         }
     }
 }
@@ -308,7 +323,8 @@ impl Gguf {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+    /// The tensor's raw bytes as stored (blocks of its type).
+    pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
         let (per_block, block_bytes) = t.kind.block();
         let n = t.len();
         let bad = |m: String| Error::Gguf { path: self.path.clone(), message: format!("tensor `{}`: {m}", t.name) };
@@ -322,42 +338,8 @@ impl Gguf {
 
     /// The tensor's values as `f32`, dequantised, in PyTorch (row-major) order.
     pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
-        Ok(dequantize(t.kind, self.tensor_bytes(t)?))
+        Ok(crate::quant::dequantize(t.kind, self.tensor_bytes(t)?))
     }
-}
-
-fn f16(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// Dequantises raw tensor bytes of a type to `f32`.
-pub fn dequantize(kind: TensorType, bytes: &[u8]) -> Vec<f32> {
-    let (per_block, block_bytes) = kind.block();
-    let mut out = Vec::with_capacity(bytes.len() / block_bytes * per_block);
-    for b in bytes.chunks_exact(block_bytes) {
-        match kind {
-            TensorType::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            TensorType::F16 => out.push(f16(b)),
-            TensorType::BF16 => out.push(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            TensorType::Q4_0 => {
-                let d = f16(b);
-                let qs = &b[2..18];
-                out.extend(qs.iter().map(|q| f32::from(i16::from(q & 0x0F) - 8) * d));
-                out.extend(qs.iter().map(|q| f32::from(i16::from(q >> 4) - 8) * d));
-            }
-            TensorType::Q4_1 => {
-                let (d, m) = (f16(b), f16(&b[2..4]));
-                let qs = &b[4..20];
-                out.extend(qs.iter().map(|q| f32::from(q & 0x0F) * d + m));
-                out.extend(qs.iter().map(|q| f32::from(q >> 4) * d + m));
-            }
-            TensorType::Q8_0 => {
-                let d = f16(b);
-                out.extend(b[2..34].iter().map(|&q| f32::from(q as i8) * d));
-            }
-        }
-    }
-    out
 }
 
 /// Undoes llama.cpp's row permutation of a Q or K projection (`[n_heads * head_dim, in]`):
