@@ -7,6 +7,65 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// The decoder architectures this crate runs, chosen in this one place from a Hugging Face
+/// `model_type` or a GGUF `general.architecture`. They share the decoder ([`crate::Llama`]);
+/// what differs is held here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// Llama 2/3, Mistral, SmolLM2, TinyLlama: no projection biases; llama.cpp stores Q/K rows
+    /// permuted for its interleaved RoPE.
+    Llama,
+    /// Qwen2 and Qwen2.5: biases on the q/k/v projections, RoPE base 1e6; llama.cpp keeps Hugging
+    /// Face's row order (NeoX RoPE).
+    Qwen2,
+}
+
+impl Architecture {
+    /// The architecture of a Hugging Face `model_type` (`llama`, `mistral`, `qwen2`).
+    pub fn from_model_type(name: &str) -> Option<Self> {
+        match name {
+            "llama" | "mistral" => Some(Architecture::Llama),
+            "qwen2" => Some(Architecture::Qwen2),
+            _ => None,
+        }
+    }
+
+    /// The architecture of a GGUF `general.architecture` (`llama`, `qwen2`).
+    pub fn from_gguf(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Architecture::Llama),
+            "qwen2" => Some(Architecture::Qwen2),
+            _ => None,
+        }
+    }
+
+    /// Hugging Face's `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Hugging Face's model class (`architectures` in `config.json`).
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    /// Whether the q/k/v projections carry biases when the config does not say.
+    pub fn default_qkv_bias(self) -> bool {
+        self == Architecture::Qwen2
+    }
+
+    /// Whether llama.cpp's GGUF files store the Q/K rows permuted (interleaved RoPE pairs).
+    pub fn gguf_permutes_qk(self) -> bool {
+        self == Architecture::Llama
+    }
+}
+
 /// `eos_token_id` is one id or a list in Hugging Face configs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -70,6 +129,8 @@ pub struct RopeScaling {
 /// A validated model configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    /// The architecture (Llama when the config names none).
+    pub arch: Architecture,
     /// Residual width.
     pub hidden: usize,
     /// MLP width.
@@ -117,11 +178,11 @@ impl LlamaConfig {
 impl TryFrom<HfConfig> for LlamaConfig {
     type Error = String;
     fn try_from(c: HfConfig) -> std::result::Result<Self, String> {
-        if let Some(t) = &c.model_type
-            && !["llama", "mistral", "qwen2"].contains(&t.as_str())
-        {
-            return Err(format!("model_type `{t}` is not a Llama-family model"));
-        }
+        let arch = match &c.model_type {
+            None => Architecture::Llama,
+            Some(t) => Architecture::from_model_type(t)
+                .ok_or_else(|| format!("model_type `{t}` is not supported (llama, mistral, qwen2)"))?,
+        };
         let heads = c.num_attention_heads;
         let kv_heads = c.num_key_value_heads.unwrap_or(heads);
         if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
@@ -148,6 +209,7 @@ impl TryFrom<HfConfig> for LlamaConfig {
             }
         };
         Ok(LlamaConfig {
+            arch,
             hidden: c.hidden_size,
             intermediate: c.intermediate_size,
             layers: c.num_hidden_layers,
@@ -159,7 +221,7 @@ impl TryFrom<HfConfig> for LlamaConfig {
             rope_theta: c.rope_theta.unwrap_or(10000.0),
             rope_scaling,
             tied: c.tie_word_embeddings.unwrap_or(false),
-            qkv_bias: c.attention_bias.unwrap_or(c.model_type.as_deref() == Some("qwen2")),
+            qkv_bias: c.attention_bias.unwrap_or(arch.default_qkv_bias()),
             eos: match c.eos_token_id {
                 Some(OneOrMany::One(i)) => vec![i],
                 Some(OneOrMany::Many(v)) => v,

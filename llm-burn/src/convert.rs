@@ -1,4 +1,4 @@
-//! Converting a GGUF file (Llama architecture) into a Hugging Face folder: `config.json`,
+//! Converting a GGUF file (Llama or Qwen2 architecture) into a Hugging Face folder: `config.json`,
 //! `model.safetensors` (float32), `tokenizer.json` and `tokenizer_config.json`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,6 +8,7 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::{Value as Json, json};
 
+use crate::config::Architecture;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, unpermute_rows};
 
@@ -69,16 +70,18 @@ pub struct Converted {
     pub parameters: usize,
 }
 
-/// Converts a Llama-architecture GGUF file into a Hugging Face folder at `out` (created if
-/// needed): weights dequantised to float32 with Q/K rows un-permuted, `config.json` from
-/// the GGUF metadata, a byte-level BPE `tokenizer.json` rebuilt from the GGUF vocabulary,
+/// Converts a Llama- or Qwen2-architecture GGUF file into a Hugging Face folder at `out`
+/// (created if needed): weights dequantised to float32 (Q/K rows un-permuted where the
+/// architecture's GGUF files permute them), `config.json` from the GGUF metadata, a byte-level BPE `tokenizer.json` rebuilt from the GGUF vocabulary,
 /// merges and special tokens, and `tokenizer_config.json` with the chat template.
 pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
     let g = Gguf::open(gguf_path)?;
     let arch = g.get_str("general.architecture")?.to_owned();
-    if arch != "llama" {
-        return Err(Error::Metadata { path: gguf_path.to_owned(), key: "general.architecture".into(), message: format!("`{arch}` is not supported (only `llama`)") });
-    }
+    let architecture = Architecture::from_gguf(&arch).ok_or_else(|| Error::Metadata {
+        path: gguf_path.to_owned(),
+        key: "general.architecture".into(),
+        message: format!("`{arch}` is not supported (llama, qwen2)"),
+    })?;
     let key = |k: &str| format!("{arch}.{k}");
     if let Some(kind) = g.metadata.get(&key("rope.scaling.type")).and_then(|v| v.as_str())
         && kind != "none"
@@ -104,6 +107,7 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
         let rows = t.shape[0];
         let cols = t.shape.get(1..).map_or(1, |s| s.iter().product());
         let n_heads = match permute {
+            _ if !architecture.gguf_permutes_qk() => None,
             Permute::None => None,
             Permute::Query => Some(heads),
             Permute::Key => Some(kv_heads),
@@ -145,8 +149,8 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
     let eos = opt_u64("tokenizer.ggml.eos_token_id");
     let ffn = g.get_u64(&key("feed_forward_length"))?;
     let config = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [architecture.hf_class()],
+        "model_type": architecture.model_type(),
         "hidden_size": hidden,
         "intermediate_size": ffn,
         "num_hidden_layers": layers,
@@ -164,6 +168,7 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
         "hidden_act": "silu",
         "attention_bias": attention_bias,
         "mlp_bias": false,
+        "use_sliding_window": false,
         "torch_dtype": "float32",
     });
     write_json(&out.join("config.json"), &config)?;
@@ -189,6 +194,32 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
     Ok(Converted { dir: out.to_owned(), tensors: n_tensors, parameters })
 }
 
+/// Qwen2's split before the byte-level step (its `tokenizer.json`, and llama.cpp's `qwen2`):
+/// contractions, letters with one leading non-letter, single digits, punctuation runs,
+/// newlines, spaces.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The normalizer and pre-tokenizer of the tokenizer a GGUF `tokenizer.ggml.pre` names, as
+/// Hugging Face's `tokenizer.json` writes them; `None` for one not supported.
+fn pre_tokenizer(pre: &str) -> Option<(Json, Json)> {
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    Some(match pre {
+        // SmolLM and StarCoder: every digit on its own, then GPT-2's byte-level regex.
+        "smollm" | "starcoder" | "refact" => {
+            (Json::Null, json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]}))
+        }
+        "gpt2" | "default" => (Json::Null, byte_level),
+        "qwen2" => (
+            json!({"type": "NFC"}),
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+            ]}),
+        ),
+        _ => return None,
+    })
+}
+
 fn write_json(path: &Path, v: &Json) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::Tokenizer(e.to_string()))?;
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
@@ -210,17 +241,11 @@ pub fn tokenizer_json(g: &Gguf) -> Result<Json> {
         None => vec![1; tokens.len()],
     };
     let pre = g.metadata.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
-    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    let pre_tokenizer = match pre {
-        // SmolLM and StarCoder: every digit on its own, then GPT-2's byte-level regex.
-        "smollm" | "starcoder" | "refact" => {
-            json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]})
-        }
-        "gpt2" | "default" => byte_level,
-        other => {
-            return Err(Error::Metadata { path, key: "tokenizer.ggml.pre".into(), message: format!("pre-tokenizer `{other}` is not supported yet") });
-        }
-    };
+    let (normalizer, pre_tokenizer) = pre_tokenizer(pre).ok_or_else(|| Error::Metadata {
+        path,
+        key: "tokenizer.ggml.pre".into(),
+        message: format!("pre-tokenizer `{pre}` is not supported yet (smollm, starcoder, refact, gpt2, qwen2)"),
+    })?;
     let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), json!(i))).collect();
     // Token type 3 is llama.cpp's "control" (special) token; 4 is "user defined".
     let added: Vec<Json> = tokens
@@ -235,7 +260,7 @@ pub fn tokenizer_json(g: &Gguf) -> Result<Json> {
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": null,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},

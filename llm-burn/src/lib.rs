@@ -49,6 +49,7 @@ pub mod host;
 pub mod identity;
 pub mod lora;
 pub mod model;
+pub mod quant;
 mod steerable;
 pub mod random;
 pub mod tiny;
@@ -56,7 +57,7 @@ pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptEncoder, TextStream};
 pub use generate::{Batcher, Emitted, Finish, Generation, Sampler, Sampling};
-pub use config::LlamaConfig;
+pub use config::{Architecture, LlamaConfig};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use lora::{Lora, LoraSpec, Target};

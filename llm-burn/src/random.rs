@@ -1,14 +1,16 @@
 //! Seeded random models of a real model's shapes, written as Hugging Face folders: the
-//! paper's setting (Llama-3-8B-Instruct) tested for shapes, grouped-query attention, RoPE and
-//! the chat template without its weights. The outputs mean nothing.
+//! paper's setting (Llama-3-8B-Instruct) and the capable model of this project
+//! (Qwen2.5-Coder-1.5B-Instruct) tested for shapes, grouped-query attention, RoPE, biases and
+//! the chat template without their weights. The outputs mean nothing.
 //!
 //! The folder holds `config.json` with the real configuration (layers may be fewer),
 //! bf16 weights in one safetensors shard per layer plus one for the embeddings (with
 //! `model.safetensors.index.json`, as Hugging Face shards them, so that writing and loading
 //! stay near one layer's size above the model's), a byte-level BPE `tokenizer.json` of the
 //! real vocabulary size (256 bytes, merges up to 128,000 regular tokens, 256 special tokens in
-//! Llama-3's places) and `tokenizer_config.json` with the Llama-3 Instruct chat template
-//! (BOS, `<|start_header_id|>`, `<|eot_id|>` ending each turn).
+//! Llama-3's places, or Qwen's first three) and `tokenizer_config.json` with the Llama-3
+//! Instruct chat template (BOS, `<|start_header_id|>`, `<|eot_id|>` ending each turn) or
+//! Qwen2.5's (ChatML, `<|im_end|>` ending each turn).
 //!
 //! # Example
 //!
@@ -26,6 +28,7 @@ use std::path::Path;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
+use crate::config::Architecture;
 use crate::error::{Error, Result};
 
 /// The configuration of a random model.
@@ -49,6 +52,9 @@ pub struct Shape {
     pub rope_scaling: bool,
     /// RMSNorm epsilon.
     pub rms_eps: f64,
+    /// The architecture: Llama (no biases, Llama-3's special tokens and template) or Qwen2
+    /// (q/k/v biases, Qwen's special tokens and its ChatML template).
+    pub arch: Architecture,
 }
 
 /// Special tokens at the end of the vocabulary, as in Llama-3.
@@ -66,6 +72,13 @@ const NAMED: [(usize, &str); 7] = [
     (9, "<|eot_id|>"),
 ];
 
+/// Names of Qwen2.5's named special tokens by offset from the first special id.
+const QWEN_NAMED: &[(usize, &str)] = &[(0, "<|endoftext|>"), (1, "<|im_start|>"), (2, "<|im_end|>")];
+
+/// Qwen2.5 Instruct's chat template (from the Qwen2.5-Coder GGUF files): ChatML, with its
+/// own default system prompt when the conversation has none, and tool calls.
+pub const QWEN25_TEMPLATE: &str = include_str!("templates/qwen2.5.jinja");
+
 /// The Llama-3 Instruct chat template (Meta's, as in the 8B-Instruct release).
 pub const LLAMA3_TEMPLATE: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
 
@@ -73,14 +86,45 @@ impl Shape {
     /// Llama-3-8B(-Instruct): 32 layers, hidden 4,096, 32 query heads over 8 key/value heads,
     /// MLP 14,336, vocabulary 128,256, RoPE theta 500,000.
     pub fn llama_3_8b() -> Self {
-        Shape { hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kv_heads: 8, vocab: 128_256, rope_theta: 500_000.0, rope_scaling: false, rms_eps: 1e-5 }
+        Shape { hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kv_heads: 8, vocab: 128_256, rope_theta: 500_000.0, rope_scaling: false, rms_eps: 1e-5, arch: Architecture::Llama }
     }
 
-    /// A model known by name (`llama-3-8b`).
+    /// Qwen2.5(-Coder)-1.5B-Instruct: 28 layers, hidden 1,536, 12 query heads over 2 key/value
+    /// heads, MLP 8,960, vocabulary 151,936, RoPE theta 1,000,000, q/k/v biases.
+    pub fn qwen2_5_1_5b() -> Self {
+        Shape { hidden: 1536, intermediate: 8960, layers: 28, heads: 12, kv_heads: 2, vocab: 151_936, rope_theta: 1e6, rope_scaling: false, rms_eps: 1e-6, arch: Architecture::Qwen2 }
+    }
+
+    /// Qwen2.5(-Coder)-0.5B-Instruct: 24 layers, hidden 896, 14 query heads over 2 key/value heads.
+    pub fn qwen2_5_0_5b() -> Self {
+        Shape { hidden: 896, intermediate: 4864, layers: 24, heads: 14, ..Self::qwen2_5_1_5b() }
+    }
+
+    /// A model known by name (`llama-3-8b`, `qwen2.5-1.5b`, `qwen2.5-0.5b`).
     pub fn like(name: &str) -> Result<Self> {
         match name {
             "llama-3-8b" => Ok(Self::llama_3_8b()),
-            other => Err(Error::Input(format!("unknown model shape `{other}` (known: llama-3-8b)"))),
+            "qwen2.5-1.5b" => Ok(Self::qwen2_5_1_5b()),
+            "qwen2.5-0.5b" => Ok(Self::qwen2_5_0_5b()),
+            other => Err(Error::Input(format!("unknown model shape `{other}` (known: llama-3-8b, qwen2.5-1.5b, qwen2.5-0.5b)"))),
+        }
+    }
+
+    /// The name of special token `k` (0-based from the first special id) in this
+    /// architecture's vocabulary.
+    pub fn special(&self, k: usize) -> String {
+        match self.arch {
+            Architecture::Llama => special_name(k),
+            Architecture::Qwen2 => QWEN_NAMED.iter().find(|(o, _)| *o == k).map_or_else(|| format!("<|reserved_special_token_{k}|>"), |(_, n)| (*n).to_owned()),
+        }
+    }
+
+    /// Offsets from the first special id of the BOS token, the end-of-turn tokens (the
+    /// config's `eos_token_id`) and the tokenizer's EOS token.
+    fn special_roles(&self) -> (usize, Vec<usize>, usize) {
+        match self.arch {
+            Architecture::Llama => (0, vec![1, 9], 9),
+            Architecture::Qwen2 => (0, vec![2], 2),
         }
     }
 
@@ -103,7 +147,8 @@ impl Shape {
     /// Parameters of the model.
     pub fn parameters(&self) -> usize {
         let (h, hd) = (self.hidden, self.head_dim());
-        let attn = h * self.heads * hd * 2 + h * self.kv_heads * hd * 2;
+        let bias = if self.arch.default_qkv_bias() { (self.heads + 2 * self.kv_heads) * hd } else { 0 };
+        let attn = h * self.heads * hd * 2 + h * self.kv_heads * hd * 2 + bias;
         let layer = attn + 3 * h * self.intermediate + 2 * h;
         2 * self.vocab * h + h + self.layers * layer
     }
@@ -111,12 +156,14 @@ impl Shape {
     /// `config.json`.
     pub fn config_json(&self) -> serde_json::Value {
         let s = self.first_special();
+        let (bos, eos, _) = self.special_roles();
+        let eos: Vec<usize> = eos.iter().map(|e| s + e).collect();
         let mut c = serde_json::json!({
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
+            "architectures": [self.arch.hf_class()], "model_type": self.arch.model_type(), "hidden_size": self.hidden,
             "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
             "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim(),
             "vocab_size": self.vocab, "rms_norm_eps": self.rms_eps, "rope_theta": self.rope_theta,
-            "tie_word_embeddings": false, "attention_bias": false, "bos_token_id": s, "eos_token_id": [s + 1, s + 9],
+            "tie_word_embeddings": false, "attention_bias": self.arch.default_qkv_bias(), "bos_token_id": s + bos, "eos_token_id": eos,
             "max_position_embeddings": if self.rope_scaling { 131_072 } else { 8192 }, "torch_dtype": "bfloat16"
         });
         if self.rope_scaling {
@@ -192,7 +239,7 @@ pub fn tokenizer_json(shape: &Shape) -> Result<String> {
         map.insert(t.clone(), i.into());
     }
     let added: Vec<serde_json::Value> = (0..SPECIAL_TOKENS)
-        .map(|k| serde_json::json!({"id": regular + k, "content": special_name(k), "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .map(|k| serde_json::json!({"id": regular + k, "content": shape.special(k), "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
         .collect();
     let merges: Vec<String> = merges.iter().map(|(a, b)| format!("{a} {b}")).collect();
     Ok(serde_json::json!({
@@ -265,6 +312,11 @@ pub fn write_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
             add(p("self_attn.q_proj.weight"), vec![shape.heads * hd, h], 0.03, 0.0);
             add(p("self_attn.k_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0);
             add(p("self_attn.v_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0);
+            if shape.arch.default_qkv_bias() {
+                add(p("self_attn.q_proj.bias"), vec![shape.heads * hd], 0.1, 0.0);
+                add(p("self_attn.k_proj.bias"), vec![shape.kv_heads * hd], 0.1, 0.0);
+                add(p("self_attn.v_proj.bias"), vec![shape.kv_heads * hd], 0.1, 0.0);
+            }
             add(p("self_attn.o_proj.weight"), vec![h, shape.heads * hd], 0.03, 0.0);
             add(p("mlp.gate_proj.weight"), vec![ff, h], 0.03, 0.0);
             add(p("mlp.up_proj.weight"), vec![ff, h], 0.03, 0.0);
@@ -284,10 +336,16 @@ pub fn write_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, tokenizer_json(shape)?).map_err(io(&path))?;
     let s = shape.first_special();
+    let (bos, ends, eos) = shape.special_roles();
+    let (bos_token, template) = match shape.arch {
+        Architecture::Llama => (Some(shape.special(bos)), LLAMA3_TEMPLATE),
+        Architecture::Qwen2 => (None, QWEN25_TEMPLATE),
+    };
+    let special_ids: Vec<usize> = std::iter::once(bos).chain(ends).map(|k| s + k).collect();
     let config = serde_json::json!({
-        "bos_token": special_name(0), "eos_token": special_name(9), "add_bos_token": false,
-        "chat_template": LLAMA3_TEMPLATE, "model_max_length": 131_072, "clean_up_tokenization_spaces": true,
-        "tokenizer_class": "PreTrainedTokenizerFast", "special_ids": [s, s + 1, s + 9]
+        "bos_token": bos_token, "eos_token": shape.special(eos), "add_bos_token": false,
+        "chat_template": template, "model_max_length": 131_072, "clean_up_tokenization_spaces": true,
+        "tokenizer_class": "PreTrainedTokenizerFast", "special_ids": special_ids
     });
     let path = dir.join("tokenizer_config.json");
     std::fs::write(&path, config.to_string()).map_err(io(&path))

@@ -29,7 +29,7 @@ pub struct EngineBenchArgs {
     /// The PAPI folder (for the real prompts); default: $PAPI_DIR.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Model folder (default: the default model, fetched if missing).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Threads on both sides (ours: rayon; PyTorch: intra-op).
@@ -290,10 +290,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     }
     let out = args.out.clone().unwrap_or_else(|| cache.join("engine-bench"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let dir = match &args.model {
-        Some(d) => d.clone(),
-        None => crate::model::fetch(None)?,
-    };
+    let dir = crate::model::resolve(&args.model)?;
     let data_dir = crate::papi::data_dir(args.data.clone())?;
     let data = Dataset::load(&data_dir, None).with_context(|| format!("loading {}", data_dir.display()))?;
     let prompts = PromptEncoder::from_dir(&dir)?;

@@ -17,7 +17,7 @@ pub type Backend = llm_burn::CpuBackend;
 /// Arguments of `logits`.
 #[derive(Args)]
 pub struct LogitsArgs {
-    /// Model folder (default: the default model, fetched if missing).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
     /// System prompt.
@@ -44,10 +44,7 @@ pub fn dtype_or_default(dtype: Option<llm_burn::Dtype>) -> llm_burn::Dtype {
 
 /// Runs `logits`.
 pub fn run(args: &LogitsArgs) -> Result<()> {
-    let dir = match &args.model {
-        Some(d) => d.clone(),
-        None => crate::model::fetch(None)?,
-    };
+    let dir = crate::model::resolve(&args.model)?;
     let encoder = PromptEncoder::from_dir(&dir).with_context(|| format!("reading the tokenizer and chat template of {}", dir.display()))?;
     let ids = encoder.encode_chat(&args.system, &args.user, &args.prefill)?;
     let device = Default::default();

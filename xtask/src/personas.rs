@@ -21,7 +21,7 @@ pub struct AlignArgs {
     /// answer 1..5 as given to the statement, any subset of the 300 items.
     #[arg(long)]
     answers: PathBuf,
-    /// Model folder (default: the embedded default model).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
     /// The persona file to write.
@@ -40,10 +40,7 @@ pub struct AlignArgs {
 }
 
 fn model_dir(model: &Option<PathBuf>) -> Result<PathBuf> {
-    match model {
-        Some(d) => Ok(d.clone()),
-        None => crate::model::fetch(None),
-    }
+    crate::model::resolve(model)
 }
 
 /// Runs `align`.
@@ -102,7 +99,7 @@ pub struct ChatArgs {
     /// Most new tokens per answer.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// Model folder (default: the embedded default model).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
 }
@@ -189,7 +186,7 @@ pub struct ServeArgs {
     /// New tokens when a request does not say.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
-    /// Model folder (default: the embedded default model).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
 }

@@ -33,7 +33,7 @@ pub struct ReproduceArgs {
     /// `personality_prompt.json`, if there is one).
     #[arg(long)]
     p2_prompts: Option<PathBuf>,
-    /// Model folder (default: the embedded default model, fetched if missing).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Run only shard I of N (0-based) of the subjects, into `<out>/shard-I-of-N`; merge the
@@ -326,10 +326,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let model_dir = match &args.model {
-        Some(d) => d.clone(),
-        None => crate::model::fetch(None)?,
-    };
+    let model_dir = crate::model::resolve(&args.model)?;
     let prompts = PromptEncoder::from_dir(&model_dir).with_context(|| format!("reading the tokenizer and chat template of {}", model_dir.display()))?;
     let model = Llama::<Backend>::load_as(&model_dir, &Default::default(), crate::logits::dtype_or_default(args.dtype))
         .with_context(|| format!("loading {}", model_dir.display()))?;

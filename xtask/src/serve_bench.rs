@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 /// Arguments of `serve-bench`.
 #[derive(Args)]
 pub struct ServeBenchArgs {
-    /// Model folder (default: the embedded default model).
+    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Concurrent clients of each measured row, comma-separated.
@@ -159,10 +159,7 @@ fn load(url: &str, n: usize, personas: &[String]) -> (usize, usize, Vec<String>)
 pub fn run(args: &ServeBenchArgs) -> Result<()> {
     let clients: Vec<usize> = args.clients.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
     let dir = tempfile_dir()?;
-    let model_dir = match &args.model {
-        Some(d) => d.clone(),
-        None => crate::model::fetch(None)?,
-    };
+    let model_dir = crate::model::resolve(&args.model)?;
     let config = llm_burn::LlamaConfig::load(&model_dir.join("config.json"))?;
     let names = write_personas(&dir, &model_dir, &config, 16)?;
     let server = serve::ServerConfig { model_id: String::new(), max_tokens: 256, default_max_tokens: 64, max_batch: 32 };

@@ -8,6 +8,7 @@ mod default_model;
 mod device_check;
 mod llama3_shapes;
 mod parsing;
+mod qwen_shapes;
 mod personas;
 mod shards;
 mod tiny_run;

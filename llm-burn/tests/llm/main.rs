@@ -15,5 +15,7 @@ mod gguf_format;
 mod kernels;
 mod loading;
 mod npy;
+mod quant;
+mod qwen_model;
 mod random_model;
 mod tiny_model;

@@ -1,0 +1,99 @@
+//! The Qwen2.5 models (converted by `cargo xtask fetch-model --model NAME`) against Hugging
+//! Face transformers' own loading of the same GGUF files: chat rendering, token ids, logits at
+//! the last position (a sample of ids: the top 32 and every 64th) and every layer's head
+//! outputs. The fixtures ship in `tests/data/NAME` (made by `tests/data/make_fixtures.py`); the
+//! models do not, so each test says when it finds no model and runs nothing else.
+
+use std::path::{Path, PathBuf};
+
+use llm_burn::{ForwardOptions, Llama, PromptEncoder};
+use serde_json::Value;
+
+use crate::TestBackend;
+
+/// (name in `fetch-model`, folder in the cache).
+const MODELS: [(&str, &str); 2] =
+    [("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct"), ("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct")];
+
+fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+/// The fetched models with their fixtures; says on stderr which are missing.
+fn fetched() -> Vec<(PathBuf, PathBuf, Value)> {
+    let mut found = Vec::new();
+    for (name, folder) in MODELS {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models").join(folder);
+        let fx = fixture_dir(name);
+        let text = std::fs::read_to_string(fx.join("fixtures.json")).unwrap_or_else(|e| panic!("{}: {e}", fx.display()));
+        if dir.join("model.safetensors").is_file() {
+            found.push((dir, fx, serde_json::from_str(&text).expect("fixtures.json")));
+        } else {
+            eprintln!("skipped {name}: not fetched (cargo xtask fetch-model --model {name})");
+        }
+    }
+    found
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    serde_json::from_value(v.clone()).expect("token ids")
+}
+
+#[test]
+fn qwen_chat_rendering_and_token_ids_match_transformers() {
+    for (dir, _, fx) in fetched() {
+        let prompts = PromptEncoder::from_dir(&dir).expect("tokenizer and template");
+        for p in fx["prompts"].as_array().expect("prompts") {
+            let name = p["name"].as_str().unwrap();
+            let (system, user, prefill) = (p["system"].as_str().unwrap(), p["user"].as_str().unwrap(), p["assistant_prefill"].as_str().unwrap());
+            assert_eq!(prompts.render(system, user, prefill).expect("render"), p["prompt"].as_str().unwrap(), "{name}: rendered text");
+            assert_eq!(prompts.encode_chat(system, user, prefill).expect("encode"), ids(&p["token_ids"]), "{name}: token ids");
+        }
+        for (letter, id) in fx["meta"]["option_letter_token_ids"].as_object().expect("letters") {
+            assert_eq!(prompts.single_token(&format!(" {letter}")).expect("one token"), id.as_u64().unwrap() as u32, "\" {letter}\"");
+        }
+        // Without a system message the template supplies Qwen's own, as transformers renders it.
+        let messages = [llm_burn::Message::new("user", "Hi")];
+        let text = prompts.template.render(&messages, true).expect("render");
+        assert!(text.starts_with("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud."), "{text}");
+    }
+}
+
+#[test]
+fn qwen_logits_and_head_outputs_match_transformers() {
+    for (dir, fx_dir, fx) in fetched() {
+        let model = Llama::<TestBackend>::load(&dir, &Default::default()).expect("load");
+        assert_eq!(model.config().arch, llm_burn::Architecture::Qwen2);
+        let width = model.config().heads * model.config().head_dim;
+        for p in fx["prompts"].as_array().expect("prompts") {
+            let name = p["name"].as_str().unwrap();
+            let ids = ids(&p["token_ids"]);
+            let out = model.forward(&[&ids], &mut model.new_cache(), ForwardOptions { capture: true, ..Default::default() }).expect("forward");
+            let logits = out.logits.into_data().to_vec::<f32>().unwrap();
+            let sample: Vec<usize> = serde_json::from_value(p["logit_sample_ids"].clone()).unwrap();
+            let expected: Vec<f32> = serde_json::from_value(p["logit_sample"].clone()).unwrap();
+            let max = sample.iter().zip(&expected).map(|(&i, e)| (logits[i] - e).abs()).fold(0.0f32, f32::max);
+            assert!(max < 1e-3, "{name}: max |logit diff| {max}");
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            let top5: Vec<usize> = p["top5"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as usize).collect();
+            assert_eq!(order[..5], top5[..], "{name}: top-5");
+            let mut worst = None::<f32>;
+            if let Some(file) = p["head_outputs"].as_str() {
+                let (shape, expected) = crate::npy::read_f32(&fx_dir.join(file));
+                let heads = out.heads.expect("captured");
+                assert_eq!(shape, vec![heads.len(), width]);
+                for (l, h) in heads.into_iter().enumerate() {
+                    let h = h.into_data().to_vec::<f32>().unwrap();
+                    let e = &expected[l * width..(l + 1) * width];
+                    let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1.0);
+                    let diff = h.iter().zip(e).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(diff <= 1e-4 * norm, "{name}: layer {l} head outputs differ by {diff} (norm {norm})");
+                    worst = Some(worst.unwrap_or(0.0).max(diff / norm));
+                }
+            }
+            let heads = worst.map_or("not recorded".to_owned(), |w| format!("within {w:.2e} of the layer norm"));
+            eprintln!("{}: {name}: {} tokens, max |logit diff| {max:.2e}, head outputs {heads}", dir.display(), ids.len());
+        }
+    }
+}
