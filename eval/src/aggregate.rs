@@ -34,9 +34,11 @@ pub fn decide_record(rule: Decision, method: Method, item: &ItemRecord) -> Optio
     })
 }
 
-/// A subject's result re-read under `rule`: answers, errors and MAEs from the records'
+/// A subject's result re-read under `rule` (`held-out`: the subject's own choice, the median
+/// where it has none): answers, errors and MAEs from the records'
 /// log-probabilities (reference predictors' records are kept as they are).
 pub fn redecide(result: &SubjectResult, rule: Decision) -> SubjectResult {
+    let rule = rule.resolve(result.rule_choice.as_ref().map(|c| c.rule));
     let items: Vec<ItemRecord> = result
         .items
         .iter()
@@ -219,7 +221,10 @@ pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
             .iter()
             .map(|case| {
                 let items = subjects.get(case).cloned().ok_or_else(|| Error::file(&path, format!("no line for method {} and subject {case}", run.method)))?;
-                Ok(redecide(&SubjectResult::new(*case, run.method, mae_of(&items), items), rule))
+                // A held-out rule choice lives in the subject's own file (absent: the median).
+                let chosen: Option<SubjectResult> = crate::run::read_json(&out.join("subjects").join(run.method.name()).join(format!("{case}.json"))).ok();
+                let result = SubjectResult { rule_choice: chosen.and_then(|c| c.rule_choice), ..SubjectResult::new(*case, run.method, mae_of(&items), items) };
+                Ok(redecide(&result, rule))
             })
             .collect::<Result<_>>()?;
         per_method.push((run.method, results));

@@ -21,11 +21,20 @@ pub enum Decision {
     /// answer bias. The default (see DESIGN: fixed before the 10-subject run).
     #[default]
     Calibrated,
+    /// Per person and method, whichever of the three rules above gives the lowest Total on
+    /// that person's held-out known items (the strength search's folds; the test items never
+    /// choose), recorded in each subject's result. Methods without held-out known items to
+    /// choose on (DPO, PPO, PAS per domain, the option-bias control) read by the median.
+    HeldOut,
 }
 
 impl Decision {
     /// Every rule, in report order.
-    pub const ALL: [Decision; 3] = [Decision::Argmax, Decision::Median, Decision::Calibrated];
+    pub const ALL: [Decision; 4] = [Decision::Argmax, Decision::Median, Decision::Calibrated, Decision::HeldOut];
+
+    /// The rules that read an answer by themselves (all but [`Decision::HeldOut`]), in the
+    /// order a held-out choice prefers them on a tie.
+    pub const READING: [Decision; 3] = [Decision::Median, Decision::Calibrated, Decision::Argmax];
 
     /// The command-line spelling.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +42,7 @@ impl Decision {
             Decision::Argmax => "argmax",
             Decision::Median => "median",
             Decision::Calibrated => "calibrated",
+            Decision::HeldOut => "held-out",
         }
     }
 
@@ -47,24 +57,63 @@ impl Decision {
     /// answer distribution by the model's prior). Every other method: the rule itself.
     pub fn for_method(self, method: crate::method::Method) -> Decision {
         match (self, method) {
-            (Decision::Calibrated, crate::method::Method::OptionBias) => Decision::Median,
+            (Decision::Calibrated | Decision::HeldOut, crate::method::Method::OptionBias) => Decision::Median,
             (rule, _) => rule,
+        }
+    }
+
+    /// The rule that reads the answers: `chosen` (a subject's held-out choice) for
+    /// [`Decision::HeldOut`], the median where there is none; the rule itself otherwise.
+    pub fn resolve(self, chosen: Option<Decision>) -> Decision {
+        match self {
+            Decision::HeldOut => chosen.filter(|c| *c != Decision::HeldOut).unwrap_or(Decision::Median),
+            rule => rule,
         }
     }
 
     /// The option this rule reads from `logprobs`; `plain` holds the unsteered plain-prompt
     /// log-probabilities of the same item (needed by [`Decision::Calibrated`] only).
+    /// [`Decision::HeldOut`] reads as the median here: resolve it first ([`Decision::resolve`]).
     /// `None` when the log-probabilities carry no distribution (none finite) or the plain
     /// ones are missing for the calibrated rule.
     pub fn decide(self, logprobs: &[f32; 5], plain: Option<&[f32; 5]>) -> Option<usize> {
         match self {
             Decision::Argmax => argmax(logprobs),
-            Decision::Median => median_option(&distribution(logprobs)?),
+            Decision::Median | Decision::HeldOut => median_option(&distribution(logprobs)?),
             Decision::Calibrated => {
                 let plain = plain?;
                 median_option(&distribution(&std::array::from_fn(|i| logprobs[i] - plain[i]))?)
             }
         }
+    }
+}
+
+/// A person's held-out choice of a decision rule for one method: the Total each reading rule
+/// gives on the held-out known items, and the lowest (ties: [`Decision::READING`]'s order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleChoice {
+    /// The chosen rule.
+    pub rule: Decision,
+    /// The held-out Total under each reading rule.
+    pub totals: Vec<(Decision, f64)>,
+    /// Held-out known items it was chosen on.
+    pub items: usize,
+}
+
+impl RuleChoice {
+    /// The choice among `totals` (rule, held-out Total): the lowest finite Total.
+    pub fn from_totals(totals: Vec<(Decision, f64)>, items: usize) -> Self {
+        let rule = Decision::READING
+            .into_iter()
+            .filter_map(|r| totals.iter().find(|(t, v)| *t == r && v.is_finite()).map(|&(_, v)| (r, v)))
+            .fold(None::<(Decision, f64)>, |best, (r, v)| if best.is_none_or(|(_, b)| v < b) { Some((r, v)) } else { best })
+            .map_or(Decision::Median, |(r, _)| r);
+        RuleChoice { rule, totals, items }
+    }
+
+    /// The lowest held-out Total (what the strength search minimises under `held-out`).
+    pub fn best(&self) -> f64 {
+        self.totals.iter().find(|(r, _)| *r == self.rule).map_or(f64::INFINITY, |&(_, v)| v)
     }
 }
 
@@ -80,7 +129,7 @@ impl std::str::FromStr for Decision {
         Decision::ALL
             .into_iter()
             .find(|d| d.as_str() == s)
-            .ok_or_else(|| format!("unknown decision rule `{s}` (expected argmax, median or calibrated)"))
+            .ok_or_else(|| format!("unknown decision rule `{s}` (expected argmax, median, calibrated or held-out)"))
     }
 }
 

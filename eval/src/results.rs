@@ -163,6 +163,9 @@ pub struct SubjectResult {
     /// The fitted logit offsets of options A..E (option-bias).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub option_bias: Option<[f64; 5]>,
+    /// The decision rule chosen on this person's held-out known items (`--decision held-out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_choice: Option<crate::decision::RuleChoice>,
     /// DPO training details (dpo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpo: Option<TrainReport>,
@@ -187,6 +190,7 @@ impl SubjectResult {
             pas: None,
             pas_domains: None,
             option_bias: None,
+            rule_choice: None,
             dpo: None,
             ppo: None,
             seconds: Phases::default(),

@@ -5,6 +5,7 @@
 mod controls;
 mod dpo;
 mod pas;
+mod rules;
 mod shared;
 
 use std::cell::OnceCell;
@@ -361,15 +362,21 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             let test = self.test_items();
             let plain_test = || -> Vec<ItemScore> { test.iter().map(|n| self.plain.get().and_then(|p| p.get(n)).cloned().expect("every test item is in the plain pass")).collect() };
             let result = match method {
-                Method::NoChange => self.record(subject, method, &plain_test(), Phases::default(), Phases::default()),
+                Method::NoChange => {
+                    let choice = self.prompt_rule_choice(&exec, subject, method, None)?;
+                    self.with_rule_choice(self.record(subject, method, &plain_test(), Phases::default(), Phases::default()), choice)
+                }
                 Method::OptionBias => self.option_bias(subject, &plain_test()),
                 Method::FewShot | Method::P2 => {
                     let system = if method == Method::P2 { self.p2.as_ref().expect("checked in new")[i].clone() } else { self.few_shot(subject, &self.data.split.known) };
                     let t = Instant::now();
-                    let scored = exec.one(&Request::plain(system, &test))?;
+                    let scored = exec.one(&Request::plain(system.clone(), &test))?;
                     let seconds = Phases { eval: t.elapsed().as_secs_f64(), ..Default::default() };
                     let tokens = Phases { eval: scored.tokens, ..Default::default() };
-                    self.record(subject, method, &scored.items, seconds, tokens)
+                    let t = Instant::now();
+                    let choice = self.prompt_rule_choice(&exec, subject, method, Some(&system))?;
+                    let seconds = Phases { search: t.elapsed().as_secs_f64(), ..seconds };
+                    self.with_rule_choice(self.record(subject, method, &scored.items, seconds, tokens), choice)
                 }
                 Method::Pas | Method::PasOnly => self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?,
                 Method::PasDomain => self.pas_domain(&exec, subject, contrast.as_ref().expect("computed above"))?,
@@ -394,12 +401,26 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         few_shot_system(&self.data.inventory, subject, items, self.config.keying, self.protocol().missing)
     }
 
-    /// The option the run's decision rule reads from an item's score under `method`.
+    /// The option the run's decision rule reads from an item's score under `method` (under
+    /// `held-out`, the median until the person's choice is attached: [`Self::with_rule_choice`]).
     fn decide(&self, method: Method, item: u16, score: &ItemScore) -> Option<usize> {
-        match self.config.decision.for_method(method) {
+        self.decide_by(self.config.decision, method, item, score)
+    }
+
+    /// The option `rule` reads from an item's score under `method`.
+    fn decide_by(&self, rule: Decision, method: Method, item: u16, score: &ItemScore) -> Option<usize> {
+        match rule.for_method(method) {
             // The scorer's own reading (the parsed text under generate scoring).
             Decision::Argmax => score.choice,
             rule => rule.decide(&score.logprobs, self.plain_of(item)),
+        }
+    }
+
+    /// Folds and seed of held-out selection (2 folds and the run's seed under oracle selection).
+    fn fold_settings(&self) -> rules::Selection {
+        match self.config.pas.selection {
+            Selection::HeldOut { folds, seed } => rules::Selection { folds, seed },
+            Selection::Oracle => rules::Selection { folds: 2, seed: 0 },
         }
     }
 

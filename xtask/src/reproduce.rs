@@ -63,9 +63,11 @@ pub struct ReproduceArgs {
     #[arg(long, default_value = "format-aware")]
     scoring: Scoring,
     /// How an answer is read from the five option log-probabilities: `calibrated` (default:
-    /// minus the unsteered plain-prompt ones, then the median), `median`, or `argmax` (the
-    /// official). It is the strength search's objective and the headline; the report shows
-    /// every rule side by side, and `report --decision` re-reads a finished run.
+    /// minus the unsteered plain-prompt ones, then the median), `median`, `argmax` (the
+    /// official), or `held-out` (per person and method, whichever of the three reads that
+    /// person's held-out known items best, on the strength search's folds; recorded in each
+    /// subject's file). It is the strength search's objective and the headline; the report
+    /// shows every rule side by side, and `report --decision` re-reads a finished run.
     #[arg(long, default_value = "calibrated")]
     decision: Decision,
     /// Weight type: `f32`, `f16` or `bf16` (default: f32 on the CPU, bf16 on CUDA); norms,

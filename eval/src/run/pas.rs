@@ -4,14 +4,13 @@
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use papi_data::scoring::{Predictions, subject_mae};
 use papi_data::{Domain, Folds, MissingAnswers, Protocol, Subject};
 use pas_core::{ContrastPair, InterventionMeta, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, fit_intervention, labelled_samples};
 
 use super::{Contrast, Evaluator, balanced};
 use crate::error::Result;
 use crate::method::Method;
-use crate::prompt::{DEFAULT_SYSTEM, answer_of_option};
+use crate::prompt::DEFAULT_SYSTEM;
 use crate::results::{PasRecord, Phases, SubjectResult};
 use crate::request::{Executor, Request, Steer};
 use crate::score::{ItemScore, Scored};
@@ -21,6 +20,8 @@ struct Searched {
     fit: PasFit,
     search: Option<SearchResult>,
     alpha: f64,
+    /// The held-out rule choice at the chosen strength (`--decision held-out`).
+    rule: Option<crate::decision::RuleChoice>,
 }
 
 impl Searched {
@@ -67,7 +68,7 @@ impl<B: Backend> Evaluator<'_, B> {
         let scored = exec.one(&Request::steered(self.pas_system(subject, method, &self.data.split.known), &test, Steer::One(s.steering(self.config.pas.positions))))?;
         cost.seconds.eval += t.elapsed().as_secs_f64();
         cost.tokens.eval += scored.tokens;
-        let mut result = self.record(subject, method, &scored.items, cost.seconds, cost.tokens);
+        let mut result = self.with_rule_choice(self.record(subject, method, &scored.items, cost.seconds, cost.tokens), s.rule.clone());
         result.pas = Some(s.record());
         self.save_intervention(&s, method, &self.out.join(method.name()).join(format!("{}.safetensors", subject.case)))?;
         Ok(result)
@@ -183,10 +184,12 @@ impl<B: Backend> Evaluator<'_, B> {
         let fit = fit_intervention(&contrast.acts, &samples, cfg)?;
         cost.seconds.probes += t.elapsed().as_secs_f64();
         if fit.fallback.is_some() {
-            return Ok(Searched { fit, search: None, alpha: 0.0 });
+            return Ok(Searched { fit, search: None, alpha: 0.0, rule: None });
         }
         let t = Instant::now();
         let probes_before = cost.seconds.probes;
+        // Under `held-out`: the rule choice at each strength tried.
+        let mut choices: Vec<(f64, crate::decision::RuleChoice)> = Vec::new();
         let result = match cfg.selection {
             Selection::Oracle => {
                 let system = self.pas_system(subject, method, all_known);
@@ -201,7 +204,7 @@ impl<B: Backend> Evaluator<'_, B> {
                 if answered.len() < folds {
                     // Too few answered items to hold any out (a domain with most answers
                     // missing): no search, the intervention unused.
-                    return Ok(Searched { fit, search: None, alpha: 0.0 });
+                    return Ok(Searched { fit, search: None, alpha: 0.0, rule: None });
                 }
                 let folds = Folds::new(&answered, inv, folds, seed)?;
                 // The search budget is shared over the domains in `known`.
@@ -253,24 +256,24 @@ impl<B: Backend> Evaluator<'_, B> {
                         scores.extend(scored.items);
                     }
                     debug_assert_eq!(items, all_held);
+                    if self.chooses_rule() {
+                        let choice = self.rule_choice(subject, method, &items, &scores);
+                        let best = choice.best();
+                        choices.push((alpha, choice));
+                        return Ok(best);
+                    }
                     Ok(self.objective(subject, method, &items, &scores, protocol))
                 })?
             }
         };
         cost.seconds.search += t.elapsed().as_secs_f64() - (cost.seconds.probes - probes_before);
-        Ok(Searched { alpha: result.alpha, search: Some(result), fit })
+        let rule = choices.into_iter().find(|(a, _)| *a == result.alpha).map(|(_, c)| c);
+        Ok(Searched { alpha: result.alpha, search: Some(result), fit, rule })
     }
 
     /// The search objective: the Total over `items` of the answers the run's decision rule
     /// reads from `scores` (domains without an item count 0).
     fn objective(&self, subject: &Subject, method: Method, items: &[u16], scores: &[ItemScore], protocol: Protocol) -> f64 {
-        let inv = &self.data.inventory;
-        let mut preds = Predictions::empty(inv.len());
-        for (&n, s) in items.iter().zip(scores) {
-            if let Some(c) = self.decide(method, n, s) {
-                preds.set(n, answer_of_option(c));
-            }
-        }
-        subject_mae(inv, subject, items, protocol, &preds).0.iter().flatten().sum()
+        self.total_under(self.config.decision, subject, method, items, scores, protocol)
     }
 }
