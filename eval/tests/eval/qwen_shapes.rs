@@ -37,13 +37,16 @@ fn a_qwen2_shaped_model_runs_the_pas_path() {
     let out = model.generate_greedy(&ids, 3, &[], None).unwrap();
     assert!(out.len() <= 3 && out.iter().all(|&t| (t as usize) < c.vocab), "{out:?}");
 
-    // One subject through no-change, few-shot and PAS-only, with few items.
+    // One subject through no-change, few-shot, PAS-only and DPO (LoRA on the biased
+    // projections), with few items.
     let inventory = Inventory::synthetic();
     let full = Split::short_form(&inventory).unwrap();
     let split = Split::new(eval::run::balanced(&full.known, &inventory, Some(10)), eval::run::balanced(&full.test, &inventory, Some(5)), &inventory).unwrap();
     let subjects = generate(&inventory, &SyntheticConfig { subjects: 1, seed: 4, missing_rate: 0.0, first_case: 1 });
     let data = Dataset { inventory, split, subjects, records_path: "synthetic.json".into() };
-    let mut config = quick_config(&[Method::NoChange, Method::FewShot, Method::PasOnly], 1);
+    let mut config = quick_config(&[Method::NoChange, Method::FewShot, Method::PasOnly, Method::Dpo], 1);
+    config.dpo = dpo_baseline::DpoConfig { epochs: 1, learning_rate: 1e-2, batch_size: 2, ..Default::default() };
+    config.dpo_items = Some(5);
     config.test_items = None;
     config.search_items = Some(4);
     config.pas.min_pairs = 2;
@@ -58,4 +61,6 @@ fn a_qwen2_shaped_model_runs_the_pas_path() {
     let p = &saved["pas"];
     assert!(p["fallback"].is_null() && p["heads"].as_u64() == Some(4), "an intervention on 4 of the 12 x 2 heads: {p}");
     assert!(saved["items"].as_array().unwrap().iter().all(|i| i["logprobs"].as_array().unwrap().iter().all(|x| x.as_f64().is_some_and(f64::is_finite))));
+    let dpo = results.runs.iter().find(|r| r.method == Method::Dpo).unwrap();
+    assert!(dpo.phases.train > 0.0 && dpo.tokens.train > 0, "DPO trained: {dpo:?}");
 }
