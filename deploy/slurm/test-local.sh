@@ -50,6 +50,8 @@ sinfo
 "$XTASK" random-model --like tiny --out "$work/model" >/dev/null
 flags=(--model "$work/model" --subjects 6 --methods no-change,option-bias,few-shot,pas,always-3,own-mean --test-items 10 --search-items 10 --alphas 0,2 --bootstrap 200)
 export OUT="$work/run" XTASK
+# The jobs' logs go to the temporary folder (shown on failure), not into the checkout.
+export SBATCH_OUTPUT="$work/%x-%j.log"
 cd "$(dirname "$0")/../.."
 read -r array merge < <(deploy/slurm/submit.sh 3 "${flags[@]}")
 echo "array job $array, merge job $merge"
@@ -73,3 +75,8 @@ assert ta == tb, (ta, tb)
 assert a["meta"]["cases"] == b["meta"]["cases"]
 print("merged Totals equal the unsharded run's:", ta)
 PY
+
+# Nothing written into the checkout: the jobs' logs stayed in the temporary folder.
+stray=$(find . -maxdepth 1 -name '*.log' -newer "$work" -print)
+[ -z "$stray" ] || { echo "the Slurm test left files in the checkout:"; echo "$stray"; exit 1; }
+ls "$work"/papi-*.log >/dev/null || { echo "no job logs in $work"; exit 1; }

@@ -20,6 +20,39 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<Stri
     })
 }
 
+/// The folders to merge for `merge DIR ...`: each folder given, except that a folder holding
+/// `shard-I-of-N` subfolders (what `reproduce --shard I/N --out DIR` writes) stands for those
+/// subfolders, in shard order (also once the merge has written its results beside them).
+pub fn shard_folders(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for dir in given {
+        if !dir.is_dir() {
+            out.push(dir.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut found: Vec<(usize, PathBuf)> = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(dir, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let index = name.strip_prefix("shard-").and_then(|r| r.split_once("-of-")).and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+            if let Some((i, _)) = index.filter(|_| path.is_dir()) {
+                found.push((i, path));
+            }
+        }
+        if found.is_empty() && dir.join("results.json").is_file() {
+            out.push(dir.clone());
+            continue;
+        }
+        if found.is_empty() {
+            return Err(Error::file(dir, "holds neither results.json nor shard-I-of-N folders (is the run unfinished?)"));
+        }
+        found.sort();
+        out.extend(found.into_iter().map(|(_, p)| p));
+    }
+    Ok(out)
+}
+
 /// Merges the finished shards in `shards` into `out`: checks them, copies every subject's
 /// file, and writes `results.json`, `report.md`, `totals.svg` and `samples.jsonl` over all
 /// subjects. Each method's time and tokens are the sums over the shards (work shared within a

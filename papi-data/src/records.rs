@@ -144,7 +144,55 @@ pub fn read_records(path: impl AsRef<Path>, inventory: &Inventory) -> Result<Vec
             ParquetReader::new(file).finish().map_err(|e| Error::malformed(path, "Parquet", e))
         })?,
     };
-    guard(path, format.name(), || subjects_from_frame(path, &df, inventory))
+    let subjects = guard(path, format.name(), || subjects_from_frame(path, &df, inventory));
+    match (format, subjects) {
+        (RecordFormat::Csv, Err(e)) => Err(with_csv_text(path, e)),
+        (_, r) => r,
+    }
+}
+
+/// A CSV cell that failed to parse reads as empty (polars nulls it); names the text the file
+/// really holds there, as in "3.5 is not an integer answer 0..5".
+fn with_csv_text(path: &Path, e: Error) -> Error {
+    let Error::Record { path: p, row, case, column, message } = e else { return e };
+    let message = match csv_cell_text(path, row, &column) {
+        Some(text) if message.starts_with("empty cell") && !text.trim().is_empty() => {
+            let what = if column == "case" { "a case id" } else { "an integer answer 0..5" };
+            format!("{} is not {what}", text.trim())
+        }
+        _ => message,
+    };
+    Error::Record { path: p, row, case, column, message }
+}
+
+/// The text of one cell of a CSV file (1-based data row, column by header name), reading
+/// only as far as that row; `None` if the file cannot be read there.
+fn csv_cell_text(path: &Path, row: usize, column: &str) -> Option<String> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(File::open(path).ok()?).lines();
+    let header = lines.next()?.ok()?;
+    let col = split_csv_line(header.trim_start_matches('\u{feff}')).iter().position(|h| h == column)?;
+    let line = lines.nth(row - 1)?.ok()?;
+    split_csv_line(&line).into_iter().nth(col)
+}
+
+/// Splits one CSV line on commas, honouring double-quoted fields ("" inside is a quote).
+fn split_csv_line(line: &str) -> Vec<String> {
+    let (mut cells, mut cell, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.trim_end_matches(['\r', '\n']).chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(std::mem::take(&mut cell)),
+            _ => cell.push(c),
+        }
+    }
+    cells.push(cell);
+    cells
 }
 
 fn read_json(path: &Path) -> Result<DataFrame> {

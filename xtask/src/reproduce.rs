@@ -186,18 +186,25 @@ pub struct ReproduceArgs {
 /// Arguments of `merge`.
 #[derive(Args)]
 pub struct MergeArgs {
-    /// The shards' output folders (every shard of the run, each once).
+    /// The shards' output folders (every shard of the run, each once), or the run's folder
+    /// holding its `shard-I-of-N` folders.
     #[arg(required = true)]
     shards: Vec<PathBuf>,
-    /// Where the merged run is written.
+    /// Where the merged run is written (default: the run's folder, when one is given).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
 }
 
 /// Runs `merge`.
 pub fn merge(args: &MergeArgs) -> Result<()> {
-    let results = eval::merge::merge(&args.shards, &args.out)?;
-    eprintln!("merged {} shards ({} subjects) into {}", args.shards.len(), results.meta.cases.len(), args.out.display());
+    let shards = eval::merge::shard_folders(&args.shards)?;
+    let out = match (&args.out, args.shards.as_slice()) {
+        (Some(out), _) => out.clone(),
+        ([run], _) if shards.first() != Some(run) => run.clone(),
+        _ => bail!("merge: name the merged run's folder with --out (or give the run's folder alone)"),
+    };
+    let results = eval::merge::merge(&shards, &out)?;
+    eprintln!("merged {} shards ({} subjects) into {}", shards.len(), results.meta.cases.len(), out.display());
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{}", eval::report::render_markdown(&results))?;
     Ok(())

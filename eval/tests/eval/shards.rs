@@ -51,6 +51,17 @@ fn three_shards_merge_into_the_unsharded_run_and_bad_sets_are_refused() {
     }
     assert!(merged_dir.path().join("report.md").is_file() && merged_dir.path().join("totals.svg").is_file());
 
+    // `merge OUT`: the run's own folder stands for its shard folders, in shard order.
+    assert_eq!(eval::merge::shard_folders(&[root.path().to_owned()]).unwrap(), shard_dirs);
+    assert_eq!(eval::merge::shard_folders(&shard_dirs).unwrap(), shard_dirs);
+    let into_root = eval::merge::merge(&eval::merge::shard_folders(&[root.path().to_owned()]).unwrap(), root.path()).unwrap();
+    assert_eq!(into_root.runs.iter().map(|r| r.total).collect::<Vec<_>>(), whole.runs.iter().map(|r| r.total).collect::<Vec<_>>());
+    assert!(root.path().join("results.json").is_file());
+    assert_eq!(eval::merge::shard_folders(&[root.path().to_owned()]).unwrap(), shard_dirs, "merged again");
+    let empty = tempfile::tempdir().unwrap();
+    let e = eval::merge::shard_folders(&[empty.path().to_owned()]).unwrap_err().to_string();
+    assert!(e.contains("shard-I-of-N"), "{e}");
+
     // A missing shard, a shard given twice, and a shard with other settings are refused.
     let err = |dirs: &[std::path::PathBuf]| eval::merge::merge(dirs, &root.path().join("bad")).unwrap_err().to_string();
     assert!(err(&shard_dirs[..2]).contains("shard 2/3 is missing"));

@@ -57,6 +57,17 @@ fn non_integer_answer_in_csv_names_row_case_and_column() {
 }
 
 #[test]
+fn csv_error_names_the_value_it_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inv, text) = csv_with_subjects(tmp.path(), 4);
+    for (bad, says) in [("3.5", "3.5 is not an integer answer 0..5"), ("x", "x is not an integer answer 0..5"), ("\"2,5\"", "2,5 is not an integer answer 0..5"), ("", "empty cell")] {
+        let p = write(tmp.path(), "bad.csv", set_csv_cell(&text, 3, "i17", bad));
+        let msg = read_records(&p, &inv).expect_err("must fail").to_string();
+        assert!(msg.contains(says) && msg.contains("row 3") && msg.contains("`i17`"), "{bad:?}: {msg}");
+    }
+}
+
+#[test]
 fn non_integer_answer_in_json_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let (inv, subjects) = population(3, 1);
