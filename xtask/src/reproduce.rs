@@ -200,7 +200,7 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
     let shards = eval::merge::shard_folders(&args.shards)?;
     let out = match (&args.out, args.shards.as_slice()) {
         (Some(out), _) => out.clone(),
-        ([run], _) if shards.first() != Some(run) => run.clone(),
+        (None, [run]) if shards.first() != Some(run) => run.clone(),
         _ => bail!("merge: name the merged run's folder with --out (or give the run's folder alone)"),
     };
     let results = eval::merge::merge(&shards, &out)?;
