@@ -1,4 +1,4 @@
-"""Parity fixtures from Hugging Face transformers for a GGUF model (the Qwen2.5 models).
+"""Parity fixtures from Hugging Face transformers for a GGUF model (the pinned models of `fetch-model`).
 
 transformers loads the GGUF file itself (its own dequantisation and tokenizer conversion, float32,
 sdpa attention) and runs the prompts the benchmark uses: items asked under the default system
@@ -11,6 +11,8 @@ letters and a sample of the last position's logits (the top 32 ids and every 64t
 (`<name>.head_outputs.npy`, float32 [layers, heads * head_dim]).
 
     python make_fixtures.py MODEL.gguf OUT_DIR
+    # e.g. .cache/torch-venv/bin/python llm-burn/tests/data/make_fixtures.py \
+    #   .cache/gguf/SmolLM2-135M-Instruct.gguf llm-burn/tests/data/smollm2-135m-instruct
 """
 import csv, json, sys
 from pathlib import Path

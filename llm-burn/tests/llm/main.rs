@@ -16,6 +16,6 @@ mod kernels;
 mod loading;
 mod npy;
 mod quant;
-mod qwen_model;
+mod pinned_models;
 mod random_model;
 mod tiny_model;

@@ -1,33 +1,58 @@
-//! The Qwen2.5 models (converted by `cargo xtask fetch-model --model NAME`) against Hugging
+//! The pinned models (converted by `cargo xtask fetch-model [--model NAME]`) against Hugging
 //! Face transformers' own loading of the same GGUF files: chat rendering, token ids, logits at
 //! the last position (a sample of ids: the top 32 and every 64th) and every layer's head
-//! outputs. The fixtures ship in `tests/data/NAME` (made by `tests/data/make_fixtures.py`); the
-//! models do not, so each test says when it finds no model and runs nothing else.
+//! outputs. The fixtures ship in `tests/data/NAME` (made by `tests/data/make_fixtures.py`), so
+//! a clone with nothing beside it checks them; the models do not ship. The default model is
+//! required (the README's test command fetches it first): without it these tests fail and say
+//! how to fetch it. The Qwen models are checked where they have been fetched, and a test says
+//! on stderr which it skipped.
 
 use std::path::{Path, PathBuf};
 
-use llm_burn::{ForwardOptions, Llama, PromptEncoder};
+use llm_burn::{Architecture, ForwardOptions, Llama, PromptEncoder};
 use serde_json::Value;
 
 use crate::TestBackend;
 
-/// (name in `fetch-model`, folder in the cache).
-const MODELS: [(&str, &str); 2] =
-    [("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct"), ("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct")];
+/// (name in `fetch-model`, folder in the cache, architecture, required).
+const MODELS: [(&str, &str, Architecture, bool); 3] = [
+    ("smollm2-135m-instruct", "SmolLM2-135M-Instruct", Architecture::Llama, true),
+    ("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct", Architecture::Qwen2, false),
+    ("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct", Architecture::Qwen2, false),
+];
 
 fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
-/// The fetched models with their fixtures; says on stderr which are missing.
-fn fetched() -> Vec<(PathBuf, PathBuf, Value)> {
+/// The model folder of a pinned model: `LLM_MODEL_DIR` for the default one, else the cache.
+fn model_dir(name: &str, folder: &str) -> PathBuf {
+    match std::env::var_os("LLM_MODEL_DIR") {
+        Some(dir) if name == MODELS[0].0 => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models").join(folder),
+    }
+}
+
+/// One fetched model with its fixtures.
+struct Pinned {
+    dir: PathBuf,
+    fixtures: PathBuf,
+    fx: Value,
+    arch: Architecture,
+}
+
+/// The fetched models with their fixtures. Missing fixtures fail; a missing default model
+/// fails; a missing Qwen model is skipped with a line on stderr.
+fn fetched() -> Vec<Pinned> {
     let mut found = Vec::new();
-    for (name, folder) in MODELS {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models").join(folder);
+    for (name, folder, arch, required) in MODELS {
+        let dir = model_dir(name, folder);
         let fx = fixture_dir(name);
-        let text = std::fs::read_to_string(fx.join("fixtures.json")).unwrap_or_else(|e| panic!("{}: {e}", fx.display()));
+        let text = std::fs::read_to_string(fx.join("fixtures.json")).unwrap_or_else(|e| panic!("{}: {e} (the parity fixtures ship with the repository)", fx.join("fixtures.json").display()));
         if dir.join("model.safetensors").is_file() {
-            found.push((dir, fx, serde_json::from_str(&text).expect("fixtures.json")));
+            found.push(Pinned { dir, fixtures: fx, fx: serde_json::from_str(&text).expect("fixtures.json"), arch });
+        } else if required {
+            panic!("the default model is not at {}: run `cargo xtask fetch-model` first (the README's test command does)", dir.display());
         } else {
             eprintln!("skipped {name}: not fetched (cargo xtask fetch-model --model {name})");
         }
@@ -40,8 +65,8 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 #[test]
-fn qwen_chat_rendering_and_token_ids_match_transformers() {
-    for (dir, _, fx) in fetched() {
+fn chat_rendering_and_token_ids_match_transformers() {
+    for Pinned { dir, fx, arch, .. } in fetched() {
         let prompts = PromptEncoder::from_dir(&dir).expect("tokenizer and template");
         for p in fx["prompts"].as_array().expect("prompts") {
             let name = p["name"].as_str().unwrap();
@@ -52,6 +77,9 @@ fn qwen_chat_rendering_and_token_ids_match_transformers() {
         for (letter, id) in fx["meta"]["option_letter_token_ids"].as_object().expect("letters") {
             assert_eq!(prompts.single_token(&format!(" {letter}")).expect("one token"), id.as_u64().unwrap() as u32, "\" {letter}\"");
         }
+        if arch != Architecture::Qwen2 {
+            continue;
+        }
         // Without a system message the template supplies Qwen's own, as transformers renders it.
         let messages = [llm_burn::Message::new("user", "Hi")];
         let text = prompts.template.render(&messages, true).expect("render");
@@ -60,10 +88,10 @@ fn qwen_chat_rendering_and_token_ids_match_transformers() {
 }
 
 #[test]
-fn qwen_logits_and_head_outputs_match_transformers() {
-    for (dir, fx_dir, fx) in fetched() {
+fn logits_and_head_outputs_match_transformers() {
+    for Pinned { dir, fixtures: fx_dir, fx, arch } in fetched() {
         let model = Llama::<TestBackend>::load(&dir, &Default::default()).expect("load");
-        assert_eq!(model.config().arch, llm_burn::Architecture::Qwen2);
+        assert_eq!(model.config().arch, arch);
         let width = model.config().heads * model.config().head_dim;
         for p in fx["prompts"].as_array().expect("prompts") {
             let name = p["name"].as_str().unwrap();
