@@ -8,7 +8,7 @@ development person's 120 known answers in the system prompt, corrected keying).
 Per prompt it records the rendered text, the token ids, the top-5, the logits of the option
 letters and a sample of the last position's logits (the top 32 ids and every 64th id) in
 `fixtures.json`, and for two prompts each layer's input of `o_proj` at the last position
-(`<name>.head_outputs.npy`, float32 [layers, heads * head_dim]).
+(its norm and every 8th value per layer, in `fixtures.json`; no tensor files).
 
     python make_fixtures.py MODEL.gguf OUT_DIR
     # e.g. .cache/torch-venv/bin/python llm-burn/tests/data/make_fixtures.py \
@@ -66,6 +66,16 @@ prompts = [
     ("fewshot_item4_option", few_shot_system(), question(items[4]["Item"]), "Option", True),
 ]
 
+HEAD_STRIDE = 8
+
+
+def head_sample(h):
+    """Each layer's head outputs [layers, width] as its norm and every HEAD_STRIDE-th value."""
+    h = h.astype(np.float32)
+    return {"shape": list(h.shape), "stride": HEAD_STRIDE, "norms": [float(np.sqrt((r * r).sum())) for r in h],
+            "sample": [[float(v) for v in r[::HEAD_STRIDE]] for r in h]}
+
+
 captured = {}
 def hook(layer):
     def f(module, args):
@@ -92,10 +102,8 @@ for name, system, user, prefill, heads in prompts:
         "option_letter_logits": {c: float(logits[i]) for c, i in letters.items()},
         "logit_sample_ids": ids_sample,
         "logit_sample": [float(logits[i]) for i in ids_sample],
-        "head_outputs": f"{name}.head_outputs.npy" if heads else None,
+        "head_outputs": head_sample(torch.stack([captured[l] for l in range(cfg.num_hidden_layers)]).numpy()) if heads else None,
     })
-    if heads:
-        np.save(out / f"{name}.head_outputs.npy", torch.stack([captured[l] for l in range(cfg.num_hidden_layers)]).numpy().astype("<f4"))
     print(name, len(ids), "tokens; top", records[-1]["top5"][0])
 
 head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

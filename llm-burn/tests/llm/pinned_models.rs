@@ -1,7 +1,7 @@
 //! The pinned models (converted by `cargo xtask fetch-model [--model NAME]`) against Hugging
 //! Face transformers' own loading of the same GGUF files: chat rendering, token ids, logits at
 //! the last position (a sample of ids: the top 32 and every 64th) and every layer's head
-//! outputs. The fixtures ship in `tests/data/NAME` (made by `tests/data/make_fixtures.py`), so
+//! outputs (their norm and every 8th value). The fixtures ship in `tests/data/NAME` (made by `tests/data/make_fixtures.py`), so
 //! a clone with nothing beside it checks them; the models do not ship. The default model is
 //! required (the README's test command fetches it first): without it these tests fail and say
 //! how to fetch it. The Qwen models are checked where they have been fetched, and a test says
@@ -36,7 +36,6 @@ fn model_dir(name: &str, folder: &str) -> PathBuf {
 /// One fetched model with its fixtures.
 struct Pinned {
     dir: PathBuf,
-    fixtures: PathBuf,
     fx: Value,
     arch: Architecture,
 }
@@ -50,7 +49,7 @@ fn fetched() -> Vec<Pinned> {
         let fx = fixture_dir(name);
         let text = std::fs::read_to_string(fx.join("fixtures.json")).unwrap_or_else(|e| panic!("{}: {e} (the parity fixtures ship with the repository)", fx.join("fixtures.json").display()));
         if dir.join("model.safetensors").is_file() {
-            found.push(Pinned { dir, fixtures: fx, fx: serde_json::from_str(&text).expect("fixtures.json"), arch });
+            found.push(Pinned { dir, fx: serde_json::from_str(&text).expect("fixtures.json"), arch });
         } else if required {
             panic!("the default model is not at {}: run `cargo xtask fetch-model` first (the README's test command does)", dir.display());
         } else {
@@ -89,7 +88,7 @@ fn chat_rendering_and_token_ids_match_transformers() {
 
 #[test]
 fn logits_and_head_outputs_match_transformers() {
-    for Pinned { dir, fixtures: fx_dir, fx, arch } in fetched() {
+    for Pinned { dir, fx, arch } in fetched() {
         let model = Llama::<TestBackend>::load(&dir, &Default::default()).expect("load");
         assert_eq!(model.config().arch, arch);
         let width = model.config().heads * model.config().head_dim;
@@ -107,15 +106,21 @@ fn logits_and_head_outputs_match_transformers() {
             let top5: Vec<usize> = p["top5"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as usize).collect();
             assert_eq!(order[..5], top5[..], "{name}: top-5");
             let mut worst = None::<f32>;
-            if let Some(file) = p["head_outputs"].as_str() {
-                let (shape, expected) = crate::npy::read_f32(&fx_dir.join(file));
+            if let Some(reference) = p["head_outputs"].as_object() {
+                let shape: Vec<usize> = serde_json::from_value(reference["shape"].clone()).expect("shape");
+                let stride = reference["stride"].as_u64().expect("stride") as usize;
+                let norms: Vec<f32> = serde_json::from_value(reference["norms"].clone()).expect("norms");
+                let sample: Vec<Vec<f32>> = serde_json::from_value(reference["sample"].clone()).expect("sample");
                 let heads = out.heads.expect("captured");
                 assert_eq!(shape, vec![heads.len(), width]);
                 for (l, h) in heads.into_iter().enumerate() {
                     let h = h.into_data().to_vec::<f32>().unwrap();
-                    let e = &expected[l * width..(l + 1) * width];
-                    let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1.0);
-                    let diff = h.iter().zip(e).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    let ours: Vec<f32> = h.iter().step_by(stride).copied().collect();
+                    let norm = norms[l].max(1.0);
+                    let ours_norm = h.iter().map(|x| x * x).sum::<f32>().sqrt().max(1.0);
+                    assert!((ours_norm - norm).abs() <= 1e-4 * norm, "{name}: layer {l} head output norm {ours_norm}, transformers {norm}");
+                    assert_eq!(ours.len(), sample[l].len(), "{name}: layer {l} sample length");
+                    let diff = ours.iter().zip(&sample[l]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                     assert!(diff <= 1e-4 * norm, "{name}: layer {l} head outputs differ by {diff} (norm {norm})");
                     worst = Some(worst.unwrap_or(0.0).max(diff / norm));
                 }
