@@ -6,11 +6,8 @@
 use eval::{Evaluator, Method};
 use llm_burn::random::{Shape, write_model};
 use llm_burn::{Llama, PromptEncoder};
-use papi_data::synthetic::{SyntheticConfig, generate};
-use papi_data::{Dataset, Inventory, Split};
-use pas_core::Search;
 
-use crate::{TestBackend, provenance, quick_config};
+use crate::{TestBackend, one_person_cheap_run, provenance};
 
 #[test]
 fn a_llama_3_shaped_model_runs_the_pas_path() {
@@ -36,16 +33,7 @@ fn a_llama_3_shaped_model_runs_the_pas_path() {
     assert!(prompts.single_token(" A").is_ok() && prompts.single_token(" E").is_ok());
 
     // One subject through no-change and PAS-only, with few items so that it stays quick.
-    let inventory = Inventory::synthetic();
-    let full = Split::short_form(&inventory).unwrap();
-    let split = Split::new(eval::run::balanced(&full.known, &inventory, Some(10)), eval::run::balanced(&full.test, &inventory, Some(5)), &inventory).unwrap();
-    let subjects = generate(&inventory, &SyntheticConfig { subjects: 1, seed: 9, missing_rate: 0.0, first_case: 1 });
-    let data = Dataset { inventory, split, subjects, records_path: "synthetic.json".into() };
-    let mut config = quick_config(&[Method::NoChange, Method::PasOnly], 1);
-    config.test_items = None;
-    config.search_items = Some(4);
-    config.pas.min_pairs = 2;
-    config.pas.search = Search::Grid { alphas: vec![0.0, 2.0] };
+    let (data, config) = one_person_cheap_run(&[Method::NoChange, Method::PasOnly], 9);
     let out = tempfile::tempdir().unwrap();
     let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(dir.path()), out.path()).unwrap().run().unwrap();
     for r in &results.runs {

@@ -43,6 +43,21 @@ pub fn synthetic_dataset(subjects: usize) -> Dataset {
     Dataset { inventory, split, subjects, records_path: PathBuf::from("synthetic.json") }
 }
 
+/// One synthetic person with 10 known and 5 test items, and the cheapest run over them (every
+/// test item, 4 search items, strengths 0 and 2): for the large random shapes.
+pub fn one_person_cheap_run(methods: &[Method], seed: u64) -> (Dataset, RunConfig) {
+    let inventory = Inventory::synthetic();
+    let full = Split::short_form(&inventory).expect("split");
+    let split = Split::new(eval::run::balanced(&full.known, &inventory, Some(10)), eval::run::balanced(&full.test, &inventory, Some(5)), &inventory).expect("small split");
+    let subjects = generate(&inventory, &SyntheticConfig { subjects: 1, seed, missing_rate: 0.0, first_case: 1 });
+    let mut config = quick_config(methods, 1);
+    config.test_items = None;
+    config.search_items = Some(4);
+    config.pas.min_pairs = 2;
+    config.pas.search = Search::Grid { alphas: vec![0.0, 2.0] };
+    (Dataset { inventory, split, subjects, records_path: PathBuf::from("synthetic.json") }, config)
+}
+
 /// A quick configuration: few items, two folds, three strengths.
 pub fn quick_config(methods: &[Method], subjects: usize) -> RunConfig {
     let mut c = RunConfig { methods: methods.to_vec(), subjects: Some(subjects), test_items: Some(10), search_items: Some(10), batch: 4, ..Default::default() };

@@ -6,11 +6,8 @@
 use eval::{Evaluator, Method};
 use llm_burn::random::{Shape, write_model};
 use llm_burn::{Architecture, Llama, Message, PromptEncoder};
-use papi_data::synthetic::{SyntheticConfig, generate};
-use papi_data::{Dataset, Inventory, Split};
-use pas_core::Search;
 
-use crate::{TestBackend, provenance, quick_config};
+use crate::{TestBackend, one_person_cheap_run, provenance};
 
 #[test]
 fn a_qwen2_shaped_model_runs_the_pas_path() {
@@ -39,18 +36,9 @@ fn a_qwen2_shaped_model_runs_the_pas_path() {
 
     // One subject through no-change, few-shot, PAS-only and DPO (LoRA on the biased
     // projections), with few items.
-    let inventory = Inventory::synthetic();
-    let full = Split::short_form(&inventory).unwrap();
-    let split = Split::new(eval::run::balanced(&full.known, &inventory, Some(10)), eval::run::balanced(&full.test, &inventory, Some(5)), &inventory).unwrap();
-    let subjects = generate(&inventory, &SyntheticConfig { subjects: 1, seed: 4, missing_rate: 0.0, first_case: 1 });
-    let data = Dataset { inventory, split, subjects, records_path: "synthetic.json".into() };
-    let mut config = quick_config(&[Method::NoChange, Method::FewShot, Method::PasOnly, Method::Dpo], 1);
+    let (data, mut config) = one_person_cheap_run(&[Method::NoChange, Method::FewShot, Method::PasOnly, Method::Dpo], 4);
     config.dpo = dpo_baseline::DpoConfig { epochs: 1, learning_rate: 1e-2, batch_size: 2, ..Default::default() };
     config.dpo_items = Some(5);
-    config.test_items = None;
-    config.search_items = Some(4);
-    config.pas.min_pairs = 2;
-    config.pas.search = Search::Grid { alphas: vec![0.0, 2.0] };
     let out = tempfile::tempdir().unwrap();
     let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(dir.path()), out.path()).unwrap().run().unwrap();
     for r in &results.runs {
