@@ -9,9 +9,11 @@
 //! All three predict in the trait direction and map the prediction through the keying, so
 //! each has the same error under both keyings (up to the handling of missing answers).
 
+use ndarray::{Array2, Axis};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -99,31 +101,35 @@ impl Default for RidgeConfig {
 struct RidgeModel {
     mean_x: Vec<f64>,
     mean_y: Vec<f64>,
-    /// `p × q`, row-major.
-    weights: Vec<f64>,
+    /// `p × q`.
+    weights: Array2<f64>,
 }
+
+/// Subjects per block of the normal equations: one `BLOCK × p` matrix product each, blocks
+/// in parallel, summed in block order (so the result does not depend on the thread count).
+const BLOCK: usize = 2048;
 
 /// Column means over the non-missing stored values of `items` for `subjects`
 /// (3 where an item has no answer at all).
 fn item_means(subjects: &[&Subject], items: &[u16]) -> Vec<f64> {
-    items
-        .iter()
-        .map(|&n| {
-            let (sum, count) = subjects
-                .iter()
-                .map(|s| s.stored(n))
-                .filter(|&v| v != MISSING)
-                .fold((0u64, 0u64), |(s, c), v| (s + u64::from(v), c + 1));
-            if count == 0 { 3.0 } else { sum as f64 / count as f64 }
-        })
-        .collect()
+    let mut sums = vec![(0u64, 0u64); items.len()];
+    for s in subjects {
+        for (acc, &n) in sums.iter_mut().zip(items) {
+            let v = s.stored(n);
+            if v != MISSING {
+                *acc = (acc.0 + u64::from(v), acc.1 + 1);
+            }
+        }
+    }
+    sums.into_iter().map(|(sum, count)| if count == 0 { 3.0 } else { sum as f64 / count as f64 }).collect()
 }
 
-/// Centred values of `items` for one subject, missing answers imputed with the means.
-fn centred(subject: &Subject, items: &[u16], means: &[f64]) -> impl Iterator<Item = f64> {
-    items.iter().zip(means).map(move |(&n, &m)| match subject.stored(n) {
+/// Centred values of `items` for `subjects` (one row each), missing answers imputed with the
+/// means (a centred 0).
+fn centred(subjects: &[&Subject], items: &[u16], means: &[f64]) -> Array2<f64> {
+    Array2::from_shape_fn((subjects.len(), items.len()), |(r, c)| match subjects[r].stored(items[c]) {
         MISSING => 0.0,
-        v => f64::from(v) - m,
+        v => f64::from(v) - means[c],
     })
 }
 
@@ -132,72 +138,56 @@ impl RidgeModel {
         let (p, q) = (split.known.len(), split.test.len());
         let mean_x = item_means(train, &split.known);
         let mean_y = item_means(train, &split.test);
-        let mut xtx = vec![0.0; p * p];
-        let mut xty = vec![0.0; p * q];
-        let mut x = vec![0.0; p];
-        let mut y = vec![0.0; q];
-        for s in train {
-            for (slot, v) in x.iter_mut().zip(centred(s, &split.known, &mean_x)) {
-                *slot = v;
-            }
-            for (slot, v) in y.iter_mut().zip(centred(s, &split.test, &mean_y)) {
-                *slot = v;
-            }
-            for i in 0..p {
-                let xi = x[i];
-                if xi == 0.0 {
-                    continue;
-                }
-                for j in 0..=i {
-                    xtx[i * p + j] += xi * x[j];
-                }
-                for (acc, yj) in xty[i * q..(i + 1) * q].iter_mut().zip(&y) {
-                    *acc += xi * yj;
-                }
-            }
+        // Xᵀ[X | Y] per block of subjects, then summed in block order.
+        let blocks: Vec<Array2<f64>> = train
+            .par_chunks(BLOCK)
+            .map(|block| {
+                let x = centred(block, &split.known, &mean_x);
+                let y = centred(block, &split.test, &mean_y);
+                x.t().dot(&ndarray::concatenate![Axis(1), x, y])
+            })
+            .collect();
+        let mut sum = Array2::zeros((p, p + q));
+        for b in &blocks {
+            sum += b;
         }
+        let (xtx, xty) = sum.view().split_at(Axis(1), p);
+        let mut xtx: Vec<f64> = xtx.iter().copied().collect();
         for i in 0..p {
-            for j in 0..i {
-                xtx[j * p + i] = xtx[i * p + j];
-            }
             xtx[i * p + i] += lambda;
         }
+        let mut xty: Vec<f64> = xty.iter().copied().collect();
         let l = cholesky(&xtx, p).ok_or_else(|| {
             Error::InvalidArgument(format!("ridge: the system is not positive definite (lambda = {lambda})"))
         })?;
         cholesky_solve(&l, p, &mut xty, q);
-        Ok(RidgeModel { mean_x, mean_y, weights: xty })
+        let weights = Array2::from_shape_vec((p, q), xty).expect("p × q values");
+        Ok(RidgeModel { mean_x, mean_y, weights })
     }
 
-    fn predict(&self, inventory: &Inventory, split: &Split, subject: &Subject, keying: Keying) -> Predictions {
-        let q = split.test.len();
-        let mut out = self.mean_y.clone();
-        for (i, xi) in centred(subject, &split.known, &self.mean_x).enumerate() {
-            if xi != 0.0 {
-                for (o, w) in out.iter_mut().zip(&self.weights[i * q..(i + 1) * q]) {
-                    *o += xi * w;
-                }
-            }
-        }
-        let mut p = Predictions::empty(inventory.len());
-        for (&n, &v) in split.test.iter().zip(&out) {
-            if let Some(item) = inventory.item(n) {
-                p.set(n, keying.answer(to_answer(v), item.sign));
-            }
-        }
-        p
+    /// Trait-direction predictions of the test items, one row per subject, unrounded.
+    fn values(&self, split: &Split, subjects: &[&Subject]) -> Array2<f64> {
+        let mut out = centred(subjects, &split.known, &self.mean_x).dot(&self.weights);
+        out += &ndarray::aview1(&self.mean_y);
+        out
     }
 }
 
-/// `ridge` predictions for every subject, each from a model fitted on the other folds'
+/// Maps one subject's trait-direction values of the test items to answers under `keying`.
+fn to_predictions(inventory: &Inventory, split: &Split, values: &[f64], keying: Keying) -> Predictions {
+    let mut p = Predictions::empty(inventory.len());
+    for (&n, &v) in split.test.iter().zip(values) {
+        if let Some(item) = inventory.item(n) {
+            p.set(n, keying.answer(to_answer(v), item.sign));
+        }
+    }
+    p
+}
+
+/// `ridge`'s unrounded trait-direction predictions of the split's test items (in
+/// `split.test` order), one row per subject, each from a model fitted on the other folds'
 /// subjects. Deterministic under `config.seed`; needs at least `config.folds` >= 2 subjects.
-pub fn ridge(
-    inventory: &Inventory,
-    split: &Split,
-    subjects: &[Subject],
-    keying: Keying,
-    config: &RidgeConfig,
-) -> Result<Vec<Predictions>> {
+pub fn ridge_values(split: &Split, subjects: &[Subject], config: &RidgeConfig) -> Result<Vec<Vec<f64>>> {
     let k = config.folds;
     if k < 2 || subjects.len() < k {
         return Err(Error::InvalidArgument(format!(
@@ -217,15 +207,33 @@ pub fn ridge(
     for (pos, &i) in order.iter().enumerate() {
         fold_of[i] = pos % k;
     }
-    let mut out = vec![Predictions::empty(inventory.len()); subjects.len()];
+    let mut out = vec![Vec::new(); subjects.len()];
     for f in 0..k {
-        let train: Vec<&Subject> = subjects.iter().zip(&fold_of).filter(|(_, g)| **g != f).map(|(s, _)| s).collect();
+        let in_fold = |g: &usize| *g == f;
+        let train: Vec<&Subject> = subjects.iter().zip(&fold_of).filter(|(_, g)| !in_fold(g)).map(|(s, _)| s).collect();
         let model = RidgeModel::fit(&train, split, config.lambda)?;
-        for (i, s) in subjects.iter().enumerate().filter(|(i, _)| fold_of[*i] == f) {
-            out[i] = model.predict(inventory, split, s, keying);
+        let (rows, held): (Vec<usize>, Vec<&Subject>) =
+            subjects.iter().enumerate().filter(|(i, _)| in_fold(&fold_of[*i])).unzip();
+        for (i, v) in rows.into_iter().zip(model.values(split, &held).rows()) {
+            out[i] = v.to_vec();
         }
     }
     Ok(out)
+}
+
+/// `ridge` predictions for every subject: [`ridge_values`] rounded half to even and mapped
+/// through `keying`.
+pub fn ridge(
+    inventory: &Inventory,
+    split: &Split,
+    subjects: &[Subject],
+    keying: Keying,
+    config: &RidgeConfig,
+) -> Result<Vec<Predictions>> {
+    Ok(ridge_values(split, subjects, config)?
+        .iter()
+        .map(|v| to_predictions(inventory, split, v, keying))
+        .collect())
 }
 
 /// Predictions of one reference predictor for every subject.

@@ -101,3 +101,83 @@ fn reference_predictors_on_dev_data() {
     // Missing answers: the official protocol scores them, so always-3 is a little worse.
     assert!(released[0] > corrected[0]);
 }
+
+/// The ridge reference written the plain way: the same folds, the centred normal equations
+/// summed subject by subject, solved by Gaussian elimination with partial pivoting.
+fn plain_ridge_values(split: &Split, subjects: &[papi_data::Subject], config: &RidgeConfig) -> Vec<Vec<f64>> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..subjects.len()).collect();
+    order.sort_by_key(|&i| subjects[i].case);
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(config.seed));
+    let mut fold_of = vec![0; subjects.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        fold_of[i] = pos % config.folds;
+    }
+    let (known, test) = (&split.known, &split.test);
+    let (p, q) = (known.len(), test.len());
+    let means = |train: &[&papi_data::Subject], items: &[u16]| -> Vec<f64> {
+        items
+            .iter()
+            .map(|&n| {
+                let v: Vec<f64> = train.iter().map(|s| s.stored(n)).filter(|&v| v != 0).map(f64::from).collect();
+                if v.is_empty() { 3.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+            })
+            .collect()
+    };
+    let centred = |s: &papi_data::Subject, items: &[u16], m: &[f64]| -> Vec<f64> {
+        items.iter().zip(m).map(|(&n, &m)| if s.stored(n) == 0 { 0.0 } else { f64::from(s.stored(n)) - m }).collect()
+    };
+    let mut out = vec![Vec::new(); subjects.len()];
+    for f in 0..config.folds {
+        let train: Vec<_> = subjects.iter().zip(&fold_of).filter(|(_, g)| **g != f).map(|(s, _)| s).collect();
+        let (mx, my) = (means(&train, known), means(&train, test));
+        // Augmented system [XᵀX + λI | XᵀY], p × (p + q).
+        let mut a = vec![vec![0.0; p + q]; p];
+        for s in &train {
+            let (x, y) = (centred(s, known, &mx), centred(s, test, &my));
+            for i in 0..p {
+                for j in 0..p {
+                    a[i][j] += x[i] * x[j];
+                }
+                for j in 0..q {
+                    a[i][p + j] += x[i] * y[j];
+                }
+            }
+        }
+        for (i, row) in a.iter_mut().enumerate() {
+            row[i] += config.lambda;
+        }
+        for c in 0..p {
+            let pivot = (c..p).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+            a.swap(c, pivot);
+            for r in 0..p {
+                if r != c {
+                    let factor = a[r][c] / a[c][c];
+                    let pivot_row = a[c].clone();
+                    for (x, y) in a[r].iter_mut().zip(&pivot_row) {
+                        *x -= factor * y;
+                    }
+                }
+            }
+        }
+        for (i, s) in subjects.iter().enumerate().filter(|(i, _)| fold_of[*i] == f) {
+            let x = centred(s, known, &mx);
+            out[i] = (0..q).map(|j| my[j] + (0..p).map(|k| x[k] * a[k][p + j] / a[k][k]).sum::<f64>()).collect();
+        }
+    }
+    out
+}
+
+#[test]
+fn ridge_matches_the_plain_normal_equations_on_dev_data() {
+    let Some(dir) = papi_dir() else { return };
+    let data = Dataset::load(&dir, None).expect("dataset");
+    let config = RidgeConfig::default();
+    let fast = reference::ridge_values(&data.split, &data.subjects, &config).expect("ridge");
+    let plain = plain_ridge_values(&data.split, &data.subjects, &config);
+    let worst = fast.iter().flatten().zip(plain.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert_eq!(fast.len(), 200);
+    assert!(fast.iter().all(|v| v.len() == 180));
+    assert!(worst < 1e-9, "largest difference {worst:e}");
+}
