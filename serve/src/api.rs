@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-/// A refused or failed request: its status, a stable code, and a message for people.
+/// A refused or failed request: its status, a stable code, the field it is about (if any),
+/// and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
 pub struct ApiError {
@@ -13,41 +14,80 @@ pub struct ApiError {
     pub status: StatusCode,
     /// A machine-readable code, e.g. `persona_not_found`.
     pub code: &'static str,
+    /// The request field at fault (OpenAI's `param`), e.g. `temperature`.
+    pub param: Option<&'static str>,
     /// What is wrong.
     pub message: String,
 }
 
 impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        ApiError { status, code, param: None, message }
+    }
+
     /// 400: the request is wrong.
     pub fn bad_request(code: &'static str, message: String) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code, message }
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 400 about one field: the code is `invalid_<field>`.
+    pub fn invalid_field(code: &'static str, field: &'static str, message: String) -> Self {
+        ApiError { param: Some(field), ..Self::bad_request(code, message) }
     }
 
     /// 404: what it names does not exist.
     pub fn not_found(code: &'static str, message: String) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, code, message }
+        Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
     /// 409: what it names exists but cannot serve this model.
     pub fn conflict(code: &'static str, message: String) -> Self {
-        ApiError { status: StatusCode::CONFLICT, code, message }
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 413: the body is larger than the server takes.
+    pub fn too_large(message: String) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", message)
+    }
+
+    /// 429: too many requests in the server; retry later.
+    pub fn rate_limited(message: String) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
+    }
+
+    /// 503: the server is not taking requests (shutting down).
+    pub fn unavailable(code: &'static str, message: String) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    /// 504: the request ran past the server's deadline.
+    pub fn timed_out(message: String) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "request_timeout", message)
     }
 
     /// 500: the server failed.
     pub fn internal(message: String) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal_error", message }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
-    /// The JSON body.
+    /// The JSON body (OpenAI's: `message`, `type`, `param`, `code`).
     pub fn body(&self) -> serde_json::Value {
-        let kind = if self.status.is_server_error() { "server_error" } else { "invalid_request_error" };
-        serde_json::json!({"error": {"message": self.message, "type": kind, "code": self.code}})
+        let kind = match self.status {
+            StatusCode::TOO_MANY_REQUESTS => "requests",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        serde_json::json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}})
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, crate::admission::RETRY_AFTER_S.into());
+        }
+        r
     }
 }
 
@@ -72,7 +112,7 @@ pub struct ChatRequest {
     /// The persona (a file stem in the personas folder); none = the unsteered model.
     #[serde(default)]
     pub persona: Option<String>,
-    /// Overrides the persona file's strength.
+    /// Overrides the persona file's strength; at most [`crate::MAX_ALPHA`] either way.
     #[serde(default)]
     pub alpha: Option<f64>,
     /// New tokens at most (default: the server's default).

@@ -7,15 +7,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::sse::{Event as Sse, Sse as SseBody};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use llm_burn::{Finish, Generation, Message, PromptEncoder, Sampling, TextStream};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::time::Instant as Deadline;
 
+use crate::admission::{Admission, Ticket};
 use crate::api::{ApiError, ChatMessage, ChatRequest, ChatResponse, Choice, Usage};
 use crate::engine::{Engine, Event};
 use crate::{Log, Personas, ServerConfig};
@@ -33,6 +36,10 @@ pub(crate) struct App {
     pub stop: Vec<u32>,
     /// Requests answered so far (their ids: `chatcmpl-<n>`).
     pub served: std::sync::atomic::AtomicU64,
+    /// The bound on requests in the server, and the drain.
+    pub admission: Arc<Admission>,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -43,12 +50,26 @@ impl App {
 }
 
 pub(crate) fn router(app: App) -> Router {
+    let app = Arc::new(app);
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/health/live", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .fallback(|| async { ApiError::not_found("not_found", "no such route (try POST /v1/chat/completions or GET /v1/models)".into()) })
-        .with_state(Arc::new(app))
+        .layer(from_fn_with_state(app.clone(), count))
+        .with_state(app)
+}
+
+/// Counts every answered request by route (the known ones; `other` for the rest) and status.
+async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    const ROUTES: [&str; 6] = ["/v1/chat/completions", "/v1/models", "/v1/stats", "/metrics", "/health", "/health/live"];
+    let route = ROUTES.iter().find(|r| **r == req.uri().path()).copied().unwrap_or("other");
+    let response = next.run(req).await;
+    app.metrics.request(route, response.status().as_u16());
+    response
 }
 
 /// A checked request, ready for the engine.
@@ -80,6 +101,12 @@ fn prepare(app: &App, body: &[u8]) -> Result<Prepared, ApiError> {
     if max_new == 0 || max_new > app.config.max_tokens {
         return Err(ApiError::bad_request("max_tokens_too_large", format!("max_tokens must be from 1 to {}, not {max_new}", app.config.max_tokens)));
     }
+    if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(ApiError::invalid_field("invalid_temperature", "temperature", "temperature must be from 0 to 2 (as OpenAI's API)".into()));
+    }
+    if req.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+        return Err(ApiError::invalid_field("invalid_top_p", "top_p", "top_p must be above 0 and at most 1".into()));
+    }
     let sampling = Sampling { temperature: req.temperature.unwrap_or(0.0), top_p: req.top_p.unwrap_or(1.0), seed: req.seed.unwrap_or(0) };
     sampling.validate().map_err(|e| ApiError::bad_request("invalid_sampling", e.to_string()))?;
     let persona = req.persona.clone().or_else(|| req.model.as_deref().and_then(|m| m.strip_prefix("persona:")).map(str::to_owned));
@@ -99,18 +126,63 @@ fn prepare(app: &App, body: &[u8]) -> Result<Prepared, ApiError> {
     Ok(Prepared { generation: Generation { prompt, steering, sampling, max_new, stop: if req.ignore_eos { Vec::new() } else { app.stop.clone() } }, persona, prompt_tokens, stream: req.stream, token_ids: req.return_token_ids })
 }
 
-async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn completions(State(app): State<Arc<App>>, body: Body) -> Response {
     let t = Instant::now();
+    let refused = |e: ApiError| {
+        (app.log)(&format!("POST /v1/chat/completions {} {} {:.3} s", e.status.as_u16(), e.code, t.elapsed().as_secs_f64()));
+        e.into_response()
+    };
+    let ticket = match app.admission.enter() {
+        Ok(ticket) => ticket,
+        Err(e) => return refused(e),
+    };
+    let body = match crate::body::read(body, app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return refused(e),
+    };
     let p = match prepare(&app, &body) {
         Ok(p) => p,
-        Err(e) => {
-            (app.log)(&format!("POST /v1/chat/completions {} {} {:.3} s", e.status.as_u16(), e.code, t.elapsed().as_secs_f64()));
-            return e.into_response();
-        }
+        Err(e) => return refused(e),
     };
+    app.metrics.admitted(p.persona.as_deref(), p.prompt_tokens);
     let (tx, rx) = unbounded_channel();
     app.engine.submit(p.generation.clone(), tx);
-    if p.stream { stream(app, p, rx, t).into_response() } else { whole(app, p, rx, t).await }
+    let deadline = app.config.request_timeout.map(|d| Deadline::now() + d);
+    let r = Receiving { rx, deadline, t, last: None, _ticket: ticket };
+    if p.stream { stream(app, p, r).into_response() } else { whole(app, p, r).await }
+}
+
+/// A request's side of the engine: its events, its deadline, token timing for the metrics,
+/// and its place in the server (given back when this is dropped).
+struct Receiving {
+    rx: UnboundedReceiver<Event>,
+    deadline: Option<Deadline>,
+    t: Instant,
+    last: Option<Instant>,
+    _ticket: Ticket,
+}
+
+impl Receiving {
+    /// The next event, or why there is none: `Err(true)` past the deadline.
+    async fn next(&mut self, app: &App) -> Result<Event, bool> {
+        let ev = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d, self.rx.recv()).await.map_err(|_| true)?,
+            None => self.rx.recv().await,
+        };
+        let ev = ev.ok_or(false)?;
+        if let Event::Token(_) = ev {
+            let now = Instant::now();
+            app.metrics.token(self.last.is_none(), now.duration_since(self.last.unwrap_or(self.t)).as_secs_f64());
+            self.last = Some(now);
+        }
+        Ok(ev)
+    }
+}
+
+/// What a request that ran out of time is told.
+fn timeout_error(app: &App) -> ApiError {
+    let s = app.config.request_timeout.map_or(0.0, |d| d.as_secs_f64());
+    ApiError::timed_out(format!("the request was not answered within the server's limit of {s} s; its generation was stopped"))
 }
 
 /// The log line of a finished request.
@@ -124,26 +196,28 @@ fn log_done(app: &App, p: &Prepared, status: u16, completion: usize, finish: &st
     ));
 }
 
-async fn whole(app: Arc<App>, p: Prepared, mut rx: UnboundedReceiver<Event>, t: Instant) -> Response {
+async fn whole(app: Arc<App>, p: Prepared, mut r: Receiving) -> Response {
+    let t = r.t;
     let mut text = TextStream::default();
     let finish = loop {
-        match rx.recv().await {
-            Some(Event::Token(id)) => {
+        match r.next(&app).await {
+            Ok(Event::Token(id)) => {
                 if let Err(e) = text.push(&app.prompts, id) {
-                    break Err(e.to_string());
+                    break Err(ApiError::internal(e.to_string()));
                 }
             }
-            Some(Event::Done(f)) => break Ok(f),
-            Some(Event::Failed(m)) => break Err(m),
-            None => break Err("the engine stopped".into()),
+            Ok(Event::Done(f)) => break Ok(f),
+            Ok(Event::Failed(m)) => break Err(ApiError::internal(m)),
+            Err(true) => break Err(timeout_error(&app)),
+            Err(false) => break Err(ApiError::internal("the engine stopped".into())),
         }
     };
     let completion = text.ids().len();
     let f = match finish {
         Ok(f) => f,
-        Err(m) => {
-            log_done(&app, &p, 500, completion, "error", t);
-            return ApiError::internal(m).into_response();
+        Err(e) => {
+            log_done(&app, &p, e.status.as_u16(), completion, "error", t);
+            return e.into_response();
         }
     };
     let content = match text.text(&app.prompts) {
@@ -174,32 +248,31 @@ fn chunk(app: &App, id: &str, delta: serde_json::Value, finish: Option<Finish>) 
 
 /// The answer as server-sent events: a role chunk, a chunk per piece of text, a chunk with
 /// the finish reason, then `[DONE]` (or an error object if the engine failed).
-fn stream(app: Arc<App>, p: Prepared, rx: UnboundedReceiver<Event>, t: Instant) -> SseBody<impl Stream<Item = Result<Sse, Infallible>>> {
+fn stream(app: Arc<App>, p: Prepared, r: Receiving) -> SseBody<impl Stream<Item = Result<Sse, Infallible>>> {
     let id = app.next_id();
     let first = chunk(&app, &id, serde_json::json!({"role": "assistant", "content": ""}), None);
     struct S {
         app: Arc<App>,
         p: Prepared,
-        rx: UnboundedReceiver<Event>,
+        r: Receiving,
         text: TextStream,
         id: String,
-        t: Instant,
         done: bool,
     }
-    let state = S { app, p, rx, text: TextStream::default(), id, t, done: false };
+    let state = S { app, p, r, text: TextStream::default(), id, done: false };
     let rest = futures_util::stream::unfold(state, |mut s| async move {
         if s.done {
             return None;
         }
         loop {
-            let ev = match s.rx.recv().await {
-                Some(Event::Token(tok)) => match s.text.push(&s.app.prompts, tok) {
+            let ev = match s.r.next(&s.app).await {
+                Ok(Event::Token(tok)) => match s.text.push(&s.app.prompts, tok) {
                     Ok(piece) if piece.is_empty() => continue,
                     Ok(piece) => chunk(&s.app, &s.id, serde_json::json!({"content": piece}), None),
-                    Err(e) => failed(&mut s.done, e.to_string()),
+                    Err(e) => failed(&mut s.done, ApiError::internal(e.to_string())),
                 },
-                Some(Event::Done(f)) => {
-                    log_done(&s.app, &s.p, 200, s.text.ids().len(), f.as_str(), s.t);
+                Ok(Event::Done(f)) => {
+                    log_done(&s.app, &s.p, 200, s.text.ids().len(), f.as_str(), s.r.t);
                     s.done = true;
                     let mut last = Vec::new();
                     if let Ok(rest) = s.text.flush(&s.app.prompts)
@@ -211,11 +284,15 @@ fn stream(app: Arc<App>, p: Prepared, rx: UnboundedReceiver<Event>, t: Instant) 
                     last.push(Sse::default().data("[DONE]"));
                     return Some((last, s));
                 }
-                Some(Event::Failed(m)) => {
-                    log_done(&s.app, &s.p, 500, s.text.ids().len(), "error", s.t);
-                    failed(&mut s.done, m)
+                Ok(Event::Failed(m)) => {
+                    log_done(&s.app, &s.p, 500, s.text.ids().len(), "error", s.r.t);
+                    failed(&mut s.done, ApiError::internal(m))
                 }
-                None => failed(&mut s.done, "the engine stopped".into()),
+                Err(true) => {
+                    log_done(&s.app, &s.p, 504, s.text.ids().len(), "timeout", s.r.t);
+                    failed(&mut s.done, timeout_error(&s.app))
+                }
+                Err(false) => failed(&mut s.done, ApiError::internal("the engine stopped".into())),
             };
             return Some((vec![ev], s));
         }
@@ -226,17 +303,39 @@ fn stream(app: Arc<App>, p: Prepared, rx: UnboundedReceiver<Event>, t: Instant) 
 }
 
 /// An error event ending a stream.
-fn failed(done: &mut bool, message: String) -> Sse {
+fn failed(done: &mut bool, error: ApiError) -> Sse {
     *done = true;
-    Sse::default().data(ApiError::internal(message).body().to_string())
+    Sse::default().data(error.body().to_string())
 }
 
 async fn models(State(app): State<Arc<App>>) -> Response {
     let mut data = vec![serde_json::json!({"id": app.config.model_id, "object": "model", "created": 0, "owned_by": "llm-burn"})];
     for name in app.personas.names() {
-        data.push(serde_json::json!({"id": format!("persona:{name}"), "object": "model", "created": 0, "owned_by": "persona", "parent": app.config.model_id, "persona": name}));
+        let alpha = app.personas.file_alpha(&name);
+        let mut entry = serde_json::json!({"id": format!("persona:{name}"), "object": "model", "created": 0, "owned_by": "persona", "parent": app.config.model_id, "persona": name, "alpha": alpha, "steered": alpha.is_some_and(|a| a != 0.0)});
+        if alpha == Some(0.0) {
+            entry["note"] = "strength 0: steering did not help on this person's held-out answers, so this persona answers as the plain model".into();
+        }
+        data.push(entry);
     }
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// The requests admitted and not yet running.
+fn waiting(app: &App) -> usize {
+    app.admission.active().saturating_sub(app.engine.stats.running.load(Ordering::Relaxed))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(app.engine.stats.running.load(Ordering::Relaxed), waiting(&app));
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.admission.is_draining() {
+        return ApiError::unavailable("shutting_down", "the server is shutting down".into()).into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ok", "active": app.admission.active()})).into_response()
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Response {

@@ -25,6 +25,7 @@ mod personas;
 mod random_model;
 mod reproduce;
 mod serve_bench;
+mod soak;
 
 /// Personality alignment for LLMs: project tasks.
 #[derive(Parser)]

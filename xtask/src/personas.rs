@@ -66,7 +66,9 @@ pub fn run_align(args: &AlignArgs) -> Result<()> {
         a.heads, a.answers, a.pairs, a.seconds
     );
     if alpha == 0.0 {
-        eprintln!("note: the search chose strength 0 (steering did not help on the held-out answers); the persona is the unsteered model");
+        eprintln!(
+            "note: the search chose strength 0: on this person's held-out answers the model did not follow them better when steered, so this persona answers as the unsteered model (`serve` lists it with \"steered\": false)"
+        );
     }
     println!("{}", args.out.display());
     Ok(())
@@ -189,10 +191,45 @@ pub struct ServeArgs {
     /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Most requests waiting for a row; past it, 429 with Retry-After.
+    #[arg(long, default_value_t = serve::ServerConfig::default().max_waiting)]
+    max_waiting: usize,
+    /// Seconds a request may take before it is ended with an error and its row freed (0: no limit).
+    #[arg(long, default_value_t = 600.0)]
+    request_timeout: f64,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for the requests in flight.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_grace: f64,
+    /// Largest request body in bytes (past it, 413).
+    #[arg(long, default_value_t = serve::ServerConfig::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Personas kept loaded (the least recently used goes past it).
+    #[arg(long, default_value_t = serve::personas::DEFAULT_MAX_LOADED)]
+    max_personas_loaded: usize,
+}
+
+impl ServeArgs {
+    /// The server's limits from the flags.
+    fn config(&self) -> Result<serve::ServerConfig> {
+        let seconds = |x: f64, what: &str| -> Result<std::time::Duration> {
+            std::time::Duration::try_from_secs_f64(x).map_err(|_| anyhow::anyhow!("--{what} must be a number of seconds >= 0, not {x}"))
+        };
+        Ok(serve::ServerConfig {
+            model_id: String::new(),
+            max_tokens: self.max_tokens,
+            default_max_tokens: self.default_max_tokens,
+            max_batch: self.max_batch,
+            max_waiting: self.max_waiting,
+            request_timeout: Some(seconds(self.request_timeout, "request-timeout")?).filter(|d| !d.is_zero()),
+            shutdown_grace: seconds(self.shutdown_grace, "shutdown-grace")?,
+            max_body_bytes: self.max_body_bytes,
+            handle_signals: true,
+        })
+    }
 }
 
 /// Starts a server (in this process) and returns it with the model's name.
-pub fn start_server(model: &Option<PathBuf>, personas: &Path, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
+pub fn start_server(model: &Option<PathBuf>, personas: &Path, max_personas: usize, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
     if !personas.is_dir() {
         bail!("{} is not a folder (create it and put persona files in it)", personas.display());
     }
@@ -201,7 +238,7 @@ pub fn start_server(model: &Option<PathBuf>, personas: &Path, addr: &str, config
     let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
     let identity = llm_burn::identity::identity(&dir, model.config())?;
     let model_id = identity.model_id.clone();
-    let personas = serve::Personas::new(personas.to_owned(), identity);
+    let personas = serve::Personas::new(personas.to_owned(), identity).max_loaded(max_personas);
     let config = serve::ServerConfig { model_id: model_id.clone(), ..config };
     let running = serve::spawn(addr, model, prompts, personas, config, log).with_context(|| format!("listening on {addr}"))?;
     Ok((running, model_id))
@@ -209,12 +246,16 @@ pub fn start_server(model: &Option<PathBuf>, personas: &Path, addr: &str, config
 
 /// Runs `serve` until the process is stopped.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
-    let config = serve::ServerConfig { model_id: String::new(), max_tokens: args.max_tokens, default_max_tokens: args.default_max_tokens, max_batch: args.max_batch };
-    let (running, model_id) = start_server(&args.model, &args.personas, &args.addr, config, |line| eprintln!("{line}"))?;
+    let config = args.config()?;
+    let (running, model_id) = start_server(&args.model, &args.personas, args.max_personas_loaded, &args.addr, config, |line| eprintln!("{line}"))?;
     let n = std::fs::read_dir(&args.personas).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).count()).unwrap_or(0);
     eprintln!("serving {model_id} on http://{} with {n} personas in {}", running.addr, args.personas.display());
     match running.thread.join() {
-        Ok(r) => Ok(r?),
+        Ok(r) => {
+            r?;
+            eprintln!("stopped");
+            Ok(())
+        }
         Err(_) => bail!("the server thread panicked"),
     }
 }

@@ -30,6 +30,13 @@ pub struct ServeBenchArgs {
     /// Requests of the load run (a quarter of them bad); 0 skips it.
     #[arg(long, default_value_t = 2000)]
     load_requests: usize,
+    /// Instead of the rows: a soak of this many minutes (clients reading slowly, leaving
+    /// mid-stream, sending bad requests, bursts above the bound on waiting requests).
+    #[arg(long)]
+    soak: Option<f64>,
+    /// Clients of the soak.
+    #[arg(long, default_value_t = 64)]
+    soak_clients: usize,
 }
 
 /// Writes `n` random personas (PAS's default 24 heads each, strength 4) for the model.
@@ -162,12 +169,17 @@ pub fn run(args: &ServeBenchArgs) -> Result<()> {
     let model_dir = crate::model::resolve(&args.model)?;
     let config = llm_burn::LlamaConfig::load(&model_dir.join("config.json"))?;
     let names = write_personas(&dir, &model_dir, &config, 16)?;
-    let server = serve::ServerConfig { model_id: String::new(), max_tokens: 256, default_max_tokens: 64, max_batch: 32 };
-    let (running, model_id) = crate::personas::start_server(&args.model, &dir, "127.0.0.1:0", server, |_| {})?;
+    let server = serve::ServerConfig { model_id: String::new(), max_tokens: 256, default_max_tokens: 64, max_batch: 32, max_waiting: 32, ..Default::default() };
+    let (running, model_id) = crate::personas::start_server(&args.model, &dir, serve::personas::DEFAULT_MAX_LOADED, "127.0.0.1:0", server, |_| {})?;
     let url = format!("http://{}", running.addr);
     eprintln!("{model_id} on {url}; {} requests per client, {} tokens each", args.requests, args.max_tokens);
     // Warm up (allocator, caches).
     streamed(&url, None, 8)?;
+    if let Some(minutes) = args.soak {
+        crate::soak::soak(&url, minutes, args.soak_clients, &names)?;
+        std::fs::remove_dir_all(&dir).ok();
+        return Ok(());
+    }
     println!("| clients | unsteered tokens/s | 16 personas tokens/s | personas / unsteered | first token, unsteered (median) | first token, personas (median) |");
     println!("|---|---|---|---|---|---|");
     for &c in &clients {
