@@ -3,7 +3,10 @@
 //! and the largest difference between the two engines' outputs.
 //!
 //! The PyTorch side is `xtask/bench/torch_engine.py`, run from a virtual environment under
-//! the git-ignored cache (`--setup` makes it). It is a benchmark tool, never a test dependency.
+//! the git-ignored cache (`--setup` makes it). With `--llamacpp`, llama.cpp runs the prefill
+//! and scoring units on the model's GGUF file (`xtask/bench/llamacpp_engine.py`, xllamacpp's
+//! prebuilt wheel in `.cache/llamacpp-venv`, also made by `--setup`). Benchmark tools, never
+//! test dependencies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +25,9 @@ use crate::logits::Backend;
 
 /// The pinned PyTorch side (the versions the fixtures were made with).
 const TORCH_PINS: [&str; 2] = ["torch==2.15.0", "transformers==5.24.0"];
+
+/// The pinned llama.cpp side: a prebuilt wheel of llama.cpp with its server API.
+const LLAMACPP_PIN: &str = "xllamacpp==2026.10.11549";
 
 /// Arguments of `engine-bench`.
 #[derive(Args)]
@@ -45,9 +51,17 @@ pub struct EngineBenchArgs {
     /// Python of the PyTorch side (default: .cache/torch-venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Create the PyTorch virtual environment (pinned torch and transformers) and exit.
+    /// Create the virtual environments (PyTorch: pinned torch and transformers; llama.cpp:
+    /// pinned xllamacpp) and exit.
     #[arg(long)]
     setup: bool,
+    /// Also run llama.cpp (prefill and scoring units) on the model's GGUF file.
+    #[arg(long)]
+    llamacpp: bool,
+    /// The GGUF file for llama.cpp (default: .cache/gguf/<model folder name>.gguf, where
+    /// `fetch-model` assembles it).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
     /// Where the work file, outputs and `engine-bench.json` go (default: .cache/engine-bench).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -107,6 +121,7 @@ struct TorchUnit {
     seconds: f64,
 }
 
+/// What a Python side writes: versions and seconds per unit (the file names its engine).
 #[derive(Debug, Serialize, Deserialize)]
 struct TorchOut {
     versions: serde_json::Value,
@@ -124,6 +139,10 @@ struct Row {
     /// PyTorch's time over ours: above 1, ours is faster.
     ratio: Option<f64>,
     max_abs_diff: Option<f32>,
+    /// llama.cpp's time on the GGUF file, where it ran this unit.
+    llamacpp_seconds: Option<f64>,
+    /// llama.cpp's time over ours: above 1, ours is faster.
+    llamacpp_ratio: Option<f64>,
 }
 
 fn tokens(n: usize, seed: u32) -> Vec<u32> {
@@ -263,6 +282,16 @@ fn setup(cache: &Path) -> Result<()> {
         bail!("pip install {} failed", TORCH_PINS.join(" "));
     }
     eprintln!("PyTorch side ready: {}", venv.display());
+    let venv = cache.join("llamacpp-venv");
+    let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip")).args(["install", "--quiet", LLAMACPP_PIN]).status().context("running pip")?;
+    if !status.success() {
+        bail!("pip install {LLAMACPP_PIN} failed");
+    }
+    eprintln!("llama.cpp side ready: {}", venv.display());
     Ok(())
 }
 
@@ -335,8 +364,10 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
         let path = out.join("torch.json");
         Some(serde_json::from_slice::<TorchOut>(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?)
     };
+    let llama = if args.llamacpp { Some(run_llamacpp(args, &cache, &dir, &work_path, &out)?) } else { None };
     let mut rows = Vec::new();
     for (unit, (secs, data)) in work.units.iter().zip(&ours) {
+        let l = llama.as_ref().and_then(|l| l.units.get(&unit.name)).map(|u| u.seconds);
         let t = torch.as_ref().and_then(|t| t.units.get(&unit.name));
         let diff = match t {
             Some(_) => Some(max_abs_diff(data, &read_f32(&out.join(format!("torch-{}.f32", unit.name)))?)?),
@@ -350,17 +381,45 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
             ours_seconds: *secs,
             ratio: t.map(|t| t.seconds / secs),
             max_abs_diff: diff,
+            llamacpp_seconds: l,
+            llamacpp_ratio: l.map(|l| l / secs),
         });
     }
     let summary = serde_json::json!({
         "threads": args.threads,
         "model": dir,
         "torch_versions": torch.as_ref().map(|t| &t.versions),
+        "llamacpp_versions": llama.as_ref().map(|t| &t.versions),
         "rows": rows,
     });
     std::fs::write(out.join("engine-bench.json"), serde_json::to_vec_pretty(&summary)?)?;
     println!("{}", table(&rows));
     Ok(())
+}
+
+/// Runs the llama.cpp side on the model's GGUF file.
+fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, out: &Path) -> Result<TorchOut> {
+    let python = cache.join("llamacpp-venv/bin/python");
+    if !python.is_file() {
+        bail!("no llama.cpp side at {}: run `cargo xtask engine-bench --setup` first (pip installs {LLAMACPP_PIN})", python.display());
+    }
+    let gguf = args.gguf.clone().unwrap_or_else(|| cache.join("gguf").join(format!("{}.gguf", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())));
+    if !gguf.is_file() {
+        bail!("no GGUF file at {} for llama.cpp (fetch-model assembles it there; or pass --gguf)", gguf.display());
+    }
+    eprintln!("llama.cpp on {}", gguf.display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/llamacpp_engine.py");
+    let status = Command::new(&python)
+        .arg(&script)
+        .args(["--gguf".as_ref(), gguf.as_os_str(), "--work".as_ref(), work.as_os_str(), "--out".as_ref(), out.as_os_str()])
+        .args(["--threads", &args.threads.to_string()])
+        .status()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !status.success() {
+        bail!("the llama.cpp side failed ({status})");
+    }
+    let path = out.join("llamacpp.json");
+    serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))
 }
 
 fn rayon_threads(n: usize) -> Result<()> {
@@ -369,12 +428,12 @@ fn rayon_threads(n: usize) -> Result<()> {
 
 fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| unit | work | tokens | PyTorch s | ours s | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| unit | work | tokens | PyTorch s | ours s | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff | llama.cpp s (GGUF) | ours / llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let opt = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.2} | {} | {:.0} | {} | {} | {} | {} |\n",
             r.unit,
             r.work,
             r.tokens,
@@ -384,6 +443,8 @@ fn table(rows: &[Row]) -> String {
             r.tokens as f64 / r.ours_seconds,
             opt(r.ratio, 2),
             r.max_abs_diff.map_or("-".into(), |d| format!("{d:.1e}")),
+            opt(r.llamacpp_seconds, 2),
+            opt(r.llamacpp_ratio, 2),
         ));
     }
     s
