@@ -112,8 +112,13 @@ pub fn expected(f: &Fixture, user: &str, persona: Option<&str>, max_tokens: usiz
 pub fn read_stream(url: &str, body: &Value) -> (String, String, bool) {
     let r = ureq::post(&format!("{url}/v1/chat/completions")).send_string(&body.to_string()).unwrap();
     assert!(r.content_type().starts_with("text/event-stream"), "{}", r.content_type());
+    read_events(std::io::BufReader::new(r.into_reader()).lines())
+}
+
+/// Reads server-sent events to their end: (concatenated content, finish reason, saw [DONE]).
+pub fn read_events(lines: impl Iterator<Item = std::io::Result<String>>) -> (String, String, bool) {
     let (mut text, mut finish, mut done) = (String::new(), String::new(), false);
-    for line in std::io::BufReader::new(r.into_reader()).lines() {
+    for line in lines {
         let line = line.unwrap();
         let Some(data) = line.strip_prefix("data: ") else { continue };
         if data == "[DONE]" {
@@ -131,4 +136,3 @@ pub fn read_stream(url: &str, body: &Value) -> (String, String, bool) {
     }
     (text, finish, done)
 }
-
