@@ -162,14 +162,22 @@ struct Receiving {
     _ticket: Ticket,
 }
 
+/// Why a request hears no more events.
+enum Ended {
+    /// Its deadline passed.
+    TimedOut,
+    /// The engine dropped its channel.
+    EngineGone,
+}
+
 impl Receiving {
-    /// The next event, or why there is none: `Err(true)` past the deadline.
-    async fn next(&mut self, app: &App) -> Result<Event, bool> {
+    /// The next event, or why there is none.
+    async fn next(&mut self, app: &App) -> Result<Event, Ended> {
         let ev = match self.deadline {
-            Some(d) => tokio::time::timeout_at(d, self.rx.recv()).await.map_err(|_| true)?,
+            Some(d) => tokio::time::timeout_at(d, self.rx.recv()).await.map_err(|_| Ended::TimedOut)?,
             None => self.rx.recv().await,
         };
-        let ev = ev.ok_or(false)?;
+        let ev = ev.ok_or(Ended::EngineGone)?;
         if let Event::Token(_) = ev {
             let now = Instant::now();
             app.metrics.token(self.last.is_none(), now.duration_since(self.last.unwrap_or(self.t)).as_secs_f64());
@@ -208,8 +216,8 @@ async fn whole(app: Arc<App>, p: Prepared, mut r: Receiving) -> Response {
             }
             Ok(Event::Done(f)) => break Ok(f),
             Ok(Event::Failed(m)) => break Err(ApiError::internal(m)),
-            Err(true) => break Err(timeout_error(&app)),
-            Err(false) => break Err(ApiError::internal("the engine stopped".into())),
+            Err(Ended::TimedOut) => break Err(timeout_error(&app)),
+            Err(Ended::EngineGone) => break Err(ApiError::internal("the engine stopped".into())),
         }
     };
     let completion = text.ids().len();
@@ -288,11 +296,11 @@ fn stream(app: Arc<App>, p: Prepared, r: Receiving) -> SseBody<impl Stream<Item 
                     log_done(&s.app, &s.p, 500, s.text.ids().len(), "error", s.r.t);
                     failed(&mut s.done, ApiError::internal(m))
                 }
-                Err(true) => {
+                Err(Ended::TimedOut) => {
                     log_done(&s.app, &s.p, 504, s.text.ids().len(), "timeout", s.r.t);
                     failed(&mut s.done, timeout_error(&s.app))
                 }
-                Err(false) => failed(&mut s.done, ApiError::internal("the engine stopped".into())),
+                Err(Ended::EngineGone) => failed(&mut s.done, ApiError::internal("the engine stopped".into())),
             };
             return Some((vec![ev], s));
         }

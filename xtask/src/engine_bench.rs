@@ -117,15 +117,15 @@ struct Work {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct TorchUnit {
+struct SideUnit {
     seconds: f64,
 }
 
 /// What a Python side writes: versions and seconds per unit (the file names its engine).
 #[derive(Debug, Serialize, Deserialize)]
-struct TorchOut {
+struct SideOut {
     versions: serde_json::Value,
-    units: std::collections::BTreeMap<String, TorchUnit>,
+    units: std::collections::BTreeMap<String, SideUnit>,
 }
 
 /// One row of the table.
@@ -362,7 +362,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
             bail!("the PyTorch side failed ({status})");
         }
         let path = out.join("torch.json");
-        Some(serde_json::from_slice::<TorchOut>(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?)
+        Some(serde_json::from_slice::<SideOut>(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?)
     };
     let llama = if args.llamacpp { Some(run_llamacpp(args, &cache, &dir, &work_path, &out)?) } else { None };
     let mut rows = Vec::new();
@@ -398,7 +398,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
 }
 
 /// Runs the llama.cpp side on the model's GGUF file.
-fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, out: &Path) -> Result<TorchOut> {
+fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, out: &Path) -> Result<SideOut> {
     let python = cache.join("llamacpp-venv/bin/python");
     if !python.is_file() {
         bail!("no llama.cpp side at {}: run `cargo xtask engine-bench --setup` first (pip installs {LLAMACPP_PIN})", python.display());
