@@ -1,7 +1,9 @@
-//! The floating-point type a model's weights are stored and multiplied in. Everything that
+//! The type a model's linear, embedding and output weights are stored in. Everything that
 //! needs accuracy stays float32: norms, RoPE, attention's softmax, the residual stream,
-//! log-probabilities and the head outputs handed to pas-core; activations are cast to the
-//! weights' type for each matrix product and the product back to float32.
+//! log-probabilities and the head outputs handed to pas-core. With a float type, activations
+//! are cast to it for each matrix product and the product back to float32; a quantized type
+//! stays in blocks in memory and is dequantized a panel at a time inside each product
+//! ([`crate::qmatrix`]).
 
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,10 @@ pub enum Dtype {
     F16,
     /// bfloat16 (the CUDA default).
     Bf16,
+    /// ggml's `Q8_0`: blocks of 32 signed bytes with an f16 scale (8.5 bits a weight),
+    /// quantized at load from the float weights.
+    #[serde(rename = "q8_0")]
+    Q8_0,
 }
 
 impl Dtype {
@@ -26,16 +32,23 @@ impl Dtype {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
+            Dtype::Q8_0 => "q8_0",
         }
     }
 
-    /// burn's float type.
+    /// burn's float type of the products: the weights' own for a float type, float32 for a
+    /// quantized one (its panels are dequantized to float32).
     pub fn burn(self) -> FloatDType {
         match self {
-            Dtype::F32 => FloatDType::F32,
+            Dtype::F32 | Dtype::Q8_0 => FloatDType::F32,
             Dtype::F16 => FloatDType::F16,
             Dtype::Bf16 => FloatDType::BF16,
         }
+    }
+
+    /// Whether the weights stay quantized in memory.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Dtype::Q8_0)
     }
 
     /// The default for a device: bf16 on CUDA, f32 elsewhere.
@@ -57,7 +70,8 @@ impl std::str::FromStr for Dtype {
             "f32" => Ok(Dtype::F32),
             "f16" => Ok(Dtype::F16),
             "bf16" => Ok(Dtype::Bf16),
-            _ => Err(format!("unknown dtype `{s}` (expected f32, f16 or bf16)")),
+            "q8_0" => Ok(Dtype::Q8_0),
+            _ => Err(format!("unknown dtype `{s}` (expected f32, f16, bf16 or q8_0)")),
         }
     }
 }

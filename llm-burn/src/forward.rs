@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Tensor, TensorData, activation};
 use pas_core::Steering;
 use rand::{Rng, SeedableRng};
 
@@ -72,8 +72,7 @@ impl<B: Backend> Llama<B> {
         let c = &self.config;
         let step = self.step_inputs(tokens, cache);
         let (b, width) = (step.b, c.heads * c.head_dim);
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(step.ids.clone(), [b * step.s]), &self.device);
-        let mut x = self.f32(self.embed.clone().select(0, ids)).reshape([b, step.s, c.hidden]); // [b, s, hidden]
+        let mut x = self.embed.rows(&step.ids, &self.device).reshape([b, step.s, c.hidden]); // [b, s, hidden]
         let mut captured = options.capture.then(|| Vec::with_capacity(c.layers));
         for (l, layer) in self.layers.iter().enumerate() {
             // Only the last position's output of the last layer is read (its keys and values
@@ -232,8 +231,8 @@ impl<B: Backend> Llama<B> {
         let (w, bias) = (layer.w(t), layer.b(t));
         let base = |x: Tensor<B, 3>| {
             let [b, s, i] = x.dims();
-            let o = w.dims()[1];
-            let y = self.mm(x.reshape([b * s, i]), w.clone());
+            let o = w.out_dim();
+            let y = self.mm(x.reshape([b * s, i]), w);
             let y = match bias {
                 Some(bias) => y + bias.clone().reshape([1, o]).expand([b * s, o]),
                 None => y,
@@ -243,7 +242,7 @@ impl<B: Backend> Llama<B> {
         let Some(pass) = lora else { return base(x) };
         let Some(ad) = pass.lora.get(l, t) else { return base(x) };
         let [bb, ss, i] = x.dims();
-        let o = w.dims()[1];
+        let o = w.out_dim();
         let x2 = x.clone().reshape([bb * ss, i]);
         let x2 = if pass.dropout > 0.0 {
             let keep = 1.0 - pass.dropout;
@@ -428,6 +427,6 @@ impl<B: Backend> Llama<B> {
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, s, h] = x.dims();
         let last = self.rms_norm(x.narrow(1, s - 1, 1), &self.norm).reshape([b, h]);
-        self.mm(last, self.lm_head.clone().transpose()) // [b, vocab]
+        self.lm_head.project(last, self.dtype.burn()) // [b, vocab]
     }
 }

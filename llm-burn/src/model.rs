@@ -3,6 +3,7 @@
 //! into [`Llama::forward`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, activation};
@@ -12,7 +13,9 @@ use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
+use crate::linear::{Table, Weight};
 use crate::lora::{Lora, Target};
+use crate::qmatrix::QMatrix;
 use crate::weights::{WeightFiles, transpose};
 
 /// The name table of a layer, relative to `model.layers.{i}.`: the two norms (`[hidden]`);
@@ -28,13 +31,13 @@ pub(crate) struct Layer<B: Backend> {
     pub(crate) input_norm: Tensor<B, 1>,
     pub(crate) post_norm: Tensor<B, 1>,
     /// The projections in [`Target::ALL`] order.
-    linear: [Tensor<B, 2>; 7],
+    linear: [Weight<B>; 7],
     /// Biases of [`BIASED`], in that order.
     bias: [Option<Tensor<B, 1>>; 3],
 }
 
 impl<B: Backend> Layer<B> {
-    pub(crate) fn w(&self, t: Target) -> &Tensor<B, 2> {
+    pub(crate) fn w(&self, t: Target) -> &Weight<B> {
         &self.linear[t as usize]
     }
 
@@ -66,9 +69,9 @@ impl Kernels {
 pub struct Llama<B: Backend> {
     pub(crate) config: LlamaConfig,
     /// `[vocab, hidden]`.
-    pub(crate) embed: Tensor<B, 2>,
-    /// `[vocab, hidden]` (the embedding when tied); used transposed.
-    pub(crate) lm_head: Tensor<B, 2>,
+    pub(crate) embed: Table<B>,
+    /// `[vocab, hidden]` (the embedding when tied).
+    pub(crate) lm_head: Table<B>,
     pub(crate) norm: Tensor<B, 1>,
     pub(crate) layers: Vec<Layer<B>>,
     pub(crate) inv_freq: Vec<f32>,
@@ -166,16 +169,27 @@ impl<B: Backend> Llama<B> {
             let n = v.len();
             Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
         };
-        // Linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
-        let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };
-        let lin = |v: Vec<f32>, out: usize, inp: usize| typed(Tensor::<B, 2>::from_data(TensorData::new(transpose(&v, out, inp), [inp, out]), device));
-        let embed_v = read("model.embed_tokens.weight".into(), &[c.vocab, h])?;
-        let embed = typed(Tensor::<B, 2>::from_data(TensorData::new(embed_v, [c.vocab, h]), device));
-        let lm_head = if c.tied {
-            embed.clone()
-        } else {
-            typed(Tensor::<B, 2>::from_data(TensorData::new(read("lm_head.weight".into(), &[c.vocab, h])?, [c.vocab, h]), device))
+        let quantize = |name: &str, v: &[f32], out: usize, inp: usize| {
+            QMatrix::quantize_q8_0(v, out, inp).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
         };
+        // Float linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
+        let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };
+        // Quantized ones too, in blocks along `out`.
+        let lin = |name: &str, v: Vec<f32>, out: usize, inp: usize| -> Result<Weight<B>> {
+            let t = transpose(&v, out, inp);
+            Ok(match dtype.is_quantized() {
+                true => Weight::Quant(quantize(name, &t, inp, out)?),
+                false => Weight::Dense(typed(Tensor::<B, 2>::from_data(TensorData::new(t, [inp, out]), device))),
+            })
+        };
+        let table = |name: &str, v: Vec<f32>| -> Result<Table<B>> {
+            Ok(match dtype.is_quantized() {
+                true => Table::Quant(quantize(name, &transpose(&v, c.vocab, h), h, c.vocab)?),
+                false => Table::Dense(typed(Tensor::<B, 2>::from_data(TensorData::new(v, [c.vocab, h]), device))),
+            })
+        };
+        let embed = table("model.embed_tokens.weight", read("model.embed_tokens.weight".into(), &[c.vocab, h])?)?;
+        let lm_head = if c.tied { embed.clone() } else { table("lm_head.weight", read("lm_head.weight".into(), &[c.vocab, h])?)? };
         let norm = t1(read("model.norm.weight".into(), &[h])?);
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
@@ -185,7 +199,8 @@ impl<B: Backend> Llama<B> {
             let mut linear = Vec::with_capacity(Target::ALL.len());
             for t in Target::ALL {
                 let (inp, out) = t.dims(c);
-                linear.push(lin(read(p(&format!("{}.weight", t.module())), &[out, inp])?, out, inp));
+                let name = p(&format!("{}.weight", t.module()));
+                linear.push(lin(&name, read(name.clone(), &[out, inp])?, out, inp)?);
             }
             let mut bias = [None, None, None];
             if c.qkv_bias {
@@ -225,18 +240,9 @@ impl<B: Backend> Llama<B> {
         self.dtype
     }
 
-    /// `x · w` with `w` in the model's weight type: `x` (float32) cast to it for the product,
-    /// the product back to float32.
-    pub(crate) fn mm(&self, x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self.dtype {
-            Dtype::F32 => x.matmul(w),
-            dt => x.cast(dt.burn()).matmul(w).cast(burn::tensor::FloatDType::F32),
-        }
-    }
-
-    /// A weight-typed tensor as float32.
-    pub(crate) fn f32(&self, t: Tensor<B, 2>) -> Tensor<B, 2> {
-        if self.dtype == Dtype::F32 { t } else { t.cast(burn::tensor::FloatDType::F32) }
+    /// `x · w` (float32 in and out) with `w` in the model's weight type.
+    pub(crate) fn mm(&self, x: Tensor<B, 2>, w: &Weight<B>) -> Tensor<B, 2> {
+        w.apply(x, self.dtype.burn())
     }
 
     /// The kernels this model runs.
@@ -272,12 +278,19 @@ impl<B: Backend> Llama<B> {
                 let Some(ad) = lora.get(l, t) else { continue };
                 let w = &mut layer.linear[t as usize];
                 let delta = ad.a.clone().matmul(ad.b.clone()) * scale;
-                if delta.dims() != w.dims() {
-                    return Err(Error::Tensor { name: t.peft_name(l, "lora_A·lora_B"), message: format!("{:?}, the weight is {:?}", delta.dims(), w.dims()) });
+                let dense = w.dense_f32(&self.device);
+                if delta.dims() != dense.dims() {
+                    return Err(Error::Tensor { name: t.peft_name(l, "lora_A·lora_B"), message: format!("{:?}, the weight is {:?}", delta.dims(), dense.dims()) });
                 }
+                let sum = dense + delta; // [in, out]
                 *w = match self.dtype {
-                    Dtype::F32 => w.clone() + delta,
-                    dt => (self.f32(w.clone()) + delta).cast(dt.burn()),
+                    Dtype::F32 => Weight::Dense(sum),
+                    Dtype::Q8_0 => {
+                        let [inp, out] = sum.dims();
+                        let v = sum.into_data().into_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
+                        Weight::Quant(Arc::new(QMatrix::quantize_q8_0(&v, inp, out).map_err(|message| Error::Tensor { name: t.peft_name(l, "merged"), message })?))
+                    }
+                    dt => Weight::Dense(sum.cast(dt.burn())),
                 };
             }
         }
@@ -292,14 +305,14 @@ impl<B: Backend> Llama<B> {
             .map(|l| Layer {
                 input_norm: f1(l.input_norm.clone()),
                 post_norm: f1(l.post_norm.clone()),
-                linear: l.linear.clone().map(&f2),
+                linear: l.linear.each_ref().map(|w| w.map(&f2)),
                 bias: l.bias.clone().map(|b| b.map(&f1)),
             })
             .collect();
         Llama {
             config: self.config.clone(),
-            embed: f2(self.embed.clone()),
-            lm_head: f2(self.lm_head.clone()),
+            embed: self.embed.map(&f2),
+            lm_head: self.lm_head.map(&f2),
             norm: f1(self.norm.clone()),
             layers,
             inv_freq: self.inv_freq.clone(),
@@ -327,7 +340,7 @@ impl<B: Backend> Llama<B> {
             .map(|(l, layer)| {
                 steering.layer(l).map(|d| {
                     let d = Tensor::<B, 2>::from_data(TensorData::new(d.to_vec(), [1, width]), &self.device);
-                    self.mm(d, layer.w(Target::O).clone()).reshape([self.config.hidden]) // [hidden]
+                    self.mm(d, layer.w(Target::O)).reshape([self.config.hidden]) // [hidden]
                 })
             })
             .collect();

@@ -7,6 +7,7 @@
 
 use crate::gguf::TensorType;
 
+#[inline(always)]
 fn f16(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
@@ -14,55 +15,79 @@ fn f16(b: &[u8]) -> f32 {
 /// Dequantises raw tensor bytes of a type to `f32` (a trailing partial block is ignored).
 pub fn dequantize(kind: TensorType, bytes: &[u8]) -> Vec<f32> {
     let (per_block, block_bytes) = kind.block();
-    let mut out = Vec::with_capacity(bytes.len() / block_bytes * per_block);
-    for b in bytes.chunks_exact(block_bytes) {
-        match kind {
-            TensorType::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            TensorType::F16 => out.push(f16(b)),
-            TensorType::BF16 => out.push(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            TensorType::Q4_0 => q4_0(b, &mut out),
-            TensorType::Q4_1 => q4_1(b, &mut out),
-            TensorType::Q5_0 => q5_0(b, &mut out),
-            TensorType::Q8_0 => {
-                let d = f16(b);
-                out.extend(b[2..34].iter().map(|&q| f32::from(q as i8) * d));
-            }
-            TensorType::Q4_K => q4_k(b, &mut out),
-            TensorType::Q6_K => q6_k(b, &mut out),
-        }
-    }
+    let mut out = vec![0.0; bytes.len() / block_bytes * per_block];
+    dequantize_into(kind, bytes, &mut out);
     out
 }
 
+/// [`dequantize`] into `out`, which holds `bytes.len() / block_bytes * per_block` values.
+#[inline(always)]
+pub fn dequantize_into(kind: TensorType, bytes: &[u8], out: &mut [f32]) {
+    let (per_block, block_bytes) = kind.block();
+    assert_eq!(out.len(), bytes.len() / block_bytes * per_block, "{kind:?}: {} bytes dequantize to {} values", bytes.len(), bytes.len() / block_bytes * per_block);
+    for (b, o) in bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(per_block)) {
+        match kind {
+            TensorType::F32 => o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            TensorType::F16 => o[0] = f16(b),
+            TensorType::BF16 => o[0] = half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            TensorType::Q4_0 => q4_0(b, o),
+            TensorType::Q4_1 => q4_1(b, o),
+            TensorType::Q5_0 => q5_0(b, o),
+            TensorType::Q8_0 => {
+                let d = f16(b);
+                for (o, &q) in o.iter_mut().zip(&b[2..34]) {
+                    *o = f32::from(q as i8) * d;
+                }
+            }
+            TensorType::Q4_K => q4_k(b, o),
+            TensorType::Q6_K => q6_k(b, o),
+        }
+    }
+}
+
+/// Writes `f(q)` for each of `qs` into `out`.
+#[inline(always)]
+fn fill(out: &mut [f32], qs: &[u8], f: impl Fn(u8) -> f32) {
+    for (o, &q) in out.iter_mut().zip(qs) {
+        *o = f(q);
+    }
+}
+
 /// `d`, then 16 bytes of nibbles: low nibbles are values 0..16, high nibbles 16..32.
-fn q4_0(b: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q4_0(b: &[u8], out: &mut [f32]) {
     let d = f16(b);
     let qs = &b[2..18];
-    out.extend(qs.iter().map(|q| f32::from(i16::from(q & 0x0F) - 8) * d));
-    out.extend(qs.iter().map(|q| f32::from(i16::from(q >> 4) - 8) * d));
+    fill(&mut out[..16], qs, |q| f32::from(i16::from(q & 0x0F) - 8) * d);
+    fill(&mut out[16..], qs, |q| f32::from(i16::from(q >> 4) - 8) * d);
 }
 
 /// `d`, `m`, then nibbles as [`q4_0`], unsigned, plus the minimum.
-fn q4_1(b: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q4_1(b: &[u8], out: &mut [f32]) {
     let (d, m) = (f16(b), f16(&b[2..4]));
     let qs = &b[4..20];
-    out.extend(qs.iter().map(|q| f32::from(q & 0x0F) * d + m));
-    out.extend(qs.iter().map(|q| f32::from(q >> 4) * d + m));
+    fill(&mut out[..16], qs, |q| f32::from(q & 0x0F) * d + m);
+    fill(&mut out[16..], qs, |q| f32::from(q >> 4) * d + m);
 }
 
 /// `d`, a 32-bit word of fifth bits (bit `j` for value `j`), then nibbles as [`q4_0`];
 /// values are 5-bit, offset by 16.
-fn q5_0(b: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q5_0(b: &[u8], out: &mut [f32]) {
     let d = f16(b);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     let qs = &b[6..22];
     let value = |j: usize, nibble: u8, high: u32| f32::from(i16::from(nibble | (((qh >> (j as u32 + high)) & 1) << 4) as u8) - 16) * d;
-    out.extend(qs.iter().enumerate().map(|(j, q)| value(j, q & 0x0F, 0)));
-    out.extend(qs.iter().enumerate().map(|(j, q)| value(j, q >> 4, 16)));
+    for (j, q) in qs.iter().enumerate() {
+        out[j] = value(j, q & 0x0F, 0);
+        out[j + 16] = value(j, q >> 4, 16);
+    }
 }
 
 /// ggml's `get_scale_min_k4`: the 6-bit scale and minimum of sub-block `j` (0..8) from the
 /// 12 packed bytes.
+#[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -74,27 +99,29 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// `d`, `dmin`, 12 bytes of scales and minimums, 128 bytes of nibbles: four groups of 64
 /// values, each 32 low nibbles (sub-block `2g`) then 32 high nibbles (sub-block `2g + 1`);
 /// value = `d·scale · q - dmin·min`.
-fn q4_k(b: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q4_k(b: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16(b), f16(&b[2..4]));
     let scales = &b[4..16];
     for (g, qs) in b[16..144].chunks_exact(32).enumerate() {
         for (sub, shift) in [(2 * g, 0), (2 * g + 1, 4)] {
             let (sc, m) = scale_min_k4(sub, scales);
             let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
-            out.extend(qs.iter().map(|q| d1 * f32::from((q >> shift) & 0x0F) - m1));
+            fill(&mut out[sub * 32..][..32], qs, |q| d1 * f32::from((q >> shift) & 0x0F) - m1);
         }
     }
 }
 
 /// 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit scales, then `d`;
 /// two halves of 128 values, each four runs of 32 (value = `d·scale · (q - 32)`).
-fn q6_k(b: &[u8], out: &mut Vec<f32>) {
+#[inline(always)]
+fn q6_k(b: &[u8], out: &mut [f32]) {
     let d = f16(&b[208..210]);
     for half in 0..2 {
         let ql = &b[half * 64..half * 64 + 64];
         let qh = &b[128 + half * 32..128 + half * 32 + 32];
         let sc = &b[192 + half * 8..192 + half * 8 + 8];
-        let mut y = [0f32; 128];
+        let y = &mut out[half * 128..][..128];
         for l in 0..32 {
             let is = l / 16;
             let q = [
@@ -108,6 +135,5 @@ fn q6_k(b: &[u8], out: &mut Vec<f32>) {
                 y[l + 32 * k] = scale * f32::from(i16::from(q) - 32);
             }
         }
-        out.extend_from_slice(&y);
     }
 }

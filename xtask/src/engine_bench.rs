@@ -38,6 +38,11 @@ pub struct EngineBenchArgs {
     /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Our engine's weight type: `f32` (default), `f16`, `bf16`, or `q8_0` (kept quantized in
+    /// memory). The other sides read the model folder (PyTorch, float32) and the GGUF file
+    /// (llama.cpp, its own types).
+    #[arg(long, default_value = "f32")]
+    dtype: llm_burn::Dtype,
     /// Threads on both sides (ours: rayon; PyTorch: intra-op).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -324,7 +329,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     let data = Dataset::load(&data_dir, None).with_context(|| format!("loading {}", data_dir.display()))?;
     let prompts = PromptEncoder::from_dir(&dir)?;
     rayon_threads(args.threads)?;
-    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let model = Llama::<Backend>::load_as(&dir, &Default::default(), args.dtype).with_context(|| format!("loading {}", dir.display()))?;
     let mut work = build_work(&data, &prompts, &model, args.threads)?;
     if let Some(only) = &args.units {
         let names: Vec<&str> = only.split(',').map(str::trim).collect();
@@ -388,12 +393,13 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     let summary = serde_json::json!({
         "threads": args.threads,
         "model": dir,
+        "ours_dtype": args.dtype,
         "torch_versions": torch.as_ref().map(|t| &t.versions),
         "llamacpp_versions": llama.as_ref().map(|t| &t.versions),
         "rows": rows,
     });
     std::fs::write(out.join("engine-bench.json"), serde_json::to_vec_pretty(&summary)?)?;
-    println!("{}", table(&rows));
+    println!("{}", table(&rows, args.dtype));
     Ok(())
 }
 
@@ -426,9 +432,9 @@ fn rayon_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")
 }
 
-fn table(rows: &[Row]) -> String {
-    let mut s = String::from(
-        "| unit | work | tokens | PyTorch s | ours s | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff | llama.cpp s (GGUF) | ours / llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+fn table(rows: &[Row], dtype: llm_burn::Dtype) -> String {
+    let mut s = format!(
+        "| unit | work | tokens | PyTorch s (f32) | ours s ({dtype}) | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff | llama.cpp s (GGUF) | ours / llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let opt = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
     for r in rows {

@@ -206,6 +206,9 @@ pub struct ServeArgs {
     /// Personas kept loaded (the least recently used goes past it).
     #[arg(long, default_value_t = serve::personas::DEFAULT_MAX_LOADED)]
     max_personas_loaded: usize,
+    /// Weight type: `f32` (default), `f16`, `bf16`, or `q8_0` (kept quantized in memory).
+    #[arg(long, default_value = "f32")]
+    dtype: llm_burn::Dtype,
 }
 
 impl ServeArgs {
@@ -229,13 +232,13 @@ impl ServeArgs {
 }
 
 /// Starts a server (in this process) and returns it with the model's name.
-pub fn start_server(model: &Option<PathBuf>, personas: &Path, max_personas: usize, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
+pub fn start_server(model: &Option<PathBuf>, dtype: llm_burn::Dtype, personas: &Path, max_personas: usize, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
     if !personas.is_dir() {
         bail!("{} is not a folder (create it and put persona files in it)", personas.display());
     }
     let dir = model_dir(model)?;
     let prompts = PromptEncoder::from_dir(&dir)?;
-    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let model = Llama::<Backend>::load_as(&dir, &Default::default(), dtype).with_context(|| format!("loading {}", dir.display()))?;
     let identity = llm_burn::identity::identity(&dir, model.config())?;
     let model_id = identity.model_id.clone();
     let personas = serve::Personas::new(personas.to_owned(), identity).max_loaded(max_personas);
@@ -247,7 +250,7 @@ pub fn start_server(model: &Option<PathBuf>, personas: &Path, max_personas: usiz
 /// Runs `serve` until the process is stopped.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
     let config = args.config()?;
-    let (running, model_id) = start_server(&args.model, &args.personas, args.max_personas_loaded, &args.addr, config, |line| eprintln!("{line}"))?;
+    let (running, model_id) = start_server(&args.model, args.dtype, &args.personas, args.max_personas_loaded, &args.addr, config, |line| eprintln!("{line}"))?;
     let n = std::fs::read_dir(&args.personas).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).count()).unwrap_or(0);
     eprintln!("serving {model_id} on http://{} with {n} personas in {}", running.addr, args.personas.display());
     match running.thread.join() {

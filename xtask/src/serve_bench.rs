@@ -170,7 +170,7 @@ pub fn run(args: &ServeBenchArgs) -> Result<()> {
     let config = llm_burn::LlamaConfig::load(&model_dir.join("config.json"))?;
     let names = write_personas(&dir, &model_dir, &config, 16)?;
     let server = serve::ServerConfig { model_id: String::new(), max_tokens: 256, default_max_tokens: 64, max_batch: 32, max_waiting: 32, ..Default::default() };
-    let (running, model_id) = crate::personas::start_server(&args.model, &dir, serve::personas::DEFAULT_MAX_LOADED, "127.0.0.1:0", server, |_| {})?;
+    let (running, model_id) = crate::personas::start_server(&args.model, llm_burn::Dtype::F32, &dir, serve::personas::DEFAULT_MAX_LOADED, "127.0.0.1:0", server, |_| {})?;
     let url = format!("http://{}", running.addr);
     eprintln!("{model_id} on {url}; {} requests per client, {} tokens each", args.requests, args.max_tokens);
     // Warm up (allocator, caches).

@@ -16,6 +16,7 @@ mod kernels;
 mod loading;
 mod npy;
 mod quant;
+mod quantized;
 mod pinned_models;
 mod random_model;
 mod tiny_model;

@@ -1,0 +1,53 @@
+//! Quantized weights against float ones: dequantizing (the cost a quantized product adds),
+//! and one Qwen2.5-1.5B MLP product (`[m, 1536] · [1536, 8960]`) each way.
+//!
+//! `cargo bench -p llm-burn --bench qmatrix`
+
+use burn::tensor::{Tensor, TensorData};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use llm_burn::CpuBackend as B;
+use llm_burn::qmatrix::QMatrix;
+
+const ROWS: usize = 8960;
+const COLS: usize = 1536;
+
+fn weights() -> Vec<f32> {
+    (0..ROWS * COLS).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect()
+}
+
+fn dequantize(c: &mut Criterion) {
+    let q8 = QMatrix::quantize_q8_0(&weights(), ROWS, COLS).expect("whole blocks");
+    let mut out = vec![0.0f32; ROWS * COLS];
+    let mut g = c.benchmark_group("dequantize");
+    g.throughput(Throughput::Elements((ROWS * COLS) as u64));
+    g.sample_size(20);
+    g.bench_function("q8_0 [8960, 1536] rows", |b| b.iter(|| q8.dequantize_rows(0..ROWS, &mut out)));
+    let t = QMatrix::quantize_q8_0(&weights(), COLS, ROWS).expect("whole blocks");
+    let mut panel = vec![0.0f32; COLS * 672];
+    g.throughput(Throughput::Elements((COLS * 672) as u64));
+    g.bench_function("q8_0 [1536, 8960], a panel of 672 columns", |b| b.iter(|| t.dequantize_cols(672..1344, &mut panel)));
+    g.finish();
+}
+
+fn product(c: &mut Criterion) {
+    let w = weights(); // [out, in], as a file holds it
+    let q8 = QMatrix::quantize_q8_0(&llm_burn::weights::transpose(&w, ROWS, COLS), COLS, ROWS).expect("whole blocks"); // [in, out]
+    let dev = Default::default();
+    let dense = Tensor::<B, 2>::from_data(TensorData::new(llm_burn::weights::transpose(&w, ROWS, COLS), [COLS, ROWS]), &dev);
+    let strided = Tensor::<B, 2>::from_data(TensorData::new(w, [ROWS, COLS]), &dev).transpose();
+    let mut g = c.benchmark_group("product");
+    g.sample_size(10);
+    for m in [1, 64, 512] {
+        let x = Tensor::<B, 2>::from_data(TensorData::new((0..m * COLS).map(|i| (i % 13) as f32 / 13.0).collect::<Vec<_>>(), [m, COLS]), &dev);
+        g.bench_function(format!("f32 [in, out], m = {m}"), |b| b.iter(|| x.clone().matmul(dense.clone()).into_data()));
+        g.bench_function(format!("f32 [out, in]ᵀ, m = {m}"), |b| b.iter(|| x.clone().matmul(strided.clone()).into_data()));
+        g.bench_function(format!("q8_0 panels, m = {m}"), |b| b.iter(|| q8.product(x.clone()).into_data()));
+        let step = q8.panel_cols();
+        let panels: Vec<Tensor<B, 2>> = (0..ROWS).step_by(step).map(|c| dense.clone().narrow(1, c, step.min(ROWS - c)).into_data()).map(|d| Tensor::from_data(d, &dev)).collect();
+        g.bench_function(format!("f32 in the same panels, m = {m}"), |b| b.iter(|| Tensor::cat(panels.iter().map(|p| x.clone().matmul(p.clone())).collect(), 1).into_data()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, dequantize, product);
+criterion_main!(benches);
