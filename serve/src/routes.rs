@@ -174,6 +174,9 @@ impl Receiving {
     /// The next event, or why there is none.
     async fn next(&mut self, app: &App) -> Result<Event, Ended> {
         let ev = match self.deadline {
+            // `timeout_at` polls the receiver first: while the engine keeps the channel full it
+            // would never see the deadline, so check it before every event.
+            Some(d) if Deadline::now() >= d => return Err(Ended::TimedOut),
             Some(d) => tokio::time::timeout_at(d, self.rx.recv()).await.map_err(|_| Ended::TimedOut)?,
             None => self.rx.recv().await,
         };
