@@ -21,7 +21,7 @@ fn dequantize(c: &mut Criterion) {
     let mut g = c.benchmark_group("dequantize");
     g.throughput(Throughput::Elements((ROWS * COLS) as u64));
     g.sample_size(20);
-    g.bench_function("q8_0 [8960, 1536] rows", |b| b.iter(|| q8.dequantize_rows(0..ROWS, &mut out)));
+    g.bench_function("q8_0 [8960, 1536] whole", |b| b.iter(|| q8.dequantize_cols(0..COLS, &mut out)));
     let t = QMatrix::quantize_q8_0(&weights(), COLS, ROWS).expect("whole blocks");
     let mut panel = vec![0.0f32; COLS * 672];
     g.throughput(Throughput::Elements((COLS * 672) as u64));

@@ -169,8 +169,8 @@ impl<B: Backend> Llama<B> {
             let n = v.len();
             Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
         };
-        let quantize = |name: &str, v: &[f32], out: usize, inp: usize| {
-            QMatrix::quantize_q8_0(v, out, inp).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
+        let quantize = |name: &str, v: &[f32], rows: usize, cols: usize| {
+            QMatrix::quantize_q8_0(v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
         };
         // Float linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
         let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };

@@ -86,12 +86,12 @@ impl QMatrix {
         self.kind
     }
 
-    /// Rows (`out`).
+    /// Rows (the engine stores a linear weight `[in, out]`: its inputs).
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// Columns (`in`).
+    /// Columns, along which the blocks run (a linear weight's outputs).
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -99,19 +99,6 @@ impl QMatrix {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len()
-    }
-
-    /// Rows `r` dequantized into `out` (`[r.len(), cols]`), in parallel.
-    pub fn dequantize_rows(&self, r: Range<usize>, out: &mut [f32]) {
-        assert_eq!(out.len(), r.len() * self.cols, "rows {r:?} hold {} values", r.len() * self.cols);
-        let data = &self.data[r.start * self.row_bytes..r.end * self.row_bytes];
-        let kind = self.kind;
-        out.par_chunks_mut(self.cols * ROWS_PER_TASK).zip(data.par_chunks(self.row_bytes * ROWS_PER_TASK)).for_each(|(o, d)| {
-            pulp::Arch::new().dispatch(
-                #[inline(always)]
-                || dequantize_into(kind, d, o),
-            )
-        });
     }
 
     /// Columns `c` (whole blocks) of every row dequantized into `out` (`[rows, c.len()]`),
@@ -148,22 +135,16 @@ impl QMatrix {
             .collect()
     }
 
-    /// Row `r` as floats (an embedding lookup).
-    pub fn row(&self, r: usize) -> Vec<f32> {
-        let mut out = vec![0.0; self.cols];
-        dequantize_into(self.kind, &self.data[r * self.row_bytes..(r + 1) * self.row_bytes], &mut out);
-        out
-    }
-
     /// The whole matrix as floats, row-major `[rows, cols]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        self.dequantize_rows(0..self.rows, &mut out);
+        self.dequantize_cols(0..self.cols, &mut out);
         out
     }
 
-    /// `x · Q` (`x`: `[m, rows]` float32; returns `[m, cols]`): dequantized a panel of rows at a time, each panel multiplied by the float32
-    /// kernel (on an autodiff backend the panels are constants: gradients reach `x`).
+    /// `x · Q` (`x`: `[m, rows]` float32; returns `[m, cols]`): dequantized a panel of columns
+    /// at a time, each panel multiplied by the float32 kernel (on an autodiff backend the
+    /// panels are constants: gradients reach `x`).
     pub fn product<B: Backend>(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [m, k] = x.dims();
         assert_eq!(k, self.rows, "a product of [{m}, {k}] by a [{}, {}] weight", self.rows, self.cols);
@@ -256,8 +237,6 @@ mod tests {
                     proptest::prop_assert!((a - b).abs() <= d * (0.5 + 127.0 / 2048.0) + 1e-7, "block {k}: {a} came back as {b}");
                 }
             }
-            let r = rows / 2;
-            proptest::prop_assert_eq!(q.row(r), back[r * cols..(r + 1) * cols].to_vec());
             let c0 = 32 * (blocks / 2);
             let mut part = vec![0.0; rows * (cols - c0)];
             q.dequantize_cols(c0..cols, &mut part);
