@@ -14,7 +14,7 @@ use crate::gguf::{Gguf, unpermute_rows};
 
 /// How a GGUF tensor maps to a Hugging Face one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Permute {
+pub(crate) enum Permute {
     /// Copied as is.
     None,
     /// Q projection rows: undo llama.cpp's permutation with the query head count.
@@ -44,7 +44,7 @@ const NAMES: &[(&str, &str, Permute)] = &[
 ];
 
 /// Maps a GGUF tensor name to its Hugging Face name and permutation.
-fn hf_name(gguf_name: &str) -> Option<(String, Permute)> {
+pub(crate) fn hf_name(gguf_name: &str) -> Option<(String, Permute)> {
     for &(pattern, hf, permute) in NAMES {
         if let Some((prefix, suffix)) = pattern.split_once("{i}") {
             if let Some(rest) = gguf_name.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix))

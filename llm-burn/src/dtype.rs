@@ -23,6 +23,9 @@ pub enum Dtype {
     /// quantized at load from the float weights.
     #[serde(rename = "q8_0")]
     Q8_0,
+    /// Each weight as the model's GGUF file holds it (Q4_K, Q6_K, Q8_0, ...), kept in its
+    /// blocks ([`crate::file_weights`]).
+    File,
 }
 
 impl Dtype {
@@ -33,6 +36,7 @@ impl Dtype {
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
             Dtype::Q8_0 => "q8_0",
+            Dtype::File => "file",
         }
     }
 
@@ -40,7 +44,7 @@ impl Dtype {
     /// quantized one (its panels are dequantized to float32).
     pub fn burn(self) -> FloatDType {
         match self {
-            Dtype::F32 | Dtype::Q8_0 => FloatDType::F32,
+            Dtype::F32 | Dtype::Q8_0 | Dtype::File => FloatDType::F32,
             Dtype::F16 => FloatDType::F16,
             Dtype::Bf16 => FloatDType::BF16,
         }
@@ -48,7 +52,7 @@ impl Dtype {
 
     /// Whether the weights stay quantized in memory.
     pub fn is_quantized(self) -> bool {
-        matches!(self, Dtype::Q8_0)
+        matches!(self, Dtype::Q8_0 | Dtype::File)
     }
 
     /// The default for a device: bf16 on CUDA, f32 elsewhere.
@@ -71,7 +75,8 @@ impl std::str::FromStr for Dtype {
             "f16" => Ok(Dtype::F16),
             "bf16" => Ok(Dtype::Bf16),
             "q8_0" => Ok(Dtype::Q8_0),
-            _ => Err(format!("unknown dtype `{s}` (expected f32, f16, bf16 or q8_0)")),
+            "file" => Ok(Dtype::File),
+            _ => Err(format!("unknown dtype `{s}` (expected f32, f16, bf16, q8_0 or file)")),
         }
     }
 }

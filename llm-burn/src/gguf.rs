@@ -152,11 +152,14 @@ impl TensorInfo {
     }
 }
 
-/// A GGUF file held in memory.
+/// A GGUF file held in memory, or only its header ([`Gguf::open_header`]).
 #[derive(Debug)]
 pub struct Gguf {
     path: PathBuf,
+    /// The whole file, or a prefix holding the header.
     bytes: Vec<u8>,
+    /// The file's length.
+    file_len: usize,
     /// Format version.
     pub version: u32,
     /// Metadata by key.
@@ -236,8 +239,34 @@ impl Gguf {
         Self::from_bytes(path, bytes)
     }
 
+    /// Reads a GGUF file's header alone (metadata and tensor table), leaving the tensors on
+    /// disk for [`Gguf::read_tensor`]: a loader that keeps the blocks holds each once.
+    pub fn open_header(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
+        let path = path.as_ref();
+        let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len() as usize;
+        let mut want = 16 << 20;
+        loop {
+            let mut bytes = Vec::new();
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            file.take(want.min(file_len) as u64).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+            match Self::parse(path, bytes, file_len) {
+                // A header longer than the prefix reads as truncated: read more.
+                Err(_) if want < file_len => want *= 4,
+                done => return done,
+            }
+        }
+    }
+
     /// Parses GGUF bytes; `path` is used in errors.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let len = bytes.len();
+        Self::parse(path, bytes, len)
+    }
+
+    /// Parses the header in `bytes` (the file, or a prefix of a file of `file_len` bytes)
+    /// and checks that every tensor lies inside the file.
+    fn parse(path: &Path, bytes: Vec<u8>, file_len: usize) -> Result<Self> {
         let bad = |message: &str| Error::Gguf { path: path.to_owned(), message: message.to_owned() };
         let mut c = Cursor { bytes: &bytes, pos: 0 };
         if c.take(4) != Some(b"GGUF") {
@@ -280,9 +309,9 @@ impl Gguf {
             return Err(bad("general.alignment is 0"));
         }
         let data_start = c.pos.div_ceil(align) * align;
-        let gguf = Gguf { path: path.to_owned(), bytes, version, metadata, tensors, data_start };
+        let gguf = Gguf { path: path.to_owned(), bytes, file_len, version, metadata, tensors, data_start };
         for t in &gguf.tensors {
-            gguf.tensor_bytes(t)?;
+            gguf.tensor_range(t)?;
         }
         Ok(gguf)
     }
@@ -323,8 +352,8 @@ impl Gguf {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The tensor's raw bytes as stored (blocks of its type).
-    pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+    /// Where the tensor's bytes lie in the file.
+    fn tensor_range(&self, t: &TensorInfo) -> Result<std::ops::Range<usize>> {
         let (per_block, block_bytes) = t.kind.block();
         let n = t.len();
         let bad = |m: String| Error::Gguf { path: self.path.clone(), message: format!("tensor `{}`: {m}", t.name) };
@@ -333,7 +362,30 @@ impl Gguf {
         }
         let len = n / per_block * block_bytes;
         let start = self.data_start.checked_add(t.offset).ok_or_else(|| bad("offset overflows".into()))?;
-        self.bytes.get(start..start + len).ok_or_else(|| bad("data lies past the end of the file".into()))
+        match start.checked_add(len) {
+            Some(end) if end <= self.file_len => Ok(start..end),
+            _ => Err(bad("data lies past the end of the file".into())),
+        }
+    }
+
+    /// The tensor's raw bytes as stored (blocks of its type), from a file held in memory.
+    pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+        let range = self.tensor_range(t)?;
+        self.bytes.get(range).ok_or_else(|| Error::Gguf { path: self.path.clone(), message: format!("tensor `{}`: not in memory (the header alone was read)", t.name) })
+    }
+
+    /// The tensor's raw bytes as stored, copied from memory or read from the file.
+    pub fn read_tensor(&self, t: &TensorInfo) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let range = self.tensor_range(t)?;
+        if let Some(b) = self.bytes.get(range.clone()) {
+            return Ok(b.to_vec());
+        }
+        let mut file = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.seek(SeekFrom::Start(range.start as u64)).map_err(|e| Error::io(&self.path, e))?;
+        let mut out = vec![0u8; range.len()];
+        file.read_exact(&mut out).map_err(|e| Error::io(&self.path, e))?;
+        Ok(out)
     }
 
     /// The tensor's values as `f32`, dequantised, in PyTorch (row-major) order.
@@ -346,10 +398,11 @@ impl Gguf {
 /// llama.cpp stores each head's rows interleaved (pairs for the interleaved RoPE); Hugging
 /// Face checkpoints use the half-split layout. Row `2 i + s` of a GGUF head becomes row
 /// `s * head_dim / 2 + i`.
-pub fn unpermute_rows(w: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+/// `cols` is a row's length in `T`s: values, or bytes of a row of blocks.
+pub fn unpermute_rows<T: Copy + Default>(w: &[T], n_heads: usize, rows: usize, cols: usize) -> Vec<T> {
     let head_dim = rows / n_heads;
     let half = head_dim / 2;
-    let mut out = vec![0.0; w.len()];
+    let mut out = vec![T::default(); w.len()];
     for h in 0..n_heads {
         for i in 0..half {
             for s in 0..2 {

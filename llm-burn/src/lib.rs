@@ -42,6 +42,7 @@ pub mod config;
 pub mod convert;
 pub mod dtype;
 pub mod error;
+pub mod file_weights;
 mod forward;
 pub mod generate;
 pub mod gguf;

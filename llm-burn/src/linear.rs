@@ -16,6 +16,8 @@ pub(crate) enum Weight<B: Backend> {
     Dense(Tensor<B, 2>),
     /// `[in, out]`, in blocks along `out`.
     Quant(Arc<QMatrix>),
+    /// `[out, in]` as the GGUF file holds it, in blocks along `in`.
+    Gguf(Arc<QMatrix>),
 }
 
 impl<B: Backend> Weight<B> {
@@ -24,6 +26,7 @@ impl<B: Backend> Weight<B> {
         match self {
             Weight::Dense(w) => w.dims()[1],
             Weight::Quant(q) => q.cols(),
+            Weight::Gguf(q) => q.rows(),
         }
     }
 
@@ -34,6 +37,7 @@ impl<B: Backend> Weight<B> {
             Weight::Dense(w) if float == FloatDType::F32 => x.matmul(w.clone()),
             Weight::Dense(w) => x.cast(float).matmul(w.clone()).cast(FloatDType::F32),
             Weight::Quant(q) => q.product(x),
+            Weight::Gguf(q) => q.product_t(x),
         }
     }
 
@@ -42,6 +46,7 @@ impl<B: Backend> Weight<B> {
         match self {
             Weight::Dense(w) => w.clone().cast(FloatDType::F32),
             Weight::Quant(q) => Tensor::<B, 2>::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), device),
+            Weight::Gguf(q) => Tensor::<B, 2>::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), device).transpose(),
         }
     }
 
@@ -50,6 +55,7 @@ impl<B: Backend> Weight<B> {
         match self {
             Weight::Dense(w) => Weight::Dense(f(w.clone())),
             Weight::Quant(q) => Weight::Quant(q.clone()),
+            Weight::Gguf(q) => Weight::Gguf(q.clone()),
         }
     }
 }
@@ -61,6 +67,8 @@ pub(crate) enum Table<B: Backend> {
     Dense(Tensor<B, 2>),
     /// `[hidden, vocab]` (transposed: the product's layout), in blocks along `vocab`.
     Quant(Arc<QMatrix>),
+    /// `[vocab, hidden]` as the GGUF file holds it, in blocks along `hidden`.
+    Gguf(Arc<QMatrix>),
 }
 
 impl<B: Backend> Table<B> {
@@ -75,6 +83,10 @@ impl<B: Backend> Table<B> {
                 let v: Vec<f32> = ids.iter().flat_map(|&i| q.column(i as usize)).collect();
                 Tensor::from_data(TensorData::new(v, [ids.len(), q.rows()]), device)
             }
+            Table::Gguf(q) => {
+                let v: Vec<f32> = ids.iter().flat_map(|&i| q.row(i as usize)).collect();
+                Tensor::from_data(TensorData::new(v, [ids.len(), q.cols()]), device)
+            }
         }
     }
 
@@ -83,6 +95,7 @@ impl<B: Backend> Table<B> {
         match self {
             Table::Dense(t) => Weight::Dense(t.clone().transpose()).apply(x, float),
             Table::Quant(q) => q.product(x),
+            Table::Gguf(q) => q.product_t(x),
         }
     }
 
@@ -91,6 +104,7 @@ impl<B: Backend> Table<B> {
         match self {
             Table::Dense(t) => Table::Dense(f(t.clone())),
             Table::Quant(q) => Table::Quant(q.clone()),
+            Table::Gguf(q) => Table::Gguf(q.clone()),
         }
     }
 }
@@ -119,5 +133,33 @@ mod tests {
             let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(diff < 1e-4, "m = {m}: {diff}");
         }
+    }
+
+    /// A weight kept as the file holds it (`[out, in]`, blocks along `in`) gives the dense
+    /// product of its dequantized transpose over several panels (and a ragged last one), and
+    /// a table kept so looks up the same rows it projects with.
+    #[test]
+    fn a_file_layout_weight_is_its_dequantized_transpose() {
+        let (out, inp) = (1_000, 2_048); // panels of 512 outputs
+        let w: Vec<f32> = (0..out * inp).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let q = Arc::new(QMatrix::quantize_q8_0(&w, out, inp).unwrap());
+        let dev = Default::default();
+        let dense = Tensor::<B, 2>::from_data(TensorData::new(q.dequantize(), [out, inp]), &dev); // [out, in]
+        for m in [1, 5] {
+            let x: Vec<f32> = (0..m * inp).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
+            let xt = Tensor::<B, 2>::from_data(TensorData::new(x, [m, inp]), &dev);
+            let got = Weight::<B>::Gguf(q.clone()).apply(xt.clone(), FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+            let want = xt.matmul(dense.clone().transpose()).into_data().to_vec::<f32>().unwrap();
+            assert_eq!(got.len(), m * out);
+            let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff < 1e-3, "m = {m}: {diff}");
+        }
+        let table = Table::<B>::Gguf(q.clone());
+        let rows = table.rows(&[3, 999], &dev).into_data().to_vec::<f32>().unwrap();
+        let all = q.dequantize();
+        assert_eq!(&rows[..inp], &all[3 * inp..4 * inp]);
+        assert_eq!(&rows[inp..], &all[999 * inp..]);
+        let dense_t = Weight::<B>::Gguf(q).dense_f32(&dev).into_data().to_vec::<f32>().unwrap(); // [in, out]
+        assert_eq!(dense_t[5 * out + 7], all[7 * inp + 5]);
     }
 }

@@ -21,9 +21,9 @@ use crate::weights::{WeightFiles, transpose};
 /// The name table of a layer, relative to `model.layers.{i}.`: the two norms (`[hidden]`);
 /// every projection of [`Target::ALL`] as `{target.module()}.weight` (`[out, in]` in the file,
 /// [`Target::dims`]); and, when the config has q/k/v biases, `{module}.bias` (`[out]`) of these.
-const NORMS: [&str; 2] = ["input_layernorm.weight", "post_attention_layernorm.weight"];
+pub(crate) const NORMS: [&str; 2] = ["input_layernorm.weight", "post_attention_layernorm.weight"];
 /// The projections that carry a bias when the config says so (Qwen2).
-const BIASED: [Target; 3] = [Target::Q, Target::K, Target::V];
+pub(crate) const BIASED: [Target; 3] = [Target::Q, Target::K, Target::V];
 
 /// One decoder layer's weights; linear weights are stored `[in, out]`.
 #[derive(Debug, Clone)]
@@ -31,9 +31,9 @@ pub(crate) struct Layer<B: Backend> {
     pub(crate) input_norm: Tensor<B, 1>,
     pub(crate) post_norm: Tensor<B, 1>,
     /// The projections in [`Target::ALL`] order.
-    linear: [Weight<B>; 7],
+    pub(crate) linear: [Weight<B>; 7],
     /// Biases of [`BIASED`], in that order.
-    bias: [Option<Tensor<B, 1>>; 3],
+    pub(crate) bias: [Option<Tensor<B, 1>>; 3],
 }
 
 impl<B: Backend> Layer<B> {
@@ -154,7 +154,12 @@ impl<B: Backend> Llama<B> {
 
     /// [`Llama::load`] with the linear, embedding and output weights stored (and multiplied)
     /// in `dtype`; norms stay float32.
+    /// [`Dtype::File`] reads `model.gguf` in `dir` instead and keeps its blocks
+    /// ([`crate::file_weights`]).
     pub fn load_as(dir: &Path, device: &B::Device, dtype: Dtype) -> Result<Self> {
+        if dtype == Dtype::File {
+            return crate::file_weights::load(dir, device);
+        }
         let config = LlamaConfig::load(&dir.join("config.json"))?;
         let files = WeightFiles::open(dir)?;
         let c = &config;
@@ -285,7 +290,8 @@ impl<B: Backend> Llama<B> {
                 let sum = dense + delta; // [in, out]
                 *w = match self.dtype {
                     Dtype::F32 => Weight::Dense(sum),
-                    Dtype::Q8_0 => {
+                    // A file's blocks are not rebuilt: a merged weight is requantized to Q8_0.
+                    Dtype::Q8_0 | Dtype::File => {
                         let [inp, out] = sum.dims();
                         let v = sum.into_data().into_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
                         Weight::Quant(Arc::new(QMatrix::quantize_q8_0(&v, inp, out).map_err(|message| Error::Tensor { name: t.peft_name(l, "merged"), message })?))
@@ -404,7 +410,7 @@ pub fn logprobs_of<B: Backend>(logits: Tensor<B, 2>, choices: &[u32]) -> Result<
 }
 
 /// RoPE inverse frequencies in `f32` as Hugging Face computes them (with Llama-3 scaling).
-fn rope_inv_freq(c: &LlamaConfig) -> Vec<f32> {
+pub(crate) fn rope_inv_freq(c: &LlamaConfig) -> Vec<f32> {
     let d = c.head_dim;
     let base = c.rope_theta as f32;
     let mut inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();

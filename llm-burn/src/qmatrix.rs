@@ -101,6 +101,11 @@ impl QMatrix {
         self.data.len()
     }
 
+    /// The blocks, row after row (a GGUF tensor's data when the rows are its outputs).
+    pub fn blocks(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Columns `c` (whole blocks) of every row dequantized into `out` (`[rows, c.len()]`),
     /// in parallel over rows.
     pub fn dequantize_cols(&self, c: Range<usize>, out: &mut [f32]) {
@@ -148,21 +153,55 @@ impl QMatrix {
     pub fn product<B: Backend>(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [m, k] = x.dims();
         assert_eq!(k, self.rows, "a product of [{m}, {k}] by a [{}, {}] weight", self.rows, self.cols);
-        let device = x.device();
-        let step = self.panel_cols();
-        let parts: Vec<Tensor<B, 2>> = (0..self.cols)
-            .step_by(step)
-            .map(|c0| {
-                let c1 = (c0 + step).min(self.cols);
-                let mut panel = spare_panel(k * (c1 - c0));
-                self.dequantize_cols(c0..c1, &mut panel);
-                let p = Tensor::<B, 2>::from_data(TensorData::new(panel, [k, c1 - c0]), &device);
-                let y = x.clone().matmul(p.clone());
-                keep_panel::<B>(p);
-                y
-            })
-            .collect();
-        if parts.len() == 1 { parts.into_iter().next().expect("one panel") } else { Tensor::cat(parts, 1) }
+        panels(x, self.cols, self.panel_cols(), |c, panel| self.dequantize_cols(c, panel))
+    }
+
+    /// `x · Qᵀ` (`x`: `[m, cols]` float32; returns `[m, rows]`): the product with a weight
+    /// kept as a GGUF file holds it (`[out, in]`, blocks along `in`), a panel of rows
+    /// (outputs) at a time, each dequantized into the product's layout.
+    pub fn product_t<B: Backend>(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [m, k] = x.dims();
+        assert_eq!(k, self.cols, "a product of [{m}, {k}] by the transpose of a [{}, {}] weight", self.rows, self.cols);
+        let step = ((1usize << 20) / self.cols.max(1)).clamp(ROWS_PER_TASK, self.rows.max(ROWS_PER_TASK)) / ROWS_PER_TASK * ROWS_PER_TASK;
+        panels(x, self.rows, step, |r, panel| self.dequantize_rows_t(r, panel))
+    }
+
+    /// Rows `r` dequantized and transposed into `out` (`[cols, r.len()]`), in parallel over
+    /// blocks of columns; rows are taken [`ROWS_PER_TASK`] at a time so that each write
+    /// fills whole cache lines.
+    pub fn dequantize_rows_t(&self, r: Range<usize>, out: &mut [f32]) {
+        let (per_block, block_bytes) = self.kind.block();
+        let width = r.len();
+        assert!(r.end <= self.rows, "rows {r:?} of {}", self.rows);
+        assert_eq!(out.len(), self.cols * width, "rows {r:?} of {} columns hold {} values", self.cols, self.cols * width);
+        let (kind, row_bytes, data) = (self.kind, self.row_bytes, &self.data);
+        out.par_chunks_mut(per_block * width).enumerate().for_each(|(j, o)| {
+            pulp::Arch::new().dispatch(
+                #[inline(always)]
+                || {
+                    let mut block = vec![0.0f32; per_block * ROWS_PER_TASK];
+                    for g0 in (0..width).step_by(ROWS_PER_TASK) {
+                        let n = ROWS_PER_TASK.min(width - g0);
+                        for (i, b) in block.chunks_exact_mut(per_block).take(n).enumerate() {
+                            let start = (r.start + g0 + i) * row_bytes + j * block_bytes;
+                            dequantize_into(kind, &data[start..start + block_bytes], b);
+                        }
+                        for (kk, line) in o.chunks_exact_mut(width).enumerate() {
+                            for (i, v) in line[g0..g0 + n].iter_mut().enumerate() {
+                                *v = block[i * per_block + kk];
+                            }
+                        }
+                    }
+                },
+            )
+        });
+    }
+
+    /// Row `r` as floats (`[cols]`): an embedding lookup in a table kept as the file holds it.
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.cols];
+        dequantize_into(self.kind, &self.data[r * self.row_bytes..(r + 1) * self.row_bytes], &mut out);
+        out
     }
 
     /// Columns per panel: about 4 MB of floats (below the size an allocator maps afresh for
@@ -172,6 +211,26 @@ impl QMatrix {
         let cols = ((1usize << 20) / self.rows.max(1)).max(256) / per_block * per_block;
         cols.max(per_block).min(self.cols.max(1))
     }
+}
+
+/// `x · W` for a weight of `n` outputs, `step` outputs at a time: `fill(outputs, buffer)`
+/// writes the panel's float weights (`[k, outputs.len()]`) into the buffer.
+fn panels<B: Backend>(x: Tensor<B, 2>, n: usize, step: usize, fill: impl Fn(Range<usize>, &mut [f32])) -> Tensor<B, 2> {
+    let k = x.dims()[1];
+    let device = x.device();
+    let parts: Vec<Tensor<B, 2>> = (0..n)
+        .step_by(step.max(1))
+        .map(|c0| {
+            let c1 = (c0 + step).min(n);
+            let mut panel = spare_panel(k * (c1 - c0));
+            fill(c0..c1, &mut panel);
+            let p = Tensor::<B, 2>::from_data(TensorData::new(panel, [k, c1 - c0]), &device);
+            let y = x.clone().matmul(p.clone());
+            keep_panel::<B>(p);
+            y
+        })
+        .collect();
+    if parts.len() == 1 { parts.into_iter().next().expect("one panel") } else { Tensor::cat(parts, 1) }
 }
 
 thread_local! {
@@ -245,6 +304,32 @@ mod tests {
             }
             let col: Vec<f32> = (0..rows).map(|i| back[i * cols + cols - 1]).collect();
             proptest::prop_assert_eq!(q.column(cols - 1), col);
+        }
+    }
+
+    proptest::proptest! {
+        /// Rows read transposed (a panel of a file-layout weight) and rows read alone equal
+        /// the whole matrix's, for a k-quant (Q4_K, super-blocks of 256) and any row range,
+        /// ragged groups of rows included.
+        #[test]
+        fn rows_read_transposed_equal_the_whole_matrix(rows in 1usize..40, blocks in 1usize..3, start in 0usize..40, seed in 0u64..1000) {
+            let cols = 256 * blocks;
+            let mut data: Vec<u8> = lcg(seed, rows * blocks * 144).iter().map(|v| ((v + 0.5) * 255.0) as u8).collect();
+            for b in data.chunks_exact_mut(144) {
+                b[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+                b[2..4].copy_from_slice(&half::f16::from_f32(0.002).to_le_bytes());
+            }
+            let q = QMatrix::from_blocks(TensorType::Q4_K, rows, cols, data).unwrap();
+            let all = q.dequantize();
+            let r = start.min(rows - 1)..rows;
+            let mut t = vec![0.0; cols * r.len()];
+            q.dequantize_rows_t(r.clone(), &mut t);
+            for (i, row) in r.clone().enumerate() {
+                for k in 0..cols {
+                    proptest::prop_assert_eq!(t[k * r.len() + i], all[row * cols + k]);
+                }
+                proptest::prop_assert_eq!(q.row(row), all[row * cols..(row + 1) * cols].to_vec());
+            }
         }
     }
 

@@ -154,6 +154,10 @@ fn is_complete(dir: &Path) -> bool {
 pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
     let out = out.unwrap_or_else(|| model_dir(m));
     if is_complete(&out) {
+        let gguf = cache_dir().join("gguf").join(format!("{}.gguf", m.folder));
+        if gguf.is_file() && std::fs::metadata(&gguf)?.len() == m.len {
+            link_gguf(&gguf, &out)?;
+        }
         return Ok(out);
     }
     let gguf = gguf_file(m)?;
@@ -164,6 +168,7 @@ pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
     }
     eprintln!("converting {} ...", gguf.display());
     let converted = llm_burn::convert::gguf_to_hf(&gguf, &partial).with_context(|| format!("converting {}", gguf.display()))?;
+    link_gguf(&gguf, &partial)?;
     std::fs::write(partial.join(STAMP), format!("{}\n{}\nsha256:{}\n", m.name, gguf.display(), m.sha256))?;
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("removing the incomplete {}", out.display()))?;
@@ -179,6 +184,21 @@ pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
         start.elapsed().as_secs_f64()
     );
     Ok(out)
+}
+
+/// Puts the model's GGUF file in its folder as `model.gguf` (what `--dtype file` reads): a
+/// hard link, or a copy where the file system has none. Nothing is done when it is there.
+fn link_gguf(gguf: &Path, dir: &Path) -> Result<()> {
+    let to = dir.join(llm_burn::file_weights::GGUF_FILE);
+    if to.is_file() {
+        return Ok(());
+    }
+    let partial = to.with_extension("gguf.partial");
+    std::fs::remove_file(&partial).ok();
+    if std::fs::hard_link(gguf, &partial).is_err() {
+        std::fs::copy(gguf, &partial).with_context(|| format!("copying {} into {}", gguf.display(), partial.display()))?;
+    }
+    std::fs::rename(&partial, &to).with_context(|| format!("moving {} into place", to.display()))
 }
 
 /// The model's GGUF file in the cache (`.cache/gguf/FOLDER.gguf`), assembled from its

@@ -72,8 +72,9 @@ pub struct ReproduceArgs {
     /// shows every rule side by side, and `report --decision` re-reads a finished run.
     #[arg(long, default_value = "calibrated")]
     decision: Decision,
-    /// Weight type: `f32`, `f16` or `bf16` (default: f32 on the CPU, bf16 on CUDA); norms,
-    /// softmax and log-probabilities stay float32.
+    /// Weight type: `f32`, `f16`, `bf16`, `q8_0` (kept quantized in memory) or `file` (the
+    /// model's GGUF blocks) (default: f32 on the CPU, bf16 on CUDA); norms, softmax and
+    /// log-probabilities stay float32.
     #[arg(long)]
     dtype: Option<llm_burn::Dtype>,
     /// Output folder (default: `results/reproduce-<keying>-<alpha selection>`). Re-running with

@@ -148,3 +148,27 @@ fn half_precision_and_q8_0_weights_stay_near_hugging_faces_float32_logits() {
         }
     }
 }
+
+/// `--dtype file` keeps the blocks of the GGUF file the float32 weights were converted from:
+/// the same values, so the same logits up to float rounding (the Q and K rows of this Llama
+/// file are un-permuted as whole rows of blocks).
+#[test]
+fn the_gguf_files_own_blocks_give_the_float32_logits() {
+    use crate::TestBackend;
+    use llm_burn::{Dtype, ForwardOptions, Llama};
+    let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
+    if !dir.join(llm_burn::file_weights::GGUF_FILE).is_file() {
+        eprintln!("skipped: no model.gguf in {} (`cargo xtask fetch-model` links it)", dir.display());
+        return;
+    }
+    let dev = Default::default();
+    let (f32, file) = (Llama::<TestBackend>::load(&dir, &dev).expect("load"), Llama::<TestBackend>::load_as(&dir, &dev, Dtype::File).expect("load the file's blocks"));
+    for p in fx["prompts"].as_array().expect("prompts") {
+        let ids = ids(&p["token_ids"]);
+        let run = |m: &Llama<TestBackend>| m.forward(&[&ids], &mut m.new_cache(), ForwardOptions::default()).expect("forward").logits.into_data().to_vec::<f32>().unwrap();
+        let (a, b) = (run(&f32), run(&file));
+        let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        eprintln!("file {}: max |logit diff| against float32 {max:.2e}", p["name"]);
+        assert!(max < 2e-3, "{}: the file's blocks give logits {max} away from its float32 values", p["name"]);
+    }
+}

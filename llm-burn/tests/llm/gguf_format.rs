@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 /// A minimal GGUF writer for the tests.
 #[derive(Default)]
-struct Writer {
+pub(crate) struct Writer {
     kv: Vec<u8>,
     n_kv: u64,
     infos: Vec<u8>,
@@ -22,19 +22,19 @@ fn string(buf: &mut Vec<u8>, s: &str) {
 }
 
 impl Writer {
-    fn kv_u32(&mut self, k: &str, v: u32) {
+    pub(crate) fn kv_u32(&mut self, k: &str, v: u32) {
         string(&mut self.kv, k);
         self.kv.extend(4u32.to_le_bytes());
         self.kv.extend(v.to_le_bytes());
         self.n_kv += 1;
     }
-    fn kv_str(&mut self, k: &str, v: &str) {
+    pub(crate) fn kv_str(&mut self, k: &str, v: &str) {
         string(&mut self.kv, k);
         self.kv.extend(8u32.to_le_bytes());
         string(&mut self.kv, v);
         self.n_kv += 1;
     }
-    fn kv_strs(&mut self, k: &str, v: &[&str]) {
+    pub(crate) fn kv_strs(&mut self, k: &str, v: &[&str]) {
         string(&mut self.kv, k);
         self.kv.extend(9u32.to_le_bytes());
         self.kv.extend(8u32.to_le_bytes());
@@ -45,7 +45,7 @@ impl Writer {
         self.n_kv += 1;
     }
     /// `shape` in PyTorch order; `type_id` as GGUF numbers it.
-    fn tensor(&mut self, name: &str, shape: &[u64], type_id: u32, bytes: &[u8]) {
+    pub(crate) fn tensor(&mut self, name: &str, shape: &[u64], type_id: u32, bytes: &[u8]) {
         while !self.data.len().is_multiple_of(32) {
             self.data.push(0);
         }
@@ -59,7 +59,7 @@ impl Writer {
         self.data.extend(bytes);
         self.n_tensors += 1;
     }
-    fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend(3u32.to_le_bytes());
         out.extend(self.n_tensors.to_le_bytes());
@@ -142,7 +142,7 @@ fn malformed_files_are_errors_not_panics() {
 
 /// llama.cpp's permutation (convert_hf_to_gguf.py): rows of each head reshaped to
 /// [2, head_dim / 2] and transposed.
-fn permute(w: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn permute(w: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
     let hd = rows / n_heads;
     let half = hd / 2;
     let mut out = vec![0.0; w.len()];

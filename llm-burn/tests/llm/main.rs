@@ -10,6 +10,7 @@ pub type TestBackend = llm_burn::CpuBackend;
 
 mod chat;
 mod default_model;
+mod file_dtype;
 mod generation;
 mod gguf_format;
 mod kernels;

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llm_burn::{Architecture, ForwardOptions, Llama, PromptEncoder};
+use llm_burn::{Architecture, Dtype, ForwardOptions, Llama, PromptEncoder};
 use serde_json::Value;
 
 use crate::TestBackend;
@@ -34,6 +34,7 @@ fn model_dir(name: &str, folder: &str) -> PathBuf {
 }
 
 /// One fetched model with its fixtures.
+#[derive(Clone)]
 struct Pinned {
     dir: PathBuf,
     fx: Value,
@@ -88,8 +89,13 @@ fn chat_rendering_and_token_ids_match_transformers() {
 
 #[test]
 fn logits_and_head_outputs_match_transformers() {
-    for Pinned { dir, fx, arch } in fetched() {
-        let model = Llama::<TestBackend>::load(&dir, &Default::default()).expect("load");
+    for (Pinned { dir, fx, arch }, dtype) in fetched().into_iter().flat_map(|p| {
+        // The GGUF file's own blocks (`--dtype file`) hold the values the float32 weights were
+        // converted from: the same bounds hold for both.
+        let file = p.dir.join(llm_burn::file_weights::GGUF_FILE).is_file();
+        [Some(Dtype::F32), file.then_some(Dtype::File)].into_iter().flatten().map(move |d| (p.clone(), d))
+    }) {
+        let model = Llama::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
         assert_eq!(model.config().arch, arch);
         let width = model.config().heads * model.config().head_dim;
         for p in fx["prompts"].as_array().expect("prompts") {
@@ -126,7 +132,7 @@ fn logits_and_head_outputs_match_transformers() {
                 }
             }
             let heads = worst.map_or("not recorded".to_owned(), |w| format!("within {w:.2e} of the layer norm"));
-            eprintln!("{}: {name}: {} tokens, max |logit diff| {max:.2e}, head outputs {heads}", dir.display(), ids.len());
+            eprintln!("{} ({dtype}): {name}: {} tokens, max |logit diff| {max:.2e}, head outputs {heads}", dir.display(), ids.len());
         }
     }
 }
