@@ -136,7 +136,8 @@ mod tests {
     }
 
     /// A weight kept as the file holds it (`[out, in]`, blocks along `in`) gives the dense
-    /// product of its dequantized transpose over several panels (and a ragged last one), and
+    /// product of its dequantized transpose over several panels (and a ragged last one), both
+    /// ways of computing it (few activation rows and many), and
     /// a table kept so looks up the same rows it projects with.
     #[test]
     fn a_file_layout_weight_is_its_dequantized_transpose() {
@@ -145,7 +146,7 @@ mod tests {
         let q = Arc::new(QMatrix::quantize_q8_0(&w, out, inp).unwrap());
         let dev = Default::default();
         let dense = Tensor::<B, 2>::from_data(TensorData::new(q.dequantize(), [out, inp]), &dev); // [out, in]
-        for m in [1, 5] {
+        for m in [1, 5, crate::qmatrix::FEW_ROWS + 3] {
             let x: Vec<f32> = (0..m * inp).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
             let xt = Tensor::<B, 2>::from_data(TensorData::new(x, [m, inp]), &dev);
             let got = Weight::<B>::Gguf(q.clone()).apply(xt.clone(), FloatDType::F32).into_data().to_vec::<f32>().unwrap();

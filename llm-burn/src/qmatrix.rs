@@ -31,6 +31,10 @@ use crate::quant::dequantize_into;
 /// Rows dequantized per parallel task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Activation rows from which a file-layout product transposes its weight panels
+/// ([`QMatrix::product_t`]); measured better below it at 64, above it at 256.
+pub const FEW_ROWS: usize = 128;
+
 /// An `[out, in]` matrix as rows of GGUF blocks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QMatrix {
@@ -158,12 +162,51 @@ impl QMatrix {
 
     /// `x · Qᵀ` (`x`: `[m, cols]` float32; returns `[m, rows]`): the product with a weight
     /// kept as a GGUF file holds it (`[out, in]`, blocks along `in`), a panel of rows
-    /// (outputs) at a time, each dequantized into the product's layout.
+    /// (outputs) at a time. Below [`FEW_ROWS`] activation rows it is computed as `(Q · xᵀ)ᵀ`,
+    /// each panel dequantized as it lies and multiplied as the left operand; from there each
+    /// panel is dequantized transposed into `[in, out]` (Qwen2.5-1.5B prefill on this AMD
+    /// Zen 4: 64 tokens 2.70 s against 3.25 s, 1,024 tokens 18.7 s against 23.5 s).
     pub fn product_t<B: Backend>(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [m, k] = x.dims();
         assert_eq!(k, self.cols, "a product of [{m}, {k}] by the transpose of a [{}, {}] weight", self.rows, self.cols);
         let step = ((1usize << 20) / self.cols.max(1)).clamp(ROWS_PER_TASK, self.rows.max(ROWS_PER_TASK)) / ROWS_PER_TASK * ROWS_PER_TASK;
-        panels(x, self.rows, step, |r, panel| self.dequantize_rows_t(r, panel))
+        if m >= FEW_ROWS {
+            return panels(x, self.rows, step, |r, panel| self.dequantize_rows_t(r, panel));
+        }
+        let device = x.device();
+        let xt = x.transpose(); // [k, m]
+        let parts: Vec<Tensor<B, 2>> = (0..self.rows)
+            .step_by(step)
+            .map(|r0| {
+                let r1 = (r0 + step).min(self.rows);
+                let mut panel = spare_panel(k * (r1 - r0));
+                self.dequantize_rows(r0..r1, &mut panel);
+                let p = Tensor::<B, 2>::from_data(TensorData::new(panel, [r1 - r0, k]), &device);
+                let y = p.clone().matmul(xt.clone()); // [rows of the panel, m]
+                keep_panel::<B>(p);
+                y
+            })
+            .collect();
+        let yt = if parts.len() == 1 { parts.into_iter().next().expect("one panel") } else { Tensor::cat(parts, 0) };
+        yt.transpose()
+    }
+
+    /// Rows `r` dequantized into `out` (`[r.len(), cols]`), in parallel over rows.
+    pub fn dequantize_rows(&self, r: Range<usize>, out: &mut [f32]) {
+        assert!(r.end <= self.rows, "rows {r:?} of {}", self.rows);
+        assert_eq!(out.len(), r.len() * self.cols, "rows {r:?} of {} columns hold {} values", self.cols, r.len() * self.cols);
+        let (kind, row_bytes, cols) = (self.kind, self.row_bytes, self.cols);
+        let data = &self.data[r.start * row_bytes..r.end * row_bytes];
+        out.par_chunks_mut(cols * ROWS_PER_TASK).zip(data.par_chunks(row_bytes * ROWS_PER_TASK)).for_each(|(o, d)| {
+            pulp::Arch::new().dispatch(
+                #[inline(always)]
+                || {
+                    for (o, d) in o.chunks_exact_mut(cols).zip(d.chunks_exact(row_bytes)) {
+                        dequantize_into(kind, d, o);
+                    }
+                },
+            )
+        });
     }
 
     /// Rows `r` dequantized and transposed into `out` (`[cols, r.len()]`), in parallel over
@@ -308,11 +351,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Rows read transposed (a panel of a file-layout weight) and rows read alone equal
-        /// the whole matrix's, for a k-quant (Q4_K, super-blocks of 256) and any row range,
+        /// A range of rows (a panel of a file-layout weight), the same transposed, and rows
+        /// read alone equal the whole matrix's, for a k-quant (Q4_K, super-blocks of 256),
         /// ragged groups of rows included.
         #[test]
-        fn rows_read_transposed_equal_the_whole_matrix(rows in 1usize..40, blocks in 1usize..3, start in 0usize..40, seed in 0u64..1000) {
+        fn rows_read_in_panels_equal_the_whole_matrix(rows in 1usize..40, blocks in 1usize..3, start in 0usize..40, seed in 0u64..1000) {
             let cols = 256 * blocks;
             let mut data: Vec<u8> = lcg(seed, rows * blocks * 144).iter().map(|v| ((v + 0.5) * 255.0) as u8).collect();
             for b in data.chunks_exact_mut(144) {
@@ -323,11 +366,15 @@ mod tests {
             let all = q.dequantize();
             let r = start.min(rows - 1)..rows;
             let mut t = vec![0.0; cols * r.len()];
+            q.dequantize_rows(r.clone(), &mut t);
+            proptest::prop_assert_eq!(&t[..], &all[r.start * cols..]);
             q.dequantize_rows_t(r.clone(), &mut t);
             for (i, row) in r.clone().enumerate() {
                 for k in 0..cols {
                     proptest::prop_assert_eq!(t[k * r.len() + i], all[row * cols + k]);
                 }
+            }
+            for row in r {
                 proptest::prop_assert_eq!(q.row(row), all[row * cols..(row + 1) * cols].to_vec());
             }
         }
