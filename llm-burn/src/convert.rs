@@ -59,6 +59,23 @@ pub(crate) fn hf_name(gguf_name: &str) -> Option<(String, Permute)> {
     None
 }
 
+/// Maps a Hugging Face tensor name to its GGUF name and the rows llama.cpp permutes: the
+/// inverse of [`hf_name`], from the same table.
+pub(crate) fn gguf_name(hf: &str) -> Option<(String, Permute)> {
+    for &(pattern, hf_pattern, permute) in NAMES {
+        if let Some((prefix, suffix)) = hf_pattern.split_once("{i}") {
+            if let Some(rest) = hf.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix))
+                && let Ok(layer) = rest.parse::<usize>()
+            {
+                return Some((pattern.replace("{i}", &layer.to_string()), permute));
+            }
+        } else if hf == hf_pattern {
+            return Some((pattern.to_owned(), permute));
+        }
+    }
+    None
+}
+
 /// What a conversion produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {

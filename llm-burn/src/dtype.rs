@@ -23,6 +23,12 @@ pub enum Dtype {
     /// quantized at load from the float weights.
     #[serde(rename = "q8_0")]
     Q8_0,
+    /// ggml's `Q4_K`: super-blocks of 256 with 6-bit scales and minimums per 32 (4.5 bits a
+    /// weight), quantized at load from the float weights, kept as a GGUF file keeps them
+    /// (`[out, in]`, blocks along the input); a matrix whose rows are not whole super-blocks
+    /// (SmolLM2's width 576) falls back to `Q8_0`, as llama.cpp does.
+    #[serde(rename = "q4_k")]
+    Q4K,
     /// Each weight as the model's GGUF file holds it (Q4_K, Q6_K, Q8_0, ...), kept in its
     /// blocks ([`crate::file_weights`]).
     File,
@@ -36,6 +42,7 @@ impl Dtype {
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
             Dtype::Q8_0 => "q8_0",
+            Dtype::Q4K => "q4_k",
             Dtype::File => "file",
         }
     }
@@ -44,7 +51,7 @@ impl Dtype {
     /// quantized one (its panels are dequantized to float32).
     pub fn burn(self) -> FloatDType {
         match self {
-            Dtype::F32 | Dtype::Q8_0 | Dtype::File => FloatDType::F32,
+            Dtype::F32 | Dtype::Q8_0 | Dtype::Q4K | Dtype::File => FloatDType::F32,
             Dtype::F16 => FloatDType::F16,
             Dtype::Bf16 => FloatDType::BF16,
         }
@@ -52,7 +59,7 @@ impl Dtype {
 
     /// Whether the weights stay quantized in memory.
     pub fn is_quantized(self) -> bool {
-        matches!(self, Dtype::Q8_0 | Dtype::File)
+        matches!(self, Dtype::Q8_0 | Dtype::Q4K | Dtype::File)
     }
 
     /// The default for a device: bf16 on CUDA, f32 elsewhere.
@@ -75,8 +82,9 @@ impl std::str::FromStr for Dtype {
             "f16" => Ok(Dtype::F16),
             "bf16" => Ok(Dtype::Bf16),
             "q8_0" => Ok(Dtype::Q8_0),
+            "q4_k" => Ok(Dtype::Q4K),
             "file" => Ok(Dtype::File),
-            _ => Err(format!("unknown dtype `{s}` (expected f32, f16, bf16, q8_0 or file)")),
+            _ => Err(format!("unknown dtype `{s}` (expected f32, f16, bf16, q8_0, q4_k or file)")),
         }
     }
 }

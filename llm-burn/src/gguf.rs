@@ -97,7 +97,8 @@ pub enum TensorType {
 }
 
 impl TensorType {
-    fn from_id(id: u32) -> Option<Self> {
+    /// The type of a ggml type id, if this crate reads it.
+    pub fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => TensorType::F32,
             1 => TensorType::F16,
@@ -110,6 +111,21 @@ impl TensorType {
             30 => TensorType::BF16,
             _ => return None,
         })
+    }
+
+    /// ggml's type id (what a GGUF tensor table stores).
+    pub fn id(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+            TensorType::Q4_0 => 2,
+            TensorType::Q4_1 => 3,
+            TensorType::Q5_0 => 6,
+            TensorType::Q8_0 => 8,
+            TensorType::Q4_K => 12,
+            TensorType::Q6_K => 14,
+            TensorType::BF16 => 30,
+        }
     }
 
     /// (elements per block, bytes per block).
@@ -392,6 +408,25 @@ impl Gguf {
     pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
         Ok(crate::quant::dequantize(t.kind, self.tensor_bytes(t)?))
     }
+}
+
+/// llama.cpp's row permutation of a Q or K projection (what its converter does to a Hugging
+/// Face checkpoint): row `s * head_dim / 2 + i` of a head becomes row `2 i + s`; undone by
+/// [`unpermute_rows`]. `cols` as there.
+pub fn permute_rows<T: Copy + Default>(w: &[T], n_heads: usize, rows: usize, cols: usize) -> Vec<T> {
+    let head_dim = rows / n_heads;
+    let half = head_dim / 2;
+    let mut out = vec![T::default(); w.len()];
+    for h in 0..n_heads {
+        for i in 0..half {
+            for s in 0..2 {
+                let src = h * head_dim + s * half + i;
+                let dst = h * head_dim + 2 * i + s;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
 }
 
 /// Undoes llama.cpp's row permutation of a Q or K projection (`[n_heads * head_dim, in]`):

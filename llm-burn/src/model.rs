@@ -13,6 +13,7 @@ use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
+use crate::gguf::TensorType;
 use crate::linear::{Table, Weight};
 use crate::lora::{Lora, Target};
 use crate::qmatrix::QMatrix;
@@ -177,10 +178,19 @@ impl<B: Backend> Llama<B> {
         let quantize = |name: &str, v: &[f32], rows: usize, cols: usize| {
             QMatrix::quantize_q8_0(v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
         };
+        // Q4_K keeps the file layout ([out, in], blocks along `in`); Q8_0 where a row is not
+        // whole super-blocks.
+        let q4_k = |name: &str, v: &[f32], rows: usize, cols: usize| {
+            let kind = if cols.is_multiple_of(256) { TensorType::Q4_K } else { TensorType::Q8_0 };
+            QMatrix::quantize(kind, v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
+        };
         // Float linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
         let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };
         // Quantized ones too, in blocks along `out`.
         let lin = |name: &str, v: Vec<f32>, out: usize, inp: usize| -> Result<Weight<B>> {
+            if dtype == Dtype::Q4K {
+                return Ok(Weight::Gguf(q4_k(name, &v, out, inp)?));
+            }
             let t = transpose(&v, out, inp);
             Ok(match dtype.is_quantized() {
                 true => Weight::Quant(quantize(name, &t, inp, out)?),
@@ -188,6 +198,9 @@ impl<B: Backend> Llama<B> {
             })
         };
         let table = |name: &str, v: Vec<f32>| -> Result<Table<B>> {
+            if dtype == Dtype::Q4K {
+                return Ok(Table::Gguf(q4_k(name, &v, c.vocab, h)?));
+            }
             Ok(match dtype.is_quantized() {
                 true => Table::Quant(quantize(name, &transpose(&v, c.vocab, h), h, c.vocab)?),
                 false => Table::Dense(typed(Tensor::<B, 2>::from_data(TensorData::new(v, [c.vocab, h]), device))),
@@ -290,8 +303,8 @@ impl<B: Backend> Llama<B> {
                 let sum = dense + delta; // [in, out]
                 *w = match self.dtype {
                     Dtype::F32 => Weight::Dense(sum),
-                    // A file's blocks are not rebuilt: a merged weight is requantized to Q8_0.
-                    Dtype::Q8_0 | Dtype::File => {
+                    // Blocks are not rebuilt in their own type: a merged weight is requantized to Q8_0.
+                    Dtype::Q8_0 | Dtype::Q4K | Dtype::File => {
                         let [inp, out] = sum.dims();
                         let v = sum.into_data().into_vec::<f32>().map_err(|e| Error::Input(format!("{e:?}")))?;
                         Weight::Quant(Arc::new(QMatrix::quantize_q8_0(&v, inp, out).map_err(|message| Error::Tensor { name: t.peft_name(l, "merged"), message })?))

@@ -64,25 +64,25 @@ impl QMatrix {
     /// `quantize_row_q8_0_ref` does: per block of 32, `d = max|x| / 127` (stored as f16) and
     /// `q = round(x / d)`.
     pub fn quantize_q8_0(w: &[f32], rows: usize, cols: usize) -> Result<Self, String> {
+        Self::quantize(TensorType::Q8_0, w, rows, cols)
+    }
+
+    /// Quantizes a row-major `[rows, cols]` float matrix to `kind` (`Q8_0` or `Q4_K`), its
+    /// blocks along the rows ([`crate::quantize`]), in parallel over rows.
+    pub fn quantize(kind: TensorType, w: &[f32], rows: usize, cols: usize) -> Result<Self, String> {
         if w.len() != rows * cols {
             return Err(format!("a [{rows}, {cols}] matrix holds {} values, not {}", rows * cols, w.len()));
         }
-        if !cols.is_multiple_of(32) {
-            return Err(format!("Q8_0 rows are whole blocks of 32 values; a row of {cols} is not"));
+        let (per_block, block_bytes) = kind.block();
+        if !cols.is_multiple_of(per_block) {
+            return Err(format!("{kind:?} rows are whole blocks of {per_block} values; a row of {cols} is not"));
         }
-        let mut data = vec![0u8; w.len() / 32 * 34];
-        data.par_chunks_mut(34 * 64).zip(w.par_chunks(32 * 64)).for_each(|(out, x)| {
-            for (b, x) in out.chunks_exact_mut(34).zip(x.chunks_exact(32)) {
-                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-                b[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-                for (q, v) in b[2..].iter_mut().zip(x) {
-                    *q = (v * id).round() as i8 as u8;
-                }
-            }
-        });
-        QMatrix::from_blocks(TensorType::Q8_0, rows, cols, data)
+        let row_bytes = cols / per_block * block_bytes;
+        let mut data = vec![0u8; rows * row_bytes];
+        if rows > 0 && cols > 0 {
+            data.par_chunks_mut(row_bytes).zip(w.par_chunks(cols)).try_for_each(|(out, x)| crate::quantize::quantize_row(kind, x, out))?;
+        }
+        QMatrix::from_blocks(kind, rows, cols, data)
     }
 
     /// The block type.
@@ -108,6 +108,11 @@ impl QMatrix {
     /// The blocks, row after row (a GGUF tensor's data when the rows are its outputs).
     pub fn blocks(&self) -> &[u8] {
         &self.data
+    }
+
+    /// The blocks, taken.
+    pub fn into_blocks(self) -> Vec<u8> {
+        self.data
     }
 
     /// Columns `c` (whole blocks) of every row dequantized into `out` (`[rows, c.len()]`),

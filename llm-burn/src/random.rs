@@ -29,6 +29,7 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 use crate::config::Architecture;
+use crate::gguf::TensorType;
 use crate::error::{Error, Result};
 
 /// The configuration of a random model.
@@ -257,6 +258,13 @@ pub fn tokenizer_json(shape: &Shape) -> Result<String> {
 struct Stream(u64);
 
 impl Stream {
+    /// The next `n` values as [`Stream::bf16_bytes`] writes them, as floats.
+    fn values(&mut self, n: usize, scale: f32, offset: f32) -> Vec<f32> {
+        let mut b = Vec::new();
+        self.bf16_bytes(n, scale, offset, &mut b);
+        b.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+    }
+
     fn bf16_bytes(&mut self, n: usize, scale: f32, offset: f32, out: &mut Vec<u8>) {
         out.reserve(2 * n);
         for _ in 0..n {
@@ -277,50 +285,91 @@ fn write_shard(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Result
     safetensors::serialize_to_file(views, None::<HashMap<String, String>>, path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
 }
 
+/// One tensor of a random model: name, shape, and the uniform values' half-width and centre.
+type Spec = (String, Vec<usize>, f32, f32);
+
+/// The tensors of shard `shard` (a layer, or the embeddings' shard after the last layer),
+/// in the order their values are drawn.
+fn shard_specs(shape: &Shape, shard: usize) -> Vec<Spec> {
+    let (h, hd, ff) = (shape.hidden, shape.head_dim(), shape.intermediate);
+    if shard == shape.layers {
+        return vec![
+            ("model.embed_tokens.weight".into(), vec![shape.vocab, h], 0.05, 0.0),
+            ("lm_head.weight".into(), vec![shape.vocab, h], 0.02, 0.0),
+            ("model.norm.weight".into(), vec![h], 0.1, 1.0),
+        ];
+    }
+    let p = |s: &str| format!("model.layers.{shard}.{s}");
+    let mut t: Vec<Spec> = vec![
+        (p("input_layernorm.weight"), vec![h], 0.1, 1.0),
+        (p("post_attention_layernorm.weight"), vec![h], 0.1, 1.0),
+        (p("self_attn.q_proj.weight"), vec![shape.heads * hd, h], 0.03, 0.0),
+        (p("self_attn.k_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0),
+        (p("self_attn.v_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0),
+    ];
+    if shape.arch.default_qkv_bias() {
+        t.push((p("self_attn.q_proj.bias"), vec![shape.heads * hd], 0.1, 0.0));
+        t.push((p("self_attn.k_proj.bias"), vec![shape.kv_heads * hd], 0.1, 0.0));
+        t.push((p("self_attn.v_proj.bias"), vec![shape.kv_heads * hd], 0.1, 0.0));
+    }
+    t.push((p("self_attn.o_proj.weight"), vec![h, shape.heads * hd], 0.03, 0.0));
+    t.push((p("mlp.gate_proj.weight"), vec![ff, h], 0.03, 0.0));
+    t.push((p("mlp.up_proj.weight"), vec![ff, h], 0.03, 0.0));
+    t.push((p("mlp.down_proj.weight"), vec![h, ff], 0.02, 0.0));
+    t
+}
+
+/// The value stream of shard `shard`: it depends on the seed and the shard alone.
+fn shard_stream(seed: u64, shard: usize) -> Stream {
+    Stream(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (shard as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// How a random model's weights are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RandomWeights {
+    /// bf16 safetensors, one shard per layer (a Hugging Face folder).
+    Bf16,
+    /// One GGUF file, `model.gguf` (what `--dtype file` loads): every matrix in this block
+    /// type (`Q8_0` where its rows are not whole blocks of it, as llama.cpp falls back), Q/K
+    /// rows permuted as llama.cpp's converter does for Llama, vectors in float32. The values
+    /// are the bf16 folder's of the same seed, quantized.
+    Gguf(TensorType),
+}
+
 /// Writes a random model of `shape` into `dir` (created if needed): config, bf16 weight shards
 /// and their index, tokenizer and chat template. Deterministic in `seed`. Weights are uniform
 /// with the scale of a trained model's initialisation (about 0.02; norms near 1), so that
 /// activations stay finite through every layer.
 pub fn write_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
+    write_model_as(dir, shape, seed, RandomWeights::Bf16)
+}
+
+/// [`write_model`] with the weights written as `weights` says.
+pub fn write_model_as(dir: &Path, shape: &Shape, seed: u64, weights: RandomWeights) -> Result<()> {
     if shape.heads == 0 || shape.kv_heads == 0 || !shape.heads.is_multiple_of(shape.kv_heads) || !shape.hidden.is_multiple_of(shape.heads) {
         return Err(Error::Input(format!("{} heads over {} key/value heads and width {} do not fit", shape.heads, shape.kv_heads, shape.hidden)));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let io = |p: &Path| { let p = p.to_owned(); move |e: std::io::Error| Error::io(&p, e) };
-    let (h, hd, ff) = (shape.hidden, shape.head_dim(), shape.intermediate);
+    match weights {
+        RandomWeights::Bf16 => write_shards(dir, shape, seed)?,
+        RandomWeights::Gguf(kind) => write_gguf(&dir.join(crate::file_weights::GGUF_FILE), shape, seed, kind)?,
+    }
+    write_config_and_tokenizer(dir, shape)
+}
+
+/// The bf16 shards and their index.
+fn write_shards(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
     let mut weight_map = BTreeMap::new();
     let mut total = 0usize;
     let shards = shape.layers + 1;
     let name = |i: usize| format!("model-{:05}-of-{shards:05}.safetensors", i + 1);
     for shard in 0..shards {
-        // Each shard's stream depends on the seed and the shard alone.
-        let mut rng = Stream(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (shard as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut rng = shard_stream(seed, shard);
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let mut add = |n: String, s: Vec<usize>, scale: f32, offset: f32| {
+        for (n, s, scale, offset) in shard_specs(shape, shard) {
             let mut b = Vec::new();
             rng.bf16_bytes(s.iter().product(), scale, offset, &mut b);
             tensors.push((n, s, b));
-        };
-        if shard == shape.layers {
-            add("model.embed_tokens.weight".into(), vec![shape.vocab, h], 0.05, 0.0);
-            add("lm_head.weight".into(), vec![shape.vocab, h], 0.02, 0.0);
-            add("model.norm.weight".into(), vec![h], 0.1, 1.0);
-        } else {
-            let p = |s: &str| format!("model.layers.{shard}.{s}");
-            add(p("input_layernorm.weight"), vec![h], 0.1, 1.0);
-            add(p("post_attention_layernorm.weight"), vec![h], 0.1, 1.0);
-            add(p("self_attn.q_proj.weight"), vec![shape.heads * hd, h], 0.03, 0.0);
-            add(p("self_attn.k_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0);
-            add(p("self_attn.v_proj.weight"), vec![shape.kv_heads * hd, h], 0.03, 0.0);
-            if shape.arch.default_qkv_bias() {
-                add(p("self_attn.q_proj.bias"), vec![shape.heads * hd], 0.1, 0.0);
-                add(p("self_attn.k_proj.bias"), vec![shape.kv_heads * hd], 0.1, 0.0);
-                add(p("self_attn.v_proj.bias"), vec![shape.kv_heads * hd], 0.1, 0.0);
-            }
-            add(p("self_attn.o_proj.weight"), vec![h, shape.heads * hd], 0.03, 0.0);
-            add(p("mlp.gate_proj.weight"), vec![ff, h], 0.03, 0.0);
-            add(p("mlp.up_proj.weight"), vec![ff, h], 0.03, 0.0);
-            add(p("mlp.down_proj.weight"), vec![h, ff], 0.02, 0.0);
         }
         for (n, _, b) in &tensors {
             weight_map.insert(n.clone(), name(shard));
@@ -330,7 +379,68 @@ pub fn write_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
     }
     let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     let path = dir.join("model.safetensors.index.json");
-    std::fs::write(&path, index.to_string()).map_err(io(&path))?;
+    std::fs::write(&path, index.to_string()).map_err(|e| Error::io(&path, e))
+}
+
+/// Values drawn and quantized per piece of a large tensor.
+const PIECE: usize = 1 << 24;
+
+/// `model.gguf`: the shards' values in the same order, matrices quantized to `kind` row by
+/// row (a piece of rows at a time, whole heads for a permuted Q/K), written as they are made.
+fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result<()> {
+    use crate::convert::{Permute, gguf_name};
+    use crate::gguf_write::{GgufWriter, Meta, Planned};
+    let kind_for = |cols: usize| if cols.is_multiple_of(kind.block().0) { kind } else { TensorType::Q8_0 };
+    let shards: Vec<Vec<Spec>> = (0..=shape.layers).map(|i| shard_specs(shape, i)).collect();
+    let mut plan = Vec::new();
+    for (name, dims, _, _) in shards.iter().flatten() {
+        let (g, _) = gguf_name(name).ok_or_else(|| Error::Tensor { name: name.clone(), message: "no GGUF name".into() })?;
+        let kind = if dims.len() == 2 { kind_for(dims[1]) } else { TensorType::F32 };
+        plan.push(Planned { name: g, shape: dims.clone(), kind });
+    }
+    let meta = [
+        ("general.architecture", Meta::Str(shape.arch.model_type().into())),
+        ("general.name", Meta::Str("random".into())),
+        ("general.alignment", Meta::U32(32)),
+    ];
+    let mut w = GgufWriter::create(path, &meta, &plan)?;
+    let mut planned = plan.iter();
+    for (shard, specs) in shards.iter().enumerate() {
+        let mut rng = shard_stream(seed, shard);
+        for (name, dims, scale, offset) in specs {
+            let kind = planned.next().map_or(TensorType::F32, |p| p.kind);
+            let (rows, cols) = match dims[..] {
+                [rows, cols] => (rows, cols),
+                _ => (1, dims.iter().product()),
+            };
+            let heads = match gguf_name(name).map(|(_, p)| p) {
+                _ if !shape.arch.gguf_permutes_qk() => None,
+                Some(Permute::Query) => Some(shape.heads),
+                Some(Permute::Key) => Some(shape.kv_heads),
+                _ => None,
+            };
+            let head_rows = heads.map_or(1, |n| rows / n);
+            let piece = ((PIECE / cols).max(1) / head_rows).max(1) * head_rows;
+            for r0 in (0..rows).step_by(piece) {
+                let n = piece.min(rows - r0);
+                let mut v = rng.values(n * cols, *scale, *offset);
+                if heads.is_some() {
+                    v = crate::gguf::permute_rows(&v, n / head_rows, n, cols);
+                }
+                let bytes = match kind {
+                    TensorType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    k => crate::qmatrix::QMatrix::quantize(k, &v, n, cols).map_err(|message| Error::Tensor { name: name.clone(), message })?.into_blocks(),
+                };
+                w.write(&bytes)?;
+            }
+        }
+    }
+    w.finish().map(|_| ())
+}
+
+/// `config.json`, `tokenizer.json` and `tokenizer_config.json`.
+fn write_config_and_tokenizer(dir: &Path, shape: &Shape) -> Result<()> {
+    let io = |p: &Path| { let p = p.to_owned(); move |e: std::io::Error| Error::io(&p, e) };
     let path = dir.join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&shape.config_json()).unwrap_or_default()).map_err(io(&path))?;
     let path = dir.join("tokenizer.json");

@@ -38,8 +38,8 @@ pub struct EngineBenchArgs {
     /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Our engine's weight type: `f32` (default), `f16`, `bf16`, `q8_0` (kept quantized in
-    /// memory) or `file` (the blocks of the model's GGUF file, as llama.cpp multiplies them). The other sides read the model folder (PyTorch, float32) and the GGUF file
+    /// Our engine's weight type: `f32` (default), `f16`, `bf16`, `q8_0` or `q4_k` (kept
+    /// quantized in memory) or `file` (the blocks of the model's GGUF file, as llama.cpp multiplies them). The other sides read the model folder (PyTorch, float32) and the GGUF file
     /// (llama.cpp, its own types).
     #[arg(long, default_value = "f32")]
     dtype: llm_burn::Dtype,

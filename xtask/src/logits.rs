@@ -32,7 +32,7 @@ pub struct LogitsArgs {
     /// How many of the largest logits to print.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Weight type: `f32`, `f16`, `bf16`, `q8_0` (kept quantized in memory; CPU) or `file` (the GGUF file's own blocks: Q4_K, Q6_K, ...; CPU) (default:
+    /// Weight type: `f32`, `f16`, `bf16`, `q8_0` or `q4_k` (kept quantized in memory; CPU) or `file` (the GGUF file's own blocks: Q4_K, Q6_K, ...; CPU) (default:
     /// f32 on the CPU, bf16 on CUDA).
     #[arg(long)]
     dtype: Option<llm_burn::Dtype>,

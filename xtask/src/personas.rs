@@ -206,7 +206,7 @@ pub struct ServeArgs {
     /// Personas kept loaded (the least recently used goes past it).
     #[arg(long, default_value_t = serve::personas::DEFAULT_MAX_LOADED)]
     max_personas_loaded: usize,
-    /// Weight type: `f32` (default), `f16`, `bf16`, `q8_0` (kept quantized in memory) or `file` (the GGUF
+    /// Weight type: `f32` (default), `f16`, `bf16`, `q8_0` or `q4_k` (kept quantized in memory) or `file` (the GGUF
     /// file's own blocks).
     #[arg(long, default_value = "f32")]
     dtype: llm_burn::Dtype,

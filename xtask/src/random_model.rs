@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use llm_burn::random::{Shape, write_model};
+use llm_burn::gguf::TensorType;
+use llm_burn::random::{RandomWeights, Shape, write_model_as};
 
 /// Arguments of `random-model`.
 #[derive(Args)]
@@ -24,6 +25,11 @@ pub struct RandomModelArgs {
     /// Seed of the weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How the weights are written: `bf16` (safetensors shards, a Hugging Face folder) or
+    /// `q4_k` / `q8_0` (one GGUF file, `model.gguf`, for `--dtype file`: about 4.6 GB for
+    /// Llama-3-8B as Q4_K against 16 GB of bf16).
+    #[arg(long, default_value = "bf16", value_parser = ["bf16", "q4_k", "q8_0"])]
+    weights: String,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -43,9 +49,14 @@ pub fn run(args: &RandomModelArgs) -> Result<()> {
         shape = shape.with_layers(l);
     }
     shape.rope_scaling = args.rope_scaling;
-    eprintln!("writing {} ({} layers, {:.2} B parameters, bf16) to {}", args.like, shape.layers, shape.parameters() as f64 / 1e9, args.out.display());
+    let weights = match args.weights.as_str() {
+        "q4_k" => RandomWeights::Gguf(TensorType::Q4_K),
+        "q8_0" => RandomWeights::Gguf(TensorType::Q8_0),
+        _ => RandomWeights::Bf16,
+    };
+    eprintln!("writing {} ({} layers, {:.2} B parameters, {}) to {}", args.like, shape.layers, shape.parameters() as f64 / 1e9, args.weights, args.out.display());
     let t = Instant::now();
-    write_model(&args.out, &shape, args.seed).with_context(|| format!("writing {}", args.out.display()))?;
+    write_model_as(&args.out, &shape, args.seed, weights).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("done in {:.1} s", t.elapsed().as_secs_f64());
     println!("{}", args.out.display());
     Ok(())

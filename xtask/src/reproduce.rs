@@ -72,7 +72,7 @@ pub struct ReproduceArgs {
     /// shows every rule side by side, and `report --decision` re-reads a finished run.
     #[arg(long, default_value = "calibrated")]
     decision: Decision,
-    /// Weight type: `f32`, `f16`, `bf16`, `q8_0` (kept quantized in memory) or `file` (the
+    /// Weight type: `f32`, `f16`, `bf16`, `q8_0` or `q4_k` (kept quantized in memory) or `file` (the
     /// model's GGUF blocks) (default: f32 on the CPU, bf16 on CUDA); norms, softmax and
     /// log-probabilities stay float32.
     #[arg(long)]

@@ -122,14 +122,14 @@ fn logits_head_outputs_and_greedy_text_match_hugging_face() {
 }
 
 #[test]
-fn half_precision_and_q8_0_weights_stay_near_hugging_faces_float32_logits() {
+fn half_precision_and_quantized_weights_stay_near_hugging_faces_float32_logits() {
     use crate::TestBackend;
     use llm_burn::{Dtype, ForwardOptions, Llama};
     let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
     let fixtures_dir = std::env::var_os("FIXTURES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    for dtype in [Dtype::Bf16, Dtype::F16, Dtype::Q8_0] {
+    for dtype in [Dtype::Bf16, Dtype::F16, Dtype::Q8_0, Dtype::Q4K] {
         let model = Llama::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
         assert_eq!(model.dtype(), dtype);
         for p in fx["prompts"].as_array().expect("prompts") {

@@ -19,5 +19,6 @@ mod npy;
 mod quant;
 mod quantized;
 mod pinned_models;
+mod q4_k;
 mod random_model;
 mod tiny_model;
