@@ -45,35 +45,24 @@ const NAMES: &[(&str, &str, Permute)] = &[
 
 /// Maps a GGUF tensor name to its Hugging Face name and permutation.
 pub(crate) fn hf_name(gguf_name: &str) -> Option<(String, Permute)> {
-    for &(pattern, hf, permute) in NAMES {
-        if let Some((prefix, suffix)) = pattern.split_once("{i}") {
-            if let Some(rest) = gguf_name.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix))
-                && let Ok(layer) = rest.parse::<usize>()
-            {
-                return Some((hf.replace("{i}", &layer.to_string()), permute));
-            }
-        } else if gguf_name == pattern {
-            return Some((hf.to_owned(), permute));
-        }
-    }
-    None
+    NAMES.iter().find_map(|&(g, hf, permute)| rename(gguf_name, g, hf).map(|n| (n, permute)))
 }
 
 /// Maps a Hugging Face tensor name to its GGUF name and the rows llama.cpp permutes: the
 /// inverse of [`hf_name`], from the same table.
-pub(crate) fn gguf_name(hf: &str) -> Option<(String, Permute)> {
-    for &(pattern, hf_pattern, permute) in NAMES {
-        if let Some((prefix, suffix)) = hf_pattern.split_once("{i}") {
-            if let Some(rest) = hf.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix))
-                && let Ok(layer) = rest.parse::<usize>()
-            {
-                return Some((pattern.replace("{i}", &layer.to_string()), permute));
-            }
-        } else if hf == hf_pattern {
-            return Some((pattern.to_owned(), permute));
+pub(crate) fn gguf_name(hf_name: &str) -> Option<(String, Permute)> {
+    NAMES.iter().find_map(|&(g, hf, permute)| rename(hf_name, hf, g).map(|n| (n, permute)))
+}
+
+/// `name` matched against `from` (a pattern with `{i}` for the layer) and written as `to`.
+fn rename(name: &str, from: &str, to: &str) -> Option<String> {
+    match from.split_once("{i}") {
+        Some((prefix, suffix)) => {
+            let layer = name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse::<usize>().ok()?;
+            Some(to.replace("{i}", &layer.to_string()))
         }
+        None => (name == from).then(|| to.to_owned()),
     }
-    None
 }
 
 /// What a conversion produced.

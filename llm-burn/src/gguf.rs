@@ -414,19 +414,7 @@ impl Gguf {
 /// Face checkpoint): row `s * head_dim / 2 + i` of a head becomes row `2 i + s`; undone by
 /// [`unpermute_rows`]. `cols` as there.
 pub fn permute_rows<T: Copy + Default>(w: &[T], n_heads: usize, rows: usize, cols: usize) -> Vec<T> {
-    let head_dim = rows / n_heads;
-    let half = head_dim / 2;
-    let mut out = vec![T::default(); w.len()];
-    for h in 0..n_heads {
-        for i in 0..half {
-            for s in 0..2 {
-                let src = h * head_dim + s * half + i;
-                let dst = h * head_dim + 2 * i + s;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
+    move_head_rows(w, n_heads, rows, cols, true)
 }
 
 /// Undoes llama.cpp's row permutation of a Q or K projection (`[n_heads * head_dim, in]`):
@@ -435,14 +423,20 @@ pub fn permute_rows<T: Copy + Default>(w: &[T], n_heads: usize, rows: usize, col
 /// `s * head_dim / 2 + i`.
 /// `cols` is a row's length in `T`s: values, or bytes of a row of blocks.
 pub fn unpermute_rows<T: Copy + Default>(w: &[T], n_heads: usize, rows: usize, cols: usize) -> Vec<T> {
+    move_head_rows(w, n_heads, rows, cols, false)
+}
+
+/// Moves each head's row between the half-split place `s * head_dim / 2 + i` and the
+/// interleaved place `2 i + s`: to the interleaved one if `interleave`, else back.
+fn move_head_rows<T: Copy + Default>(w: &[T], n_heads: usize, rows: usize, cols: usize, interleave: bool) -> Vec<T> {
     let head_dim = rows / n_heads;
     let half = head_dim / 2;
     let mut out = vec![T::default(); w.len()];
     for h in 0..n_heads {
         for i in 0..half {
             for s in 0..2 {
-                let src = h * head_dim + 2 * i + s;
-                let dst = h * head_dim + s * half + i;
+                let (split, inter) = (h * head_dim + s * half + i, h * head_dim + 2 * i + s);
+                let (src, dst) = if interleave { (split, inter) } else { (inter, split) };
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
             }
         }

@@ -315,10 +315,11 @@ fn keep_panel<B: Backend>(p: Tensor<B, 2>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+    /// Seeded uniform values in [-0.5, 0.5).
+    pub(crate) fn lcg(seed: u64, n: usize) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {

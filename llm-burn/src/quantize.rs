@@ -170,15 +170,7 @@ mod tests {
     use super::*;
     use crate::quant::dequantize;
 
-    fn lcg(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::qmatrix::tests::lcg;
 
     proptest::proptest! {
         /// Q4_K keeps each sub-block of 32 within one 4-bit step of its range (the step grows

@@ -393,10 +393,12 @@ fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result
     let kind_for = |cols: usize| if cols.is_multiple_of(kind.block().0) { kind } else { TensorType::Q8_0 };
     let shards: Vec<Vec<Spec>> = (0..=shape.layers).map(|i| shard_specs(shape, i)).collect();
     let mut plan = Vec::new();
+    let mut permutes = Vec::new();
     for (name, dims, _, _) in shards.iter().flatten() {
-        let (g, _) = gguf_name(name).ok_or_else(|| Error::Tensor { name: name.clone(), message: "no GGUF name".into() })?;
+        let (g, permute) = gguf_name(name).ok_or_else(|| Error::Tensor { name: name.clone(), message: "no GGUF name".into() })?;
         let kind = if dims.len() == 2 { kind_for(dims[1]) } else { TensorType::F32 };
         plan.push(Planned { name: g, shape: dims.clone(), kind });
+        permutes.push(permute);
     }
     let meta = [
         ("general.architecture", Meta::Str(shape.arch.model_type().into())),
@@ -404,20 +406,20 @@ fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result
         ("general.alignment", Meta::U32(32)),
     ];
     let mut w = GgufWriter::create(path, &meta, &plan)?;
-    let mut planned = plan.iter();
+    let mut planned = plan.iter().zip(&permutes);
     for (shard, specs) in shards.iter().enumerate() {
         let mut rng = shard_stream(seed, shard);
-        for (name, dims, scale, offset) in specs {
-            let kind = planned.next().map_or(TensorType::F32, |p| p.kind);
+        for ((name, dims, scale, offset), (p, permute)) in specs.iter().zip(planned.by_ref()) {
+            let kind = p.kind;
             let (rows, cols) = match dims[..] {
                 [rows, cols] => (rows, cols),
                 _ => (1, dims.iter().product()),
             };
-            let heads = match gguf_name(name).map(|(_, p)| p) {
+            let heads = match permute {
                 _ if !shape.arch.gguf_permutes_qk() => None,
-                Some(Permute::Query) => Some(shape.heads),
-                Some(Permute::Key) => Some(shape.kv_heads),
-                _ => None,
+                Permute::Query => Some(shape.heads),
+                Permute::Key => Some(shape.kv_heads),
+                Permute::None => None,
             };
             let head_rows = heads.map_or(1, |n| rows / n);
             let piece = ((PIECE / cols).max(1) / head_rows).max(1) * head_rows;
