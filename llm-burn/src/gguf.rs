@@ -182,6 +182,9 @@ pub struct Gguf {
     pub metadata: BTreeMap<String, Value>,
     /// Tensors, in file order.
     pub tensors: Vec<TensorInfo>,
+    /// Each metadata entry's key, type id and where its value's bytes lie in `bytes`, in
+    /// file order (for copying entries verbatim, [`Gguf::raw_metadata`]).
+    raw: Vec<(String, u32, std::ops::Range<usize>)>,
     data_start: usize,
 }
 
@@ -294,11 +297,13 @@ impl Gguf {
         }
         let n_tensors = c.u64().ok_or_else(|| bad("truncated header"))?;
         let n_kv = c.u64().ok_or_else(|| bad("truncated header"))?;
-        let mut metadata = BTreeMap::new();
+        let (mut metadata, mut raw) = (BTreeMap::new(), Vec::new());
         for i in 0..n_kv {
             let key = c.string().ok_or_else(|| bad(&format!("truncated metadata key {i}")))?;
             let kind = c.u32().ok_or_else(|| bad(&format!("truncated metadata `{key}`")))?;
+            let start = c.pos;
             let value = c.value(kind, 0).ok_or_else(|| bad(&format!("malformed metadata value `{key}` (type {kind})")))?;
+            raw.push((key.clone(), kind, start..c.pos));
             metadata.insert(key, value);
         }
         let mut tensors = Vec::new();
@@ -325,7 +330,7 @@ impl Gguf {
             return Err(bad("general.alignment is 0"));
         }
         let data_start = c.pos.div_ceil(align) * align;
-        let gguf = Gguf { path: path.to_owned(), bytes, file_len, version, metadata, tensors, data_start };
+        let gguf = Gguf { path: path.to_owned(), bytes, file_len, version, metadata, tensors, raw, data_start };
         for t in &gguf.tensors {
             gguf.tensor_range(t)?;
         }
@@ -361,6 +366,12 @@ impl Gguf {
     pub fn get_strings(&self, key: &str) -> Result<Vec<&str>> {
         let bad = || Error::Metadata { path: self.path.clone(), key: key.into(), message: "not an array of strings".into() };
         self.get(key)?.as_array().ok_or_else(bad)?.iter().map(|v| v.as_str().ok_or_else(bad)).collect()
+    }
+
+    /// Every metadata entry as stored, in file order: key, GGUF type id and the value's bytes
+    /// (what a writer copies to keep each entry's exact type, [`crate::gguf_write::Meta::Raw`]).
+    pub fn raw_metadata(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
+        self.raw.iter().map(|(k, kind, r)| (k.as_str(), *kind, &self.bytes[r.clone()]))
     }
 
     /// The tensor with this name.

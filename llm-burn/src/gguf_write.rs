@@ -35,6 +35,14 @@ pub enum Meta {
     F32(f32),
     /// A UTF-8 string.
     Str(String),
+    /// A value copied from another file as stored: its GGUF type id and bytes
+    /// ([`crate::gguf::Gguf::raw_metadata`]).
+    Raw {
+        /// GGUF type id.
+        kind: u32,
+        /// The value's bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// A tensor the file will hold.
@@ -110,6 +118,10 @@ impl GgufWriter {
                 Meta::Str(s) => {
                     header.extend(8u32.to_le_bytes());
                     string(&mut header, s);
+                }
+                Meta::Raw { kind, bytes } => {
+                    header.extend(kind.to_le_bytes());
+                    header.extend(bytes);
                 }
             }
         }

@@ -57,6 +57,7 @@ pub mod quant;
 pub mod quantize;
 mod steerable;
 pub mod random;
+pub mod requantize;
 pub mod tiny;
 pub mod weights;
 

@@ -63,8 +63,8 @@ pub struct EngineBenchArgs {
     /// Also run llama.cpp (prefill and scoring units) on the model's GGUF file.
     #[arg(long)]
     llamacpp: bool,
-    /// The GGUF file for llama.cpp (default: .cache/gguf/<model folder name>.gguf, where
-    /// `fetch-model` assembles it).
+    /// The GGUF file for llama.cpp (default: the model folder's `model.gguf`, the file
+    /// `--dtype file` reads; else .cache/gguf/<model folder name>.gguf).
     #[arg(long)]
     gguf: Option<PathBuf>,
     /// Where the work file, outputs and `engine-bench.json` go (default: .cache/engine-bench).
@@ -369,7 +369,13 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
         let path = out.join("torch.json");
         Some(serde_json::from_slice::<SideOut>(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?)
     };
-    let llama = if args.llamacpp { Some(run_llamacpp(args, &cache, &dir, &work_path, &out)?) } else { None };
+    let (llama, llama_types) = match args.llamacpp {
+        true => {
+            let (side, types) = run_llamacpp(args, &cache, &dir, &work_path, &out)?;
+            (Some(side), types)
+        }
+        false => (None, String::new()),
+    };
     let mut rows = Vec::new();
     for (unit, (secs, data)) in work.units.iter().zip(&ours) {
         let l = llama.as_ref().and_then(|l| l.units.get(&unit.name)).map(|u| u.seconds);
@@ -396,24 +402,41 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
         "ours_dtype": args.dtype,
         "torch_versions": torch.as_ref().map(|t| &t.versions),
         "llamacpp_versions": llama.as_ref().map(|t| &t.versions),
+        "llamacpp_weights": llama.as_ref().map(|_| &llama_types),
         "rows": rows,
     });
     std::fs::write(out.join("engine-bench.json"), serde_json::to_vec_pretty(&summary)?)?;
-    println!("{}", table(&rows, args.dtype));
+    println!("{}", table(&rows, args.dtype, &llama_types));
     Ok(())
 }
 
-/// Runs the llama.cpp side on the model's GGUF file.
-fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, out: &Path) -> Result<SideOut> {
+/// The weight types of a GGUF file's matrices, most frequent first (`Q4_K 168, Q6_K 29`).
+fn matrix_types(gguf: &Path) -> Result<String> {
+    let g = llm_burn::gguf::Gguf::open_header(gguf)?;
+    let mut counts = std::collections::BTreeMap::new();
+    for t in g.tensors.iter().filter(|t| t.shape.len() == 2) {
+        *counts.entry(format!("{:?}", t.kind)).or_insert(0usize) += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "))
+}
+
+/// Runs the llama.cpp side on the model's GGUF file; also returns its matrices' types.
+fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, out: &Path) -> Result<(SideOut, String)> {
     let python = cache.join("llamacpp-venv/bin/python");
     if !python.is_file() {
         bail!("no llama.cpp side at {}: run `cargo xtask engine-bench --setup` first (pip installs {LLAMACPP_PIN})", python.display());
     }
-    let gguf = args.gguf.clone().unwrap_or_else(|| cache.join("gguf").join(format!("{}.gguf", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())));
+    let in_folder = dir.join(llm_burn::file_weights::GGUF_FILE);
+    let gguf = args.gguf.clone().unwrap_or_else(|| {
+        if in_folder.is_file() { in_folder } else { cache.join("gguf").join(format!("{}.gguf", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())) }
+    });
     if !gguf.is_file() {
         bail!("no GGUF file at {} for llama.cpp (fetch-model assembles it there; or pass --gguf)", gguf.display());
     }
-    eprintln!("llama.cpp on {}", gguf.display());
+    let types = matrix_types(&gguf)?;
+    eprintln!("llama.cpp on {} (matrices: {types})", gguf.display());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/llamacpp_engine.py");
     let status = Command::new(&python)
         .arg(&script)
@@ -425,16 +448,16 @@ fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, o
         bail!("the llama.cpp side failed ({status})");
     }
     let path = out.join("llamacpp.json");
-    serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))
+    Ok((serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?, types))
 }
 
 fn rayon_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")
 }
 
-fn table(rows: &[Row], dtype: llm_burn::Dtype) -> String {
+fn table(rows: &[Row], dtype: llm_burn::Dtype, llama_types: &str) -> String {
     let mut s = format!(
-        "| unit | work | tokens | PyTorch s (f32) | ours s ({dtype}) | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff | llama.cpp s (GGUF) | ours / llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| unit | work | tokens | PyTorch s (f32) | ours s ({dtype}) | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff | llama.cpp s (GGUF: {llama_types}) | ours / llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let opt = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
     for r in rows {

@@ -22,6 +22,7 @@ mod logits;
 mod model;
 mod papi;
 mod personas;
+mod quantize;
 mod random_model;
 mod reproduce;
 mod serve_bench;
@@ -70,6 +71,9 @@ enum Task {
     /// Our engine and PyTorch side by side on the same work (prefill, few-shot scoring,
     /// contrast capture, per-row steering): one table with the ratio per row.
     EngineBench(engine_bench::EngineBenchArgs),
+    /// Requantize a model's GGUF file to `q4_k` or `q8_0` (as llama.cpp's llama-quantize): a new
+    /// model folder beside it, for `--dtype file` and for llama.cpp on the same blocks; prints it.
+    Quantize(quantize::QuantizeArgs),
     /// Write a seeded random model with a real model's shapes, tokenizer and chat template
     /// (`--like llama-3-8b [--layers N]`); prints its folder.
     RandomModel(random_model::RandomModelArgs),
@@ -112,6 +116,7 @@ fn main() -> Result<()> {
         Task::Report(args) => reproduce::report(&args),
         Task::Merge(args) => reproduce::merge(&args),
         Task::EngineBench(args) => engine_bench::run(&args),
+        Task::Quantize(args) => quantize::run(&args),
         Task::RandomModel(args) => random_model::run(&args),
         Task::GpuCheck(args) => gpu_check::run(&args),
         Task::Align(args) => personas::run_align(&args),

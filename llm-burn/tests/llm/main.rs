@@ -21,4 +21,5 @@ mod quantized;
 mod pinned_models;
 mod q4_k;
 mod random_model;
+mod requantize;
 mod tiny_model;
