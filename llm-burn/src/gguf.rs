@@ -421,6 +421,17 @@ impl Gguf {
     }
 }
 
+/// How many tensors of each type, most frequent first (`Q4_K 168, Q6_K 29`).
+pub fn type_counts(kinds: impl IntoIterator<Item = TensorType>) -> String {
+    let mut counts = BTreeMap::new();
+    for k in kinds {
+        *counts.entry(format!("{k:?}")).or_insert(0usize) += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// llama.cpp's row permutation of a Q or K projection (what its converter does to a Hugging
 /// Face checkpoint): row `s * head_dim / 2 + i` of a head becomes row `2 i + s`; undone by
 /// [`unpermute_rows`]. `cols` as there.

@@ -181,8 +181,7 @@ impl<B: Backend> Llama<B> {
         // Q4_K keeps the file layout ([out, in], blocks along `in`); Q8_0 where a row is not
         // whole super-blocks.
         let q4_k = |name: &str, v: &[f32], rows: usize, cols: usize| {
-            let kind = if cols.is_multiple_of(256) { TensorType::Q4_K } else { TensorType::Q8_0 };
-            QMatrix::quantize(kind, v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
+            QMatrix::quantize(crate::quantize::row_type(cols, TensorType::Q4_K), v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
         };
         // Float linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
         let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };

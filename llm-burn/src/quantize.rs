@@ -36,6 +36,12 @@ pub fn quantize_row(kind: TensorType, x: &[f32], out: &mut [u8]) -> Result<(), S
     Ok(())
 }
 
+/// The type a matrix with rows of `cols` values is quantized to when `want` is asked for:
+/// `want`, or `Q8_0` where its rows are not whole blocks of `want` (as llama.cpp falls back).
+pub fn row_type(cols: usize, want: TensorType) -> TensorType {
+    if cols.is_multiple_of(want.block().0) { want } else { TensorType::Q8_0 }
+}
+
 /// ggml's `nearest_int`: round half to even.
 #[inline(always)]
 fn nearest(x: f32) -> i32 {

@@ -390,13 +390,12 @@ const PIECE: usize = 1 << 24;
 fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result<()> {
     use crate::convert::{Permute, gguf_name};
     use crate::gguf_write::{GgufWriter, Meta, Planned};
-    let kind_for = |cols: usize| if cols.is_multiple_of(kind.block().0) { kind } else { TensorType::Q8_0 };
     let shards: Vec<Vec<Spec>> = (0..=shape.layers).map(|i| shard_specs(shape, i)).collect();
     let mut plan = Vec::new();
     let mut permutes = Vec::new();
     for (name, dims, _, _) in shards.iter().flatten() {
         let (g, permute) = gguf_name(name).ok_or_else(|| Error::Tensor { name: name.clone(), message: "no GGUF name".into() })?;
-        let kind = if dims.len() == 2 { kind_for(dims[1]) } else { TensorType::F32 };
+        let kind = if dims.len() == 2 { crate::quantize::row_type(dims[1], kind) } else { TensorType::F32 };
         plan.push(Planned { name: g, shape: dims.clone(), kind });
         permutes.push(permute);
     }

@@ -33,8 +33,7 @@ fn file_type(kind: TensorType) -> Option<u32> {
 /// rows are not whole `Q8_0` blocks either, keep their type.
 pub fn target_type(shape: &[usize], from: TensorType, to: TensorType) -> TensorType {
     match shape {
-        [_, cols] if cols.is_multiple_of(to.block().0) => to,
-        [_, cols] if cols.is_multiple_of(TensorType::Q8_0.block().0) => TensorType::Q8_0,
+        [_, cols] if cols.is_multiple_of(TensorType::Q8_0.block().0) => crate::quantize::row_type(*cols, to),
         _ => from,
     }
 }
@@ -89,5 +88,6 @@ mod tests {
         assert_eq!(target_type(&[64, 576], F32, Q8_0), Q8_0);
         assert_eq!(target_type(&[64, 40], F16, Q8_0), F16);
         assert_eq!(target_type(&[576], F32, Q4_K), F32);
+        assert_eq!(crate::gguf::type_counts([Q4_K, Q8_0, Q8_0, F32]), "Q8_0 2, F32 1, Q4_K 1");
     }
 }

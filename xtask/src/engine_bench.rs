@@ -410,18 +410,6 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The weight types of a GGUF file's matrices, most frequent first (`Q4_K 168, Q6_K 29`).
-fn matrix_types(gguf: &Path) -> Result<String> {
-    let g = llm_burn::gguf::Gguf::open_header(gguf)?;
-    let mut counts = std::collections::BTreeMap::new();
-    for t in g.tensors.iter().filter(|t| t.shape.len() == 2) {
-        *counts.entry(format!("{:?}", t.kind)).or_insert(0usize) += 1;
-    }
-    let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
-    Ok(v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "))
-}
-
 /// Runs the llama.cpp side on the model's GGUF file; also returns its matrices' types.
 fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, out: &Path) -> Result<(SideOut, String)> {
     let python = cache.join("llamacpp-venv/bin/python");
@@ -435,7 +423,8 @@ fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, o
     if !gguf.is_file() {
         bail!("no GGUF file at {} for llama.cpp (fetch-model assembles it there; or pass --gguf)", gguf.display());
     }
-    let types = matrix_types(&gguf)?;
+    let g = llm_burn::gguf::Gguf::open_header(&gguf)?;
+    let types = llm_burn::gguf::type_counts(g.tensors.iter().filter(|t| t.shape.len() == 2).map(|t| t.kind));
     eprintln!("llama.cpp on {} (matrices: {types})", gguf.display());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/llamacpp_engine.py");
     let status = Command::new(&python)

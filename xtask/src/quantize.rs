@@ -49,12 +49,9 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
             eprintln!("  {done}/{total} tensors");
         }
     })?;
-    let mut counts = std::collections::BTreeMap::new();
-    for p in &plan {
-        *counts.entry(format!("{:?}", p.kind)).or_insert(0usize) += 1;
-    }
     let bytes: usize = plan.iter().map(|p| p.bytes()).sum();
-    eprintln!("done in {:.1} s: {:.1} MB of tensors, types {counts:?}", t.elapsed().as_secs_f64(), bytes as f64 / 1e6);
+    let types = llm_burn::gguf::type_counts(plan.iter().filter(|p| p.shape.len() == 2).map(|p| p.kind));
+    eprintln!("done in {:.1} s: {:.1} MB of tensors; matrices {types}", t.elapsed().as_secs_f64(), bytes as f64 / 1e6);
     println!("{}", out.display());
     Ok(())
 }
