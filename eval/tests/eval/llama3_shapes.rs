@@ -40,10 +40,12 @@ fn a_llama_3_shaped_model_runs_the_pas_path() {
         assert!(r.total.is_some_and(f64::is_finite), "{}", r.method);
     }
     let pas = results.runs.iter().find(|r| r.method == Method::PasOnly).unwrap();
-    assert!(pas.phases.collect > 0.0 && pas.tokens.eval > 0, "{pas:?}");
     let case = data.subjects[0].case;
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("subjects/pas-only/{case}.json"))).unwrap()).unwrap();
     let p = &saved["pas"];
+    // The search ran; the test items ran steered, or at strength 0 came from the unsteered pass.
+    let zero = p["alpha"].as_f64() == Some(0.0);
+    assert!(pas.phases.collect > 0.0 && pas.tokens.search > 0 && (pas.tokens.eval > 0) != zero, "{pas:?}");
     // An intervention on 4 of the 32 × 2 heads, its strength searched over the grid.
     assert!(p["fallback"].is_null() && p["heads"].as_u64() == Some(4), "{p}");
     assert_eq!(p["search"]["evaluations"].as_array().map(Vec::len), Some(2), "{p}");
