@@ -98,41 +98,117 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// `d`, `dmin`, 12 bytes of scales and minimums, 128 bytes of nibbles: four groups of 64
 /// values, each 32 low nibbles (sub-block `2g`) then 32 high nibbles (sub-block `2g + 1`);
-/// value = `d·scale · q - dmin·min`.
+/// value = `d·scale · q - dmin·min`. Written over fixed-size runs so that the compiler
+/// vectorises each run (the products are the scalar ones, in the same order).
 #[inline(always)]
 fn q4_k(b: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16(b), f16(&b[2..4]));
     let scales = &b[4..16];
-    for (g, qs) in b[16..144].chunks_exact(32).enumerate() {
-        for (sub, shift) in [(2 * g, 0), (2 * g + 1, 4)] {
-            let (sc, m) = scale_min_k4(sub, scales);
-            let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
-            fill(&mut out[sub * 32..][..32], qs, |q| d1 * f32::from((q >> shift) & 0x0F) - m1);
+    for (g, (qs, o)) in b[16..144].chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
+        let qs: &[u8; 32] = qs.try_into().expect("32 bytes of nibbles");
+        let (lo, hi) = o.split_at_mut(32);
+        let (lo, hi): (&mut [f32; 32], &mut [f32; 32]) = (lo.try_into().expect("32 values"), hi.try_into().expect("32 values"));
+        let (sc, m) = scale_min_k4(2 * g, scales);
+        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+        for (o, q) in lo.iter_mut().zip(qs) {
+            *o = d1 * f32::from(q & 0x0F) - m1;
+        }
+        let (sc, m) = scale_min_k4(2 * g + 1, scales);
+        let (d2, m2) = (d * f32::from(sc), dmin * f32::from(m));
+        for (o, q) in hi.iter_mut().zip(qs) {
+            *o = d2 * f32::from(q >> 4) - m2;
+        }
+    }
+}
+
+/// [`q4_k`] over whole super-blocks (`bytes`: a run of 144-byte blocks, `out`: 256 values
+/// each) with AVX2: the nibbles widened eight at a time, each value `d·scale · q - dmin·min`
+/// as a product then a difference (no fused multiply-add), so the values are [`q4_k`]'s bit
+/// for bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn q4_k_avx2(simd: pulp::x86::V3, bytes: &[u8], out: &mut [f32]) {
+    use pulp::bytemuck::cast;
+    use std::arch::x86_64::__m256;
+    let nibble = simd.avx._mm256_set1_epi32(0x0F);
+    for (b, out) in bytes.chunks_exact(144).zip(out.chunks_exact_mut(256)) {
+        let (d, dmin) = (f16(b), f16(&b[2..4]));
+        let scales = &b[4..16];
+        for (g, (qs, o)) in b[16..144].chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
+            let (sc, m) = scale_min_k4(2 * g, scales);
+            let (d1, m1) = (simd.avx._mm256_set1_ps(d * f32::from(sc)), simd.avx._mm256_set1_ps(dmin * f32::from(m)));
+            let (sc, m) = scale_min_k4(2 * g + 1, scales);
+            let (d2, m2) = (simd.avx._mm256_set1_ps(d * f32::from(sc)), simd.avx._mm256_set1_ps(dmin * f32::from(m)));
+            let (lo, hi) = o.split_at_mut(32);
+            for (q, (lo, hi)) in qs.chunks_exact(8).zip(lo.chunks_exact_mut(8).zip(hi.chunks_exact_mut(8))) {
+                let eight = i64::from_le_bytes(q.try_into().expect("8 bytes"));
+                let w = simd.avx2._mm256_cvtepu8_epi32(simd.sse2._mm_set_epi64x(0, eight));
+                let low = simd.avx._mm256_cvtepi32_ps(simd.avx2._mm256_and_si256(w, nibble));
+                let high = simd.avx._mm256_cvtepi32_ps(simd.avx2._mm256_srli_epi32::<4>(w));
+                lo.copy_from_slice(&cast::<__m256, [f32; 8]>(simd.avx._mm256_sub_ps(simd.avx._mm256_mul_ps(d1, low), m1)));
+                hi.copy_from_slice(&cast::<__m256, [f32; 8]>(simd.avx._mm256_sub_ps(simd.avx._mm256_mul_ps(d2, high), m2)));
+            }
+        }
+    }
+}
+
+/// [`q6_k`] over whole super-blocks (`bytes`: a run of 210-byte blocks, `out`: 256 values
+/// each) with AVX2, eight values at a time: the same 6-bit values and the same single product
+/// `d·scale · (q - 32)`, so the values are [`q6_k`]'s bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn q6_k_avx2(simd: pulp::x86::V3, bytes: &[u8], out: &mut [f32]) {
+    use pulp::bytemuck::cast;
+    use std::arch::x86_64::__m256;
+    let widen = |b: &[u8]| simd.avx2._mm256_cvtepu8_epi32(simd.sse2._mm_set_epi64x(0, i64::from_le_bytes(b.try_into().expect("8 bytes"))));
+    let (four, three, offset) = (simd.avx._mm256_set1_epi32(0x0F), simd.avx._mm256_set1_epi32(3), simd.avx._mm256_set1_epi32(32));
+    for (b, out) in bytes.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
+        let d = f16(&b[208..210]);
+        for (half, y) in out.chunks_exact_mut(128).enumerate() {
+            let ql = &b[half * 64..half * 64 + 64];
+            let qh = &b[128 + half * 32..128 + half * 32 + 32];
+            let sc = &b[192 + half * 8..192 + half * 8 + 8];
+            for (k, run) in y.chunks_exact_mut(32).enumerate() {
+                let low = 32 * (k % 2);
+                let (nibble, high) = (simd.avx._mm256_set1_epi32(4 * (k / 2) as i32), simd.avx._mm256_set1_epi32(2 * k as i32));
+                for (is, part) in run.chunks_exact_mut(16).enumerate() {
+                    let scale = simd.avx._mm256_set1_ps(d * f32::from(sc[is + 2 * k] as i8));
+                    for (j, o) in part.chunks_exact_mut(8).enumerate() {
+                        let at = 16 * is + 8 * j;
+                        let l = simd.avx2._mm256_and_si256(simd.avx2._mm256_srlv_epi32(widen(&ql[low + at..low + at + 8]), nibble), four);
+                        let h = simd.avx2._mm256_and_si256(simd.avx2._mm256_srlv_epi32(widen(&qh[at..at + 8]), high), three);
+                        let q = simd.avx2._mm256_sub_epi32(simd.avx2._mm256_or_si256(l, simd.avx2._mm256_slli_epi32::<4>(h)), offset);
+                        o.copy_from_slice(&cast::<__m256, [f32; 8]>(simd.avx._mm256_mul_ps(scale, simd.avx._mm256_cvtepi32_ps(q))));
+                    }
+                }
+            }
         }
     }
 }
 
 /// 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit scales, then `d`;
-/// two halves of 128 values, each four runs of 32 (value = `d·scale · (q - 32)`).
+/// two halves of 128 values, each four runs of 32 (value = `d·scale · (q - 32)`): run `k`
+/// takes its low nibbles from `ql[32·(k % 2)..]` (low or high half of the byte by `k / 2`)
+/// and its high bits from `qh >> 2k`; each 16 values share a scale. Written run by run so
+/// that the compiler vectorises each (the products are ggml's, in the same order).
 #[inline(always)]
 fn q6_k(b: &[u8], out: &mut [f32]) {
     let d = f16(&b[208..210]);
-    for half in 0..2 {
-        let ql = &b[half * 64..half * 64 + 64];
-        let qh = &b[128 + half * 32..128 + half * 32 + 32];
+    for (half, y) in out.chunks_exact_mut(128).enumerate().take(2) {
+        let ql: &[u8; 64] = b[half * 64..half * 64 + 64].try_into().expect("64 bytes of low nibbles");
+        let qh: &[u8; 32] = b[128 + half * 32..128 + half * 32 + 32].try_into().expect("32 bytes of high bits");
         let sc = &b[192 + half * 8..192 + half * 8 + 8];
-        let y = &mut out[half * 128..][..128];
-        for l in 0..32 {
-            let is = l / 16;
-            let q = [
-                (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
-                (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
-                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-            ];
-            for (k, q) in q.into_iter().enumerate() {
+        for (k, run) in y.chunks_exact_mut(32).enumerate() {
+            let (low, nibble, high) = (32 * (k % 2), 4 * (k / 2), 2 * k);
+            for (is, part) in run.chunks_exact_mut(16).enumerate() {
                 let scale = d * f32::from(sc[is + 2 * k] as i8);
-                y[l + 32 * k] = scale * f32::from(i16::from(q) - 32);
+                let part: &mut [f32; 16] = part.try_into().expect("16 values");
+                let ql: &[u8; 16] = ql[low + 16 * is..low + 16 * is + 16].try_into().expect("16 bytes");
+                let qh: &[u8; 16] = qh[16 * is..16 * is + 16].try_into().expect("16 bytes");
+                for ((y, &l), &h) in part.iter_mut().zip(ql).zip(qh) {
+                    let q = ((l >> nibble) & 0x0F) | (((h >> high) & 3) << 4);
+                    *y = scale * f32::from(i16::from(q) - 32);
+                }
             }
         }
     }
