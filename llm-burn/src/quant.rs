@@ -98,25 +98,16 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// `d`, `dmin`, 12 bytes of scales and minimums, 128 bytes of nibbles: four groups of 64
 /// values, each 32 low nibbles (sub-block `2g`) then 32 high nibbles (sub-block `2g + 1`);
-/// value = `d·scale · q - dmin·min`. Written over fixed-size runs so that the compiler
-/// vectorises each run (the products are the scalar ones, in the same order).
+/// value = `d·scale · q - dmin·min`.
 #[inline(always)]
 fn q4_k(b: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16(b), f16(&b[2..4]));
     let scales = &b[4..16];
-    for (g, (qs, o)) in b[16..144].chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
-        let qs: &[u8; 32] = qs.try_into().expect("32 bytes of nibbles");
-        let (lo, hi) = o.split_at_mut(32);
-        let (lo, hi): (&mut [f32; 32], &mut [f32; 32]) = (lo.try_into().expect("32 values"), hi.try_into().expect("32 values"));
-        let (sc, m) = scale_min_k4(2 * g, scales);
-        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
-        for (o, q) in lo.iter_mut().zip(qs) {
-            *o = d1 * f32::from(q & 0x0F) - m1;
-        }
-        let (sc, m) = scale_min_k4(2 * g + 1, scales);
-        let (d2, m2) = (d * f32::from(sc), dmin * f32::from(m));
-        for (o, q) in hi.iter_mut().zip(qs) {
-            *o = d2 * f32::from(q >> 4) - m2;
+    for (g, qs) in b[16..144].chunks_exact(32).enumerate() {
+        for (sub, shift) in [(2 * g, 0), (2 * g + 1, 4)] {
+            let (sc, m) = scale_min_k4(sub, scales);
+            let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+            fill(&mut out[sub * 32..][..32], qs, |q| d1 * f32::from((q >> shift) & 0x0F) - m1);
         }
     }
 }
@@ -187,28 +178,26 @@ pub(crate) fn q6_k_avx2(simd: pulp::x86::V3, bytes: &[u8], out: &mut [f32]) {
 }
 
 /// 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit scales, then `d`;
-/// two halves of 128 values, each four runs of 32 (value = `d·scale · (q - 32)`): run `k`
-/// takes its low nibbles from `ql[32·(k % 2)..]` (low or high half of the byte by `k / 2`)
-/// and its high bits from `qh >> 2k`; each 16 values share a scale. Written run by run so
-/// that the compiler vectorises each (the products are ggml's, in the same order).
+/// two halves of 128 values, each four runs of 32 (value = `d·scale · (q - 32)`).
 #[inline(always)]
 fn q6_k(b: &[u8], out: &mut [f32]) {
     let d = f16(&b[208..210]);
-    for (half, y) in out.chunks_exact_mut(128).enumerate().take(2) {
-        let ql: &[u8; 64] = b[half * 64..half * 64 + 64].try_into().expect("64 bytes of low nibbles");
-        let qh: &[u8; 32] = b[128 + half * 32..128 + half * 32 + 32].try_into().expect("32 bytes of high bits");
+    for half in 0..2 {
+        let ql = &b[half * 64..half * 64 + 64];
+        let qh = &b[128 + half * 32..128 + half * 32 + 32];
         let sc = &b[192 + half * 8..192 + half * 8 + 8];
-        for (k, run) in y.chunks_exact_mut(32).enumerate() {
-            let (low, nibble, high) = (32 * (k % 2), 4 * (k / 2), 2 * k);
-            for (is, part) in run.chunks_exact_mut(16).enumerate() {
+        let y = &mut out[half * 128..][..128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q = [
+                (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
+                (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
+                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
                 let scale = d * f32::from(sc[is + 2 * k] as i8);
-                let part: &mut [f32; 16] = part.try_into().expect("16 values");
-                let ql: &[u8; 16] = ql[low + 16 * is..low + 16 * is + 16].try_into().expect("16 bytes");
-                let qh: &[u8; 16] = qh[16 * is..16 * is + 16].try_into().expect("16 bytes");
-                for ((y, &l), &h) in part.iter_mut().zip(ql).zip(qh) {
-                    let q = ((l >> nibble) & 0x0F) | (((h >> high) & 3) << 4);
-                    *y = scale * f32::from(i16::from(q) - 32);
-                }
+                y[l + 32 * k] = scale * f32::from(i16::from(q) - 32);
             }
         }
     }
