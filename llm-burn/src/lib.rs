@@ -49,6 +49,7 @@ pub mod gguf;
 pub mod gguf_write;
 pub mod host;
 pub mod identity;
+pub mod intdot;
 mod linear;
 pub mod lora;
 pub mod model;

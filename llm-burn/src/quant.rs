@@ -7,8 +7,9 @@
 
 use crate::gguf::TensorType;
 
+/// A little-endian f16 as f32.
 #[inline(always)]
-fn f16(b: &[u8]) -> f32 {
+pub(crate) fn f16(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 

@@ -150,8 +150,9 @@ fn half_precision_and_quantized_weights_stay_near_hugging_faces_float32_logits()
 }
 
 /// `--dtype file` keeps the blocks of the GGUF file the float32 weights were converted from:
-/// the same values, so the same logits up to float rounding (the Q and K rows of this Llama
-/// file are un-permuted as whole rows of blocks).
+/// the same values, so the same logits up to float rounding with float products (the Q and K
+/// rows of this Llama file are un-permuted as whole rows of blocks); with integer products
+/// (the default) the same most likely token, within the activations' rounding.
 #[test]
 fn the_gguf_files_own_blocks_give_the_float32_logits() {
     use crate::TestBackend;
@@ -166,9 +167,15 @@ fn the_gguf_files_own_blocks_give_the_float32_logits() {
     for p in fx["prompts"].as_array().expect("prompts") {
         let ids = ids(&p["token_ids"]);
         let run = |m: &Llama<TestBackend>| m.forward(&[&ids], &mut m.new_cache(), ForwardOptions::default()).expect("forward").logits.into_data().to_vec::<f32>().unwrap();
-        let (a, b) = (run(&f32), run(&file));
+        let (a, b) = (run(&f32), llm_burn::qmatrix::with_float_products(|| run(&file)));
         let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         eprintln!("file {}: max |logit diff| against float32 {max:.2e}", p["name"]);
         assert!(max < 2e-3, "{}: the file's blocks give logits {max} away from its float32 values", p["name"]);
+        let c = run(&file);
+        let spread = a.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) - a.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+        let int_max = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        eprintln!("file {} with integer products: max |logit diff| {int_max:.3} (range {spread:.1})", p["name"]);
+        assert_eq!(llm_burn::model::argmax(&c), llm_burn::model::argmax(&a), "{}: integer products changed the top token", p["name"]);
+        assert!(int_max < 0.05 * spread, "{}: integer products moved a logit by {int_max}", p["name"]);
     }
 }
