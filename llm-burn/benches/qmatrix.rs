@@ -59,6 +59,7 @@ fn product(c: &mut Criterion) {
     let q8 = QMatrix::quantize_q8_0(&llm_burn::weights::transpose(&w, ROWS, COLS), COLS, ROWS).expect("whole blocks"); // [in, out]
     let dev = Default::default();
     let dense = Tensor::<B, 2>::from_data(TensorData::new(llm_burn::weights::transpose(&w, ROWS, COLS), [COLS, ROWS]), &dev);
+    let q8_file = QMatrix::quantize(TensorType::Q8_0, &w, ROWS, COLS).expect("whole blocks"); // [out, in]
     let strided = Tensor::<B, 2>::from_data(TensorData::new(w, [ROWS, COLS]), &dev).transpose();
     let mut g = c.benchmark_group("product");
     g.sample_size(10);
@@ -68,7 +69,10 @@ fn product(c: &mut Criterion) {
         g.bench_function(format!("f32 [out, in]ᵀ, m = {m}"), |b| b.iter(|| x.clone().matmul(strided.clone()).into_data()));
         g.bench_function(format!("q8_0 panels, m = {m}"), |b| b.iter(|| q8.product(x.clone()).into_data()));
         let q4 = k_quant(TensorType::Q4_K, ROWS, COLS);
-        g.bench_function(format!("Q4_K as the file holds it, m = {m}"), |b| b.iter(|| q4.product_t(x.clone()).into_data()));
+        for (kind, q) in [("Q4_K", &q4), ("Q8_0", &q8_file)] {
+            g.bench_function(format!("{kind} as the file holds it, integer products, m = {m}"), |b| b.iter(|| q.product_t(x.clone()).into_data()));
+            g.bench_function(format!("{kind} as the file holds it, dequantized, m = {m}"), |b| b.iter(|| q.product_t_dequantized(x.clone()).into_data()));
+        }
         let step = q8.panel_cols();
         let panels: Vec<Tensor<B, 2>> = (0..ROWS).step_by(step).map(|c| dense.clone().narrow(1, c, step.min(ROWS - c)).into_data()).map(|d| Tensor::from_data(d, &dev)).collect();
         g.bench_function(format!("f32 in the same panels, m = {m}"), |b| b.iter(|| Tensor::cat(panels.iter().map(|p| x.clone().matmul(p.clone())).collect(), 1).into_data()));
