@@ -13,6 +13,8 @@
 //!   runs (continuous batching), each row with its own steering.
 //! - [`PromptEncoder`]: `tokenizer.json` plus the model's chat template, rendered as
 //!   transformers renders it.
+//! - [`qmatrix`] and [`intdot`]: weights kept quantized in memory, multiplied by dequantized
+//!   panels or, for a GGUF file's Q4_K/Q6_K/Q8_0 blocks, in integers as llama.cpp does.
 //! - [`gguf`] and [`convert`]: the embedded default model (SmolLM2-135M-Instruct, a GGUF
 //!   file) converted into a Hugging Face folder (dequantised, Q/K rows un-permuted,
 //!   tokenizer rebuilt).
