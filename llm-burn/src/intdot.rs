@@ -30,13 +30,15 @@ pub fn available(kind: TensorType) -> bool {
     matches!(kind, TensorType::Q4_K | TensorType::Q6_K | TensorType::Q8_0) && simd().is_some()
 }
 
-/// Most activation rows for which a Q8_0 weight is multiplied in integers: beyond them its
-/// row-at-a-time kernel loses to the dequantized float product. Measured on AMD Zen 2, a
-/// [8960, 1536] weight (`cargo bench -p llm-burn --bench qmatrix -- "file holds it"`), integer
-/// against dequantized: 1 row 1.19 against 6.18 ms, 16 rows 6.30 against 11.5 ms, 64 rows
-/// 22.7 against 16.2 ms, 512 rows 194 against 114 ms. (Q4_K, interleaved, wins at every size:
-/// 0.58 against 4.24 ms, 9.65 against 19.2 ms, 86 against 115 ms at 1, 64 and 512 rows.)
-pub const Q8_0_INTEGER_ROWS: usize = 32;
+/// Most activation rows for which a Q8_0 weight is multiplied in integers: from there on the
+/// dequantized float product keeps up (Q8_0 has no 16-bit sums: two 127 · 127 products fill a
+/// lane, so its interleaved kernel widens to 16 bits and `vpmaddwd` does 16 multiplies per
+/// instruction, as float32's two FMA pipes do). Measured on AMD Zen 2, a [8960, 1536] weight
+/// (`cargo bench -p llm-burn --bench qmatrix -- "file holds it"`), integer against
+/// dequantized: 16 rows 5.48 against 5.90 ms, 64 rows 14.0 against 21.1 ms, 512 rows 107.5
+/// against 113.1 ms; SmolLM2's Q4_K file (181 Q8_0 matrices), all rows in integers against
+/// none: prefill of 64 tokens 0.15 against 0.21 s, 1,024 tokens 2.65-2.75 against 2.48 s.
+pub const Q8_0_INTEGER_ROWS: usize = 512;
 
 /// `x · Wᵀ` for `x` `[m, w.cols()]` (row-major) and `w` `[out, in]` in blocks along `in`:
 /// `[m, w.rows()]`, or `None` when [`available`] is false for its type (or the weight is
@@ -123,6 +125,8 @@ pub(crate) struct QActs {
     sums: Vec<i16>,
     /// One sum per 32 values.
     sums32: Vec<i16>,
+    /// Blocks of 32 (against Q8_0): the values widened to 16 bits.
+    wide: Vec<i16>,
 }
 
 /// One quantized activation row.
@@ -138,7 +142,7 @@ impl QActs {
     /// `x` (`[rows, cols]`, `cols` whole blocks) quantized, in parallel over rows.
     pub(crate) fn quantize(x: &[f32], rows: usize, cols: usize, block: usize) -> Self {
         assert!(cols.is_multiple_of(block) && block.is_multiple_of(16), "rows of {cols} are not whole blocks of {block}");
-        let mut a = QActs { cols, block, q: vec![0; rows * cols], d: vec![0.0; rows * cols / block], sums: vec![0; rows * cols / 16], sums32: Vec::new() };
+        let mut a = QActs { cols, block, q: vec![0; rows * cols], d: vec![0.0; rows * cols / block], sums: vec![0; rows * cols / 16], sums32: Vec::new(), wide: Vec::new() };
         if rows * cols == 0 {
             return a;
         }
@@ -154,7 +158,16 @@ impl QActs {
             }
         });
         a.sums32 = a.sums.chunks_exact(2).map(|p| p[0] + p[1]).collect();
+        if block == 32 {
+            a.wide = a.q.iter().map(|&b| i16::from(b as i8)).collect();
+        }
         a
+    }
+
+    /// Row `r`'s values widened to 16 bits (blocks of 32 only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn wide(&self, r: usize) -> &[i16] {
+        &self.wide[r * self.cols..(r + 1) * self.cols]
     }
 
     /// Row `r`'s sums per 32 values.
@@ -196,7 +209,7 @@ impl pulp::WithSimd for Rows<'_> {
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let rows = self.w.len() / self.row_bytes;
         let m = self.out.len() / rows;
-        if matches!(self.kind, TensorType::Q4_K | TensorType::Q6_K) && m >= PACKED_TILE {
+        if m >= PACKED_TILE {
             return self.interleaved(m);
         }
         let mut prep = Vec::new();
@@ -229,13 +242,18 @@ impl Rows<'_> {
         let mut p = packed::Packed::default();
         let width = packed::WIDTH;
         for (w, out) in self.w.chunks(width * self.row_bytes).zip(self.out.chunks_mut(width * m)) {
-            p.pack(self.kind, w, self.row_bytes);
+            if self.kind == TensorType::Q8_0 {
+                p.pack_q8_0(w, self.row_bytes);
+            } else {
+                p.pack(self.kind, w, self.row_bytes);
+            }
             let mut r0 = 0;
             while r0 < m {
                 if r0 + PACKED_TILE <= m {
                     let a: [Act; PACKED_TILE] = std::array::from_fn(|i| self.acts.row(r0 + i));
                     let v = match self.kind {
                         TensorType::Q4_K => packed::q4_k(self.simd, &p, a, std::array::from_fn(|i| self.acts.sums32(r0 + i))),
+                        TensorType::Q8_0 => packed::q8_0(self.simd, &p, a, std::array::from_fn(|i| self.acts.wide(r0 + i))),
                         _ => packed::q6_k(self.simd, &p, a),
                     };
                     scatter(&v, out, m, r0);
@@ -244,6 +262,7 @@ impl Rows<'_> {
                     let a = [self.acts.row(r0)];
                     let v = match self.kind {
                         TensorType::Q4_K => packed::q4_k(self.simd, &p, a, [self.acts.sums32(r0)]),
+                        TensorType::Q8_0 => packed::q8_0(self.simd, &p, a, [self.acts.wide(r0)]),
                         _ => packed::q6_k(self.simd, &p, a),
                     };
                     scatter(&v, out, m, r0);

@@ -31,9 +31,12 @@ pub(super) struct Packed {
     /// Per pair of scales: Q4_K the minimums of sub-blocks `2p`, `2p + 1`; Q6_K the scales of
     /// groups `2p`, `2p + 1`; each output's pair in its two lanes.
     pairs: Vec<[i16; 16]>,
-    /// Per super-block, each output's `d` and `dmin`.
+    /// Per super-block (Q8_0: block), each output's `d` and `dmin`.
     d: Vec<[f32; 8]>,
     dmin: Vec<[f32; 8]>,
+    /// Q8_0: per block of 32, 16 vectors of each output's two consecutive values, widened to
+    /// 16 bits (for `vpmaddwd`: two 127 · 127 products would fill a 16-bit lane).
+    wide: Vec<[i16; 16]>,
 }
 
 impl Packed {
@@ -85,6 +88,49 @@ impl Packed {
             }
         }
     }
+}
+
+impl Packed {
+    /// Q8_0 rows (at most eight, each `row_bytes` of 34-byte blocks; missing rows are zeros)
+    /// interleaved and widened.
+    pub(super) fn pack_q8_0(&mut self, rows: &[u8], row_bytes: usize) {
+        let blocks = row_bytes / 34;
+        self.wide.clear();
+        self.wide.resize(blocks * 16, [0; 16]);
+        self.d.clear();
+        self.d.resize(blocks, [0.0; 8]);
+        for (o, row) in rows.chunks_exact(row_bytes).enumerate() {
+            for (i, b) in row.chunks_exact(34).enumerate() {
+                self.d[i][o] = f16(b);
+                for (q, two) in b[2..34].chunks_exact(2).enumerate() {
+                    self.wide[16 * i + q][2 * o..2 * o + 2].copy_from_slice(&[i16::from(two[0] as i8), i16::from(two[1] as i8)]);
+                }
+            }
+        }
+    }
+}
+
+/// Eight Q8_0 rows against `R` activation rows (blocks of 32, `wide`: the values as 16 bits):
+/// each row's eight outputs in one vector, `d·dy · Σ q·qy` per block.
+#[inline(always)]
+pub(super) fn q8_0<const R: usize>(simd: V3, p: &Packed, a: [Act; R], wide: [&[i16]; R]) -> [__m256; R] {
+    let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
+    let mut acc = [avx._mm256_setzero_ps(); R];
+    for (i, w) in p.wide.chunks_exact(16).enumerate() {
+        let ys: [&[i16; 32]; R] = std::array::from_fn(|r| wide[r][32 * i..32 * i + 32].try_into().expect("32 values"));
+        let mut sum = [avx._mm256_setzero_si256(); R];
+        for q in 0..16 {
+            let w = cast::<[i16; 16], __m256i>(w[q]);
+            for r in 0..R {
+                sum[r] = avx2._mm256_add_epi32(sum[r], avx2._mm256_madd_epi16(w, broadcast_pair(simd, &ys[r][2 * q..])));
+            }
+        }
+        let d = cast::<[f32; 8], __m256>(p.d[i]);
+        for r in 0..R {
+            acc[r] = fma._mm256_fmadd_ps(avx._mm256_mul_ps(d, avx._mm256_set1_ps(a[r].d[i])), avx._mm256_cvtepi32_ps(sum[r]), acc[r]);
+        }
+    }
+    acc
 }
 
 /// A Q6_K super-block's 256 values as unsigned 6-bit bytes (`q`, before `- 32`), in order.
