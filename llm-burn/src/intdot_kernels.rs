@@ -13,7 +13,7 @@ use crate::quant::{f16, scale_min_k4};
 
 /// 32 bytes from the start of `b`.
 #[inline(always)]
-fn load(b: &[u8]) -> __m256i {
+pub(super) fn load(b: &[u8]) -> __m256i {
     cast::<[u8; 32], __m256i>(b[..32].try_into().expect("32 bytes"))
 }
 

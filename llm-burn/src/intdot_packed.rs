@@ -14,6 +14,7 @@ use pulp::bytemuck::cast;
 use pulp::x86::V3;
 
 use super::Act;
+use super::kernels::load;
 use crate::gguf::TensorType;
 use crate::quant::{f16, scale_min_k4};
 
@@ -145,12 +146,6 @@ fn q6_values(b: &[u8], out: &mut [u8; 256]) {
             y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
         }
     }
-}
-
-/// 32 bytes from the start of `b`.
-#[inline(always)]
-fn load(b: &[u8]) -> __m256i {
-    cast::<[u8; 32], __m256i>(b[..32].try_into().expect("32 bytes"))
 }
 
 /// Four bytes from the start of `b` in every 32-bit lane.
