@@ -360,6 +360,9 @@ mod tests {
         if available(TensorType::Q8_0) {
             assert_eq!(product_t(&w, &[], 0), Some(vec![]));
             assert_eq!(product_t(&w, &[0.0; 32], 1), Some(vec![0.0; 3]));
+            let many = Q8_0_INTEGER_ROWS + 1; // Q8_0 beyond its rows: the caller's float product
+            assert_eq!(product_t(&w, &vec![0.0; many * 32], many), None);
+            assert!(product_t(&w, &vec![0.0; Q8_0_INTEGER_ROWS * 32], Q8_0_INTEGER_ROWS).is_some());
         }
     }
 }
