@@ -31,13 +31,13 @@ pub fn available(kind: TensorType) -> bool {
 }
 
 /// Most activation rows for which a Q8_0 weight is multiplied in integers: from there on the
-/// dequantized float product keeps up (Q8_0 has no 16-bit sums: two 127 · 127 products fill a
-/// lane, so its interleaved kernel widens to 16 bits and `vpmaddwd` does 16 multiplies per
-/// instruction, as float32's two FMA pipes do). Measured on AMD Zen 2, a [8960, 1536] weight
-/// (`cargo bench -p llm-burn --bench qmatrix -- "file holds it"`), integer against
-/// dequantized: 16 rows 5.48 against 5.90 ms, 64 rows 14.0 against 21.1 ms, 512 rows 107.5
-/// against 113.1 ms; SmolLM2's Q4_K file (181 Q8_0 matrices), all rows in integers against
-/// none: prefill of 64 tokens 0.15 against 0.21 s, 1,024 tokens 2.65-2.75 against 2.48 s.
+/// dequantized float product keeps up (Q8_0 has no 16-bit sums: two 128 · 127 products fill a
+/// lane, so each `vpmaddubsw` needs its own `vpmaddwd`, two multiplies per 32 products, as
+/// float32's two FMA pipes do). Measured on AMD Zen 2, a [8960, 1536] weight
+/// (`cargo bench -p llm-burn --bench qmatrix -- "as the file holds it"`), integer against
+/// dequantized: 64 rows 12.2 against 19.2 ms, 512 rows 107.4 against 110.6 ms; SmolLM2's Q4_K
+/// file (181 Q8_0 matrices), all rows in integers against none: prefill of 64 tokens 0.15
+/// against 0.21 s, 1,024 tokens 2.65-2.75 against 2.48 s.
 pub const Q8_0_INTEGER_ROWS: usize = 512;
 
 /// `x · Wᵀ` for `x` `[m, w.cols()]` (row-major) and `w` `[out, in]` in blocks along `in`:
@@ -125,8 +125,6 @@ pub(crate) struct QActs {
     sums: Vec<i16>,
     /// One sum per 32 values.
     sums32: Vec<i16>,
-    /// Blocks of 32 (against Q8_0): the values widened to 16 bits.
-    wide: Vec<i16>,
 }
 
 /// One quantized activation row.
@@ -141,33 +139,17 @@ struct Act<'a> {
 impl QActs {
     /// `x` (`[rows, cols]`, `cols` whole blocks) quantized, in parallel over rows.
     pub(crate) fn quantize(x: &[f32], rows: usize, cols: usize, block: usize) -> Self {
-        assert!(cols.is_multiple_of(block) && block.is_multiple_of(16), "rows of {cols} are not whole blocks of {block}");
-        let mut a = QActs { cols, block, q: vec![0; rows * cols], d: vec![0.0; rows * cols / block], sums: vec![0; rows * cols / 16], sums32: Vec::new(), wide: Vec::new() };
+        assert!(cols.is_multiple_of(block) && block.is_multiple_of(32), "rows of {cols} are not whole blocks of {block}");
+        let mut a = QActs { cols, block, q: vec![0; rows * cols], d: vec![0.0; rows * cols / block], sums: vec![0; rows * cols / 16], sums32: Vec::new() };
         if rows * cols == 0 {
             return a;
         }
-        a.q.par_chunks_mut(block).zip(a.d.par_iter_mut()).zip(a.sums.par_chunks_mut(block / 16)).zip(x.par_chunks(block)).for_each(|(((q, d), sums), x)| {
-            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            *d = amax / 127.0;
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            for (q, v) in q.iter_mut().zip(x) {
-                *q = ((v * inv).round().clamp(-127.0, 127.0) as i8) as u8;
-            }
-            for (s, q) in sums.iter_mut().zip(q.chunks_exact(16)) {
-                *s = q.iter().map(|&b| i16::from(b as i8)).sum();
-            }
+        let per_row = (a.q.par_chunks_mut(cols), a.d.par_chunks_mut(cols / block), a.sums.par_chunks_mut(cols / 16));
+        per_row.0.zip(per_row.1).zip(per_row.2).zip(x.par_chunks(cols)).for_each(|(((q, d), sums), x)| {
+            round_blocks(x, q, d, sums, block);
         });
         a.sums32 = a.sums.chunks_exact(2).map(|p| p[0] + p[1]).collect();
-        if block == 32 {
-            a.wide = a.q.iter().map(|&b| i16::from(b as i8)).collect();
-        }
         a
-    }
-
-    /// Row `r`'s values widened to 16 bits (blocks of 32 only).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn wide(&self, r: usize) -> &[i16] {
-        &self.wide[r * self.cols..(r + 1) * self.cols]
     }
 
     /// Row `r`'s sums per 32 values.
@@ -187,6 +169,68 @@ impl QActs {
     #[cfg(test)]
     pub(crate) fn dequantize(&self) -> Vec<f32> {
         self.q.chunks(self.block).zip(&self.d).flat_map(|(q, d)| q.iter().map(move |&b| f32::from(b as i8) * d)).collect()
+    }
+}
+
+/// One row's blocks of `block` values rounded to 8 bits: `q = round(x / d)` (half to even)
+/// with `d = max|x| / 127` per block, and the sum of each 16 consecutive `q`.
+fn round_blocks(x: &[f32], q: &mut [u8], d: &mut [f32], sums: &mut [i16], block: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = simd() {
+        return pulp::Simd::vectorize(simd, RoundBlocks { simd, x, q, d, sums, block });
+    }
+    for ((x, q), d) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)).zip(d) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        *d = amax / 127.0;
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        for (q, v) in q.iter_mut().zip(x) {
+            *q = ((v * inv).round_ties_even().clamp(-127.0, 127.0) as i8) as u8;
+        }
+    }
+    for (s, q) in sums.iter_mut().zip(q.chunks_exact(16)) {
+        *s = q.iter().map(|&b| i16::from(b as i8)).sum();
+    }
+}
+
+/// [`round_blocks`] with AVX2: 32 values converted (rounding half to even), summed by 16,
+/// then packed to bytes, at a time.
+#[cfg(target_arch = "x86_64")]
+struct RoundBlocks<'a> {
+    simd: pulp::x86::V3,
+    x: &'a [f32],
+    q: &'a mut [u8],
+    d: &'a mut [f32],
+    sums: &'a mut [i16],
+    block: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for RoundBlocks<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        use pulp::bytemuck::cast;
+        use std::arch::x86_64::{__m256, __m256i};
+        let (avx, avx2) = (self.simd.avx, self.simd.avx2);
+        let load = |x: &[f32]| cast::<[f32; 8], __m256>(x[..8].try_into().expect("8 values"));
+        let sign = avx._mm256_set1_ps(-0.0);
+        let order = avx._mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let hsum = |v: __m256i| cast::<__m256i, [i32; 8]>(v).into_iter().sum::<i32>() as i16;
+        let mut sums = self.sums.chunks_exact_mut(2);
+        for ((x, q), d) in self.x.chunks_exact(self.block).zip(self.q.chunks_exact_mut(self.block)).zip(self.d) {
+            let most = x.chunks_exact(8).fold(avx._mm256_setzero_ps(), |m, v| avx._mm256_max_ps(m, avx._mm256_andnot_ps(sign, load(v))));
+            let amax = cast::<__m256, [f32; 8]>(most).into_iter().fold(0.0f32, f32::max);
+            *d = amax / 127.0;
+            let inv = avx._mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+            for (x, q) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)) {
+                let i: [__m256i; 4] = std::array::from_fn(|k| avx._mm256_cvtps_epi32(avx._mm256_mul_ps(load(&x[8 * k..]), inv)));
+                let two = sums.next().expect("a sum per 16 values");
+                (two[0], two[1]) = (hsum(avx2._mm256_add_epi32(i[0], i[1])), hsum(avx2._mm256_add_epi32(i[2], i[3])));
+                let bytes = avx2._mm256_packs_epi16(avx2._mm256_packs_epi32(i[0], i[1]), avx2._mm256_packs_epi32(i[2], i[3]));
+                q.copy_from_slice(&cast::<__m256i, [u8; 32]>(avx2._mm256_permutevar8x32_epi32(bytes, order)));
+            }
+        }
     }
 }
 
@@ -253,7 +297,7 @@ impl Rows<'_> {
                     let a: [Act; PACKED_TILE] = std::array::from_fn(|i| self.acts.row(r0 + i));
                     let v = match self.kind {
                         TensorType::Q4_K => packed::q4_k(self.simd, &p, a, std::array::from_fn(|i| self.acts.sums32(r0 + i))),
-                        TensorType::Q8_0 => packed::q8_0(self.simd, &p, a, std::array::from_fn(|i| self.acts.wide(r0 + i))),
+                        TensorType::Q8_0 => packed::q8_0(self.simd, &p, a),
                         _ => packed::q6_k(self.simd, &p, a),
                     };
                     scatter(&v, out, m, r0);
@@ -262,7 +306,7 @@ impl Rows<'_> {
                     let a = [self.acts.row(r0)];
                     let v = match self.kind {
                         TensorType::Q4_K => packed::q4_k(self.simd, &p, a, [self.acts.sums32(r0)]),
-                        TensorType::Q8_0 => packed::q8_0(self.simd, &p, a, [self.acts.wide(r0)]),
+                        TensorType::Q8_0 => packed::q8_0(self.simd, &p, a),
                         _ => packed::q6_k(self.simd, &p, a),
                     };
                     scatter(&v, out, m, r0);

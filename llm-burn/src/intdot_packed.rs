@@ -25,7 +25,8 @@ pub(super) const WIDTH: usize = 8;
 #[derive(Default)]
 pub(super) struct Packed {
     /// Q4_K: per super-block, 4 groups × 8 quads of 32 bytes (the packed nibbles: low for
-    /// sub-block `2g`, high for `2g + 1`); Q6_K: 64 quads of 32 bytes (6-bit values).
+    /// sub-block `2g`, high for `2g + 1`); Q6_K: 64 quads of 32 bytes (6-bit values); Q8_0:
+    /// per block, 8 quads of 32 bytes (signed bytes).
     vals: Vec<u8>,
     /// Per scale (8 sub-blocks or 16 groups of 16): each output's scale in its two lanes.
     sc: Vec<[i16; 16]>,
@@ -35,9 +36,6 @@ pub(super) struct Packed {
     /// Per super-block (Q8_0: block), each output's `d` and `dmin`.
     d: Vec<[f32; 8]>,
     dmin: Vec<[f32; 8]>,
-    /// Q8_0: per block of 32, 16 vectors of each output's two consecutive values, widened to
-    /// 16 bits (for `vpmaddwd`: two 127 · 127 products would fill a 16-bit lane).
-    wide: Vec<[i16; 16]>,
 }
 
 impl Packed {
@@ -93,37 +91,42 @@ impl Packed {
 
 impl Packed {
     /// Q8_0 rows (at most eight, each `row_bytes` of 34-byte blocks; missing rows are zeros)
-    /// interleaved and widened.
+    /// interleaved: per block, 8 quads of 32 bytes (four consecutive values of each output).
     pub(super) fn pack_q8_0(&mut self, rows: &[u8], row_bytes: usize) {
         let blocks = row_bytes / 34;
-        self.wide.clear();
-        self.wide.resize(blocks * 16, [0; 16]);
+        self.vals.clear();
+        self.vals.resize(blocks * 256, 0);
         self.d.clear();
         self.d.resize(blocks, [0.0; 8]);
         for (o, row) in rows.chunks_exact(row_bytes).enumerate() {
-            for (i, b) in row.chunks_exact(34).enumerate() {
-                self.d[i][o] = f16(b);
-                for (q, two) in b[2..34].chunks_exact(2).enumerate() {
-                    self.wide[16 * i + q][2 * o..2 * o + 2].copy_from_slice(&[i16::from(two[0] as i8), i16::from(two[1] as i8)]);
+            for ((b, vals), d) in row.chunks_exact(34).zip(self.vals.chunks_exact_mut(256)).zip(&mut self.d) {
+                d[o] = f16(b);
+                for (quad, four) in b[2..34].chunks_exact(4).enumerate() {
+                    vals[32 * quad + 4 * o..][..4].copy_from_slice(four);
                 }
             }
         }
     }
 }
 
-/// Eight Q8_0 rows against `R` activation rows (blocks of 32, `wide`: the values as 16 bits):
-/// each row's eight outputs in one vector, `d·dy · Σ q·qy` per block.
+/// Eight Q8_0 rows against `R` activation rows (blocks of 32): each row's eight outputs in
+/// one vector, `d·dy · Σ q·qy` per block, signed bytes multiplied as `|q| · (qy with q's
+/// sign)` (two to a 16-bit lane: at most 2 · 128 · 127 = 32,512).
 #[inline(always)]
-pub(super) fn q8_0<const R: usize>(simd: V3, p: &Packed, a: [Act; R], wide: [&[i16]; R]) -> [__m256; R] {
+pub(super) fn q8_0<const R: usize>(simd: V3, p: &Packed, a: [Act; R]) -> [__m256; R] {
     let (avx, avx2, fma) = (simd.avx, simd.avx2, simd.fma);
+    let ones = avx._mm256_set1_epi16(1);
     let mut acc = [avx._mm256_setzero_ps(); R];
-    for (i, w) in p.wide.chunks_exact(16).enumerate() {
-        let ys: [&[i16; 32]; R] = std::array::from_fn(|r| wide[r][32 * i..32 * i + 32].try_into().expect("32 values"));
+    for (i, vals) in p.vals.chunks_exact(256).enumerate() {
+        let vals: &[u8; 256] = vals.try_into().expect("256 bytes");
+        let ys: [&[u8; 32]; R] = std::array::from_fn(|r| a[r].q[32 * i..32 * i + 32].try_into().expect("32 values"));
         let mut sum = [avx._mm256_setzero_si256(); R];
-        for q in 0..16 {
-            let w = cast::<[i16; 16], __m256i>(w[q]);
+        for t in 0..8 {
+            let w = load(&vals[32 * t..]);
+            let magnitude = avx2._mm256_sign_epi8(w, w);
             for r in 0..R {
-                sum[r] = avx2._mm256_add_epi32(sum[r], avx2._mm256_madd_epi16(w, broadcast_pair(simd, &ys[r][2 * q..])));
+                let y = avx2._mm256_sign_epi8(broadcast(simd, &ys[r][4 * t..]), w);
+                sum[r] = avx2._mm256_add_epi32(sum[r], avx2._mm256_madd_epi16(avx2._mm256_maddubs_epi16(magnitude, y), ones));
             }
         }
         let d = cast::<[f32; 8], __m256>(p.d[i]);
