@@ -51,25 +51,50 @@ pub fn exp(x: f32) -> f32 {
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let h = w.len();
     let mut out = vec![0.0; x.len()];
+    let arch = pulp::Arch::new();
     out.par_chunks_mut(h * ROWS_PER_TASK).zip(x.par_chunks(h * ROWS_PER_TASK)).for_each(|(o, x)| {
-        for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-            let ss: f32 = x.iter().map(|v| v * v).sum();
-            let inv = 1.0 / (ss / h as f32 + eps).sqrt();
-            for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
-                *o = w * (x * inv);
-            }
-        }
+        arch.dispatch(
+            #[inline(always)]
+            || {
+                for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                    let inv = 1.0 / (sum_of_squares(x) / h as f32 + eps).sqrt();
+                    for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
+                        *o = w * (x * inv);
+                    }
+                }
+            },
+        )
     });
     out
+}
+
+/// `Σ x²`, in eight running sums (so that it vectorises).
+#[inline(always)]
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += v * v;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// `silu(gate) * up`, element-wise, in place in `gate`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     const CHUNK: usize = 16 * 1024;
+    let arch = pulp::Arch::new(); // the widest vectors this CPU has (AVX2 here: 4× SSE2's speed)
     gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(|(g, u)| {
-        for (g, u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + exp(-*g)) * u;
-        }
+        arch.dispatch(
+            #[inline(always)]
+            || {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = *g / (1.0 + exp(-*g)) * u;
+                }
+            },
+        )
     });
 }
 
