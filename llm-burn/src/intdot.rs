@@ -287,7 +287,7 @@ impl Rows<'_> {
         let width = packed::WIDTH;
         for (w, out) in self.w.chunks(width * self.row_bytes).zip(self.out.chunks_mut(width * m)) {
             if self.kind == TensorType::Q8_0 {
-                p.pack_q8_0(w, self.row_bytes);
+                p.pack_q8_0(self.simd, w, self.row_bytes);
             } else {
                 p.pack(self.kind, w, self.row_bytes);
             }

@@ -91,22 +91,45 @@ impl Packed {
 
 impl Packed {
     /// Q8_0 rows (at most eight, each `row_bytes` of 34-byte blocks; missing rows are zeros)
-    /// interleaved: per block, 8 quads of 32 bytes (four consecutive values of each output).
-    pub(super) fn pack_q8_0(&mut self, rows: &[u8], row_bytes: usize) {
+    /// interleaved: per block, 8 quads of 32 bytes (four consecutive values of each output),
+    /// an 8 × 8 transpose of 32-bit lanes.
+    #[inline(always)]
+    pub(super) fn pack_q8_0(&mut self, simd: V3, rows: &[u8], row_bytes: usize) {
         let blocks = row_bytes / 34;
         self.vals.clear();
         self.vals.resize(blocks * 256, 0);
         self.d.clear();
         self.d.resize(blocks, [0.0; 8]);
-        for (o, row) in rows.chunks_exact(row_bytes).enumerate() {
-            for ((b, vals), d) in row.chunks_exact(34).zip(self.vals.chunks_exact_mut(256)).zip(&mut self.d) {
-                d[o] = f16(b);
-                for (quad, four) in b[2..34].chunks_exact(4).enumerate() {
-                    vals[32 * quad + 4 * o..][..4].copy_from_slice(four);
-                }
+        let rows: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
+        let zero = [0u8; 34];
+        for (i, (vals, d)) in self.vals.chunks_exact_mut(256).zip(&mut self.d).enumerate() {
+            let b: [&[u8]; 8] = std::array::from_fn(|o| rows.get(o).map_or(&zero[..], |r| &r[34 * i..34 * i + 34]));
+            *d = std::array::from_fn(|o| f16(b[o]));
+            for (quad, v) in transpose8(simd, std::array::from_fn(|o| load(&b[o][2..]))).into_iter().enumerate() {
+                vals[32 * quad..32 * quad + 32].copy_from_slice(&cast::<__m256i, [u8; 32]>(v));
             }
         }
     }
+}
+
+/// Eight vectors of eight 32-bit lanes, transposed: lane `j` of result `i` is lane `i` of
+/// `r[j]`.
+#[inline(always)]
+fn transpose8(simd: V3, r: [__m256i; 8]) -> [__m256i; 8] {
+    let avx2 = simd.avx2;
+    let t: [__m256i; 8] = std::array::from_fn(|k| {
+        let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
+        if k % 2 == 0 { avx2._mm256_unpacklo_epi32(a, b) } else { avx2._mm256_unpackhi_epi32(a, b) }
+    }); // t[2p]: lanes 0, 1 | 4, 5 of rows 2p, 2p + 1 interleaved; t[2p + 1]: lanes 2, 3 | 6, 7
+    let u: [__m256i; 8] = std::array::from_fn(|k| {
+        let (half, lane) = (k / 4, k % 4); // rows 4·half.., lanes `lane` | `lane + 4`
+        let (a, b) = (t[4 * half + lane / 2], t[4 * half + 2 + lane / 2]);
+        if lane % 2 == 0 { avx2._mm256_unpacklo_epi64(a, b) } else { avx2._mm256_unpackhi_epi64(a, b) }
+    });
+    std::array::from_fn(|lane| {
+        let (a, b) = (u[lane % 4], u[4 + lane % 4]);
+        if lane < 4 { avx2._mm256_permute2x128_si256::<0x20>(a, b) } else { avx2._mm256_permute2x128_si256::<0x31>(a, b) }
+    })
 }
 
 /// Eight Q8_0 rows against `R` activation rows (blocks of 32): each row's eight outputs in
