@@ -1,11 +1,12 @@
 //! The default model on the CPU: prefill throughput, batched scoring from a cached prefix,
-//! and decoding. Needs `cargo xtask fetch-model` first (skips otherwise).
+//! and decoding; and short prefills on its Q4_K file in integer products. Needs `cargo xtask
+//! fetch-model` first (and `cargo xtask quantize --type q4_k` for the second; skips otherwise).
 #![allow(clippy::print_stderr)] // says on stderr when it skips
 
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llm_burn::{CpuBackend, ForwardOptions, Llama};
+use llm_burn::{CpuBackend, Dtype, ForwardOptions, Llama};
 
 fn tokens(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32).map(|i| 100 + (i.wrapping_mul(2654435761).wrapping_add(seed) % 40000)).collect()
@@ -59,5 +60,29 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Prefills on SmolLM2's Q4_K file (`--dtype file`: Q4_K and Q8_0 blocks multiplied in
+/// integers), where engine-bench's hundredths of a second cannot tell changes apart.
+fn file_blocks(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct-q4_k");
+    if !dir.join("model.gguf").is_file() {
+        eprintln!("skipped: run `cargo xtask quantize --type q4_k` first");
+        return;
+    }
+    let model = Llama::<CpuBackend>::load_as(&dir, &Default::default(), Dtype::File).expect("load");
+    let mut g = c.benchmark_group("smollm2_135m_q4_k_file");
+    g.sample_size(20);
+    for n in [64usize, 256] {
+        let ids = tokens(n, 1);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("prefill_{n}"), |b| {
+            b.iter(|| {
+                let mut cache = model.new_cache();
+                model.forward(&[&ids], &mut cache, ForwardOptions::default()).expect("forward")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, file_blocks);
 criterion_main!(benches);
