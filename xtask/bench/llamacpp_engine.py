@@ -115,7 +115,7 @@ def main():
         units[unit["name"]] = {"seconds": secs}
         with open(os.path.join(a.out, f"llamacpp-{unit['name']}.f32"), "wb") as f:
             f.write(struct.pack(f"<{len(data)}f", *data))
-        print(f"llama.cpp: {unit['name']}: {secs:.2f} s", flush=True)
+        print(f"llama.cpp: {unit['name']}: {secs:.3f} s", flush=True)
     info = {"versions": versions, "units": units}
     json.dump(info, open(os.path.join(a.out, "llamacpp.json"), "w"), indent=1)
 

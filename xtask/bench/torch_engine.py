@@ -155,7 +155,7 @@ def main():
                 raise SystemExit(f"unknown unit kind {kind!r}")
             data.contiguous().to(torch.float32).numpy().tofile(os.path.join(args.out, f"torch-{unit['name']}.f32"))
             results[unit["name"]] = {"seconds": secs, "tokens": tokens}
-            print(f"torch: {unit['name']}: {secs:.2f} s", file=sys.stderr, flush=True)
+            print(f"torch: {unit['name']}: {secs:.3f} s", file=sys.stderr, flush=True)
     versions = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads()}
     json.dump({"versions": versions, "units": results}, open(os.path.join(args.out, "torch.json"), "w"), indent=1)
 

@@ -167,11 +167,15 @@ fn tokens(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32).map(|i| 100 + (i.wrapping_mul(2654435761).wrapping_add(seed) % 40000)).collect()
 }
 
+/// Tokens a prefill unit runs in all, best of its repeats (at least 3): 10 repeats of a
+/// 64-token prefill, whose tenth of a second varies by ±10% from run to run.
+const PREFILL_TOKENS_TIMED: usize = 640;
+
 /// The work units: synthetic prefills, and the real prompts of the first subject.
 fn build_work(data: &Dataset, prompts: &PromptEncoder, model: &Llama<Backend>, threads: usize) -> Result<Work> {
     let mut units: Vec<Unit> = [64usize, 256, 1024]
         .into_iter()
-        .map(|n| Unit { name: format!("prefill_{n}"), kind: Kind::Prefill { rows: vec![tokens(n, 1)], repeats: 3 } })
+        .map(|n| Unit { name: format!("prefill_{n}"), kind: Kind::Prefill { rows: vec![tokens(n, 1)], repeats: PREFILL_TOKENS_TIMED.div_ceil(n).max(3) } })
         .collect();
     let subject = data.subjects.first().context("the records file has no subject")?;
     let inv = &data.inventory;
@@ -362,7 +366,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     let mut ours = Vec::new();
     for unit in &work.units {
         let (secs, data) = run_ours(&model, unit)?;
-        eprintln!("ours: {}: {secs:.2} s", unit.name);
+        eprintln!("ours: {}: {} s", unit.name, seconds(secs));
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let path = out.join(format!("ours-{}.f32", unit.name));
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
@@ -525,6 +529,11 @@ fn rayon_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")
 }
 
+/// Seconds to three places below one, two above.
+fn seconds(x: f64) -> String {
+    if x < 1.0 { format!("{x:.3}") } else { format!("{x:.2}") }
+}
+
 fn table(rows: &[Row], dtype: llm_burn::Dtype, llama_types: &str) -> String {
     let mut s = format!(
         "| unit | work | tokens | PyTorch s (f32) | ours s ({dtype}) | PyTorch tok/s | ours tok/s | ours / PyTorch | max abs diff | llama.cpp s (GGUF: {llama_types}) | ours / llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -532,17 +541,17 @@ fn table(rows: &[Row], dtype: llm_burn::Dtype, llama_types: &str) -> String {
     let opt = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
             r.unit,
             r.work,
             r.tokens,
-            opt(r.torch_seconds, 2),
-            r.ours_seconds,
+            r.torch_seconds.map_or("-".into(), seconds),
+            seconds(r.ours_seconds),
             opt(r.torch_seconds.map(|t| r.tokens as f64 / t), 0),
             r.tokens as f64 / r.ours_seconds,
             opt(r.ratio, 2),
             r.max_abs_diff.map_or("-".into(), |d| format!("{d:.1e}")),
-            opt(r.llamacpp_seconds, 2),
+            r.llamacpp_seconds.map_or("-".into(), seconds),
             opt(r.llamacpp_ratio, 2),
         ));
     }
