@@ -61,13 +61,13 @@ fn x86_product_t(w: &QMatrix, x: &[f32], m: usize, simd: pulp::x86::V3) -> Vec<f
     let acts = QActs::quantize(x, m, w.cols(), block);
     let n = w.rows();
     let row_bytes = w.bytes() / n.max(1);
-    let mut yt = vec![0.0f32; n * m]; // [out, m]
+    let mut blocks = vec![0.0f32; n * m]; // per task, `[m, its outputs]`
     if m > 0 {
-        yt.par_chunks_mut(OUT_PER_TASK * m).zip(w.blocks().par_chunks(OUT_PER_TASK * row_bytes)).for_each(|(out, w_rows)| {
+        blocks.par_chunks_mut(OUT_PER_TASK * m).zip(w.blocks().par_chunks(OUT_PER_TASK * row_bytes)).for_each(|(out, w_rows)| {
             pulp::Simd::vectorize(simd, Rows { simd, kind: w.kind(), w: w_rows, row_bytes, acts: &acts, out });
         });
     }
-    transpose(&yt, n, m)
+    assemble(blocks, n, m)
 }
 
 /// Weight rows (outputs) per parallel task: their blocks stay in the core's cache while every
@@ -95,18 +95,17 @@ fn simd() -> Option<std::convert::Infallible> {
     None
 }
 
-/// `[n, m]` into `[m, n]`, eight rows of the result at a time.
-fn transpose(yt: &[f32], n: usize, m: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * n];
-    if n == 0 {
-        return y;
+/// The tasks' blocks (task `t`: `[m, outputs 16t..]`, one after the other) as `[m, n]`: each
+/// row's run of outputs copied whole.
+fn assemble(blocks: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
+    if m <= 1 {
+        return blocks; // one row: the blocks are already in order
     }
-    y.par_chunks_mut(8 * n).enumerate().for_each(|(t, rows)| {
-        let r0 = 8 * t;
-        for (o, src) in yt.chunks_exact(m).enumerate() {
-            for (i, &v) in src[r0..r0 + rows.len() / n].iter().enumerate() {
-                rows[i * n + o] = v;
-            }
+    let mut y = vec![0.0f32; m * n];
+    y.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+        for (dst, block) in row.chunks_mut(OUT_PER_TASK).zip(blocks.chunks(OUT_PER_TASK * m)) {
+            let w = dst.len();
+            dst.copy_from_slice(&block[r * w..(r + 1) * w]);
         }
     });
     y
@@ -234,7 +233,7 @@ impl pulp::WithSimd for RoundBlocks<'_> {
     }
 }
 
-/// A run of weight rows against every activation row: `out` is `[rows, m]`.
+/// A run of weight rows against every activation row: `out` is `[m, rows]`.
 #[cfg(target_arch = "x86_64")]
 struct Rows<'a> {
     simd: pulp::x86::V3,
@@ -264,12 +263,14 @@ impl pulp::WithSimd for Rows<'_> {
         let mut r0 = 0;
         while r0 < m {
             let take = if r0 + TILE <= m { TILE } else { 1 };
-            for ((w, p), out) in self.w.chunks_exact(self.row_bytes).zip(prep.chunks_exact(per_row)).zip(self.out.chunks_exact_mut(m)) {
+            for (o, (w, p)) in self.w.chunks_exact(self.row_bytes).zip(prep.chunks_exact(per_row)).enumerate() {
                 if take == TILE {
                     let a: [Act; TILE] = std::array::from_fn(|i| self.acts.row(r0 + i));
-                    out[r0..r0 + TILE].copy_from_slice(&dot(self.simd, self.kind, w, p, a));
+                    for (i, v) in dot(self.simd, self.kind, w, p, a).into_iter().enumerate() {
+                        self.out[(r0 + i) * rows + o] = v;
+                    }
                 } else {
-                    out[r0] = dot(self.simd, self.kind, w, p, [self.acts.row(r0)])[0];
+                    self.out[r0 * rows + o] = dot(self.simd, self.kind, w, p, [self.acts.row(r0)])[0];
                 }
             }
             r0 += take;
@@ -285,7 +286,9 @@ impl Rows<'_> {
     fn interleaved(self, m: usize) {
         let mut p = packed::Packed::default();
         let width = packed::WIDTH;
-        for (w, out) in self.w.chunks(width * self.row_bytes).zip(self.out.chunks_mut(width * m)) {
+        let rows = self.w.len() / self.row_bytes;
+        for (g, w) in self.w.chunks(width * self.row_bytes).enumerate() {
+            let mut out = Outputs { out: &mut *self.out, rows, first: g * width, count: w.len() / self.row_bytes };
             if self.kind == TensorType::Q8_0 {
                 p.pack_q8_0(self.simd, w, self.row_bytes);
             } else {
@@ -300,7 +303,7 @@ impl Rows<'_> {
                         TensorType::Q8_0 => packed::q8_0(self.simd, &p, a),
                         _ => packed::q6_k(self.simd, &p, a),
                     };
-                    scatter(&v, out, m, r0);
+                    out.put(&v, r0);
                     r0 += PACKED_TILE;
                 } else {
                     let a = [self.acts.row(r0)];
@@ -309,7 +312,7 @@ impl Rows<'_> {
                         TensorType::Q8_0 => packed::q8_0(self.simd, &p, a),
                         _ => packed::q6_k(self.simd, &p, a),
                     };
-                    scatter(&v, out, m, r0);
+                    out.put(&v, r0);
                     r0 += 1;
                 }
             }
@@ -317,14 +320,23 @@ impl Rows<'_> {
     }
 }
 
-/// Each activation row's eight outputs (`v[r]`, from row `r0 + r`) into `out` (`[outputs, m]`).
+/// A group of interleaved outputs (`count` from `first`) in a task's `[m, rows]` block.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn scatter(v: &[std::arch::x86_64::__m256], out: &mut [f32], m: usize, r0: usize) {
-    for (r, v) in v.iter().enumerate() {
-        let v = pulp::bytemuck::cast::<std::arch::x86_64::__m256, [f32; 8]>(*v);
-        for (o, line) in out.chunks_exact_mut(m).enumerate() {
-            line[r0 + r] = v[o];
+struct Outputs<'a> {
+    out: &'a mut [f32],
+    rows: usize,
+    first: usize,
+    count: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Outputs<'_> {
+    /// Each activation row's outputs (`v[r]`, from row `r0 + r`) in place.
+    #[inline(always)]
+    fn put(&mut self, v: &[std::arch::x86_64::__m256], r0: usize) {
+        for (r, v) in v.iter().enumerate() {
+            let v = pulp::bytemuck::cast::<std::arch::x86_64::__m256, [f32; 8]>(*v);
+            self.out[(r0 + r) * self.rows + self.first..][..self.count].copy_from_slice(&v[..self.count]);
         }
     }
 }
