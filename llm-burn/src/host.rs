@@ -210,12 +210,8 @@ fn attend_block(q: &[f32], kv: &RowKv<'_>, shape: AttentionShape, first: usize, 
         general_mat_mul(scale, &qv, &keys(kv.own.0, t_own).t(), 0.0, &mut sv.slice_axis_mut(Axis(1), Slice::from(sp..)));
         // Masked softmax, left unnormalised; the sums divide the output below.
         let mut sums = vec![0.0f32; m];
-        for (idx, (row, sum)) in scores.chunks_exact_mut(t).zip(sums.iter_mut()).enumerate() {
-            let end = last(idx / group) + 1;
-            let (seen, unseen) = row.split_at_mut(end);
-            unseen.fill(0.0);
-            *sum = softmax_unnormalised(seen, &keep[..end], &bias[..end]);
-        }
+        let ends: Vec<usize> = (0..m).map(|idx| last(idx / group) + 1).collect();
+        pulp::Arch::new().dispatch(MaskedSoftmax { scores: &mut scores, sums: &mut sums, ends: &ends, keep: &keep, bias: &bias });
         let sv = ArrayView2::from_shape((m, t), &scores).expect("score shape");
         let mut av = ArrayViewMut2::from_shape((m, hd), &mut acc).expect("output block shape");
         let values = |buf, len| head_view(buf, len, hd, kv_width, kvh);
@@ -239,6 +235,30 @@ fn attend_block(q: &[f32], kv: &RowKv<'_>, shape: AttentionShape, first: usize, 
     }
 }
 
+/// [`softmax_unnormalised`] of each score row up to its end (zeros after it), compiled for the
+/// CPU's widest vectors (a closure given to pulp's dispatch was left outside its AVX2 code).
+struct MaskedSoftmax<'a> {
+    scores: &'a mut [f32],
+    sums: &'a mut [f32],
+    ends: &'a [usize],
+    keep: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl pulp::WithSimd for MaskedSoftmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let t = self.scores.len() / self.sums.len().max(1);
+        for ((row, sum), &end) in self.scores.chunks_exact_mut(t).zip(self.sums.iter_mut()).zip(self.ends) {
+            let (seen, unseen) = row.split_at_mut(end);
+            unseen.fill(0.0);
+            *sum = softmax_unnormalised(seen, &self.keep[..end], &self.bias[..end]);
+        }
+    }
+}
+
 /// KV head `kvh` of a KV buffer (`[len, kv_width]`) as a `[len, head_dim]` view.
 fn head_view(buf: &[f32], len: usize, hd: usize, kv_width: usize, kvh: usize) -> ArrayView2<'_, f32> {
     ArrayView2::from_shape((len, hd).strides((kv_width, 1)), &buf[kvh * hd..]).expect("a KV buffer holds len * kv_width values")
@@ -249,7 +269,9 @@ fn head_view(buf: &[f32], len: usize, hd: usize, kv_width: usize, kvh: usize) ->
 const LANES: usize = 8;
 
 /// Replaces `x` by `keep * e^(x - max)`, where the maximum is over the kept entries
-/// (`bias` is 0 there, -inf elsewhere), and returns the sum.
+/// (`bias` is 0 there, -inf elsewhere), and returns the sum (inlined into its caller's
+/// vector width).
+#[inline(always)]
 fn softmax_unnormalised(x: &mut [f32], keep: &[f32], bias: &[f32]) -> f32 {
     let mut mx = [f32::NEG_INFINITY; LANES];
     let (xc, xr) = x.split_at(x.len() - x.len() % LANES);
