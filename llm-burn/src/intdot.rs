@@ -115,8 +115,8 @@ fn assemble(blocks: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
     y
 }
 
-/// Activation rows rounded to 8 bits per block of `block` values: `q = round(x / d)` with
-/// `d = max|x| / 127` per block, and the sum of each 16 consecutive `q`.
+/// Activation rows rounded to 8 bits per block of `block` values: `q = round(x / d)` (half
+/// to even) with `d = max|x| / 127` per block, and the sum of each 16 consecutive `q`.
 pub(crate) struct QActs {
     cols: usize,
     block: usize,
@@ -284,8 +284,7 @@ impl pulp::WithSimd for Rows<'_> {
 
 #[cfg(target_arch = "x86_64")]
 impl Rows<'_> {
-    /// Q4_K and Q6_K rows eight at a time, interleaved ([`packed`]), against every activation
-    /// row.
+    /// Weight rows eight at a time, interleaved ([`packed`]), against every activation row.
     #[inline(always)]
     fn interleaved(self, m: usize) {
         let mut p = packed::Packed::default();
