@@ -6,7 +6,9 @@
 //! 8-bit ones instead of one per one, and no horizontal sums.
 //!
 //! Bounds of the 16-bit sums: Q4_K, eight products of two `15 · 127` (30,480); Q6_K, two of
-//! two `63 · 127` (32,004); both below 32,767.
+//! two `63 · 127` (32,004); both below 32,767. Q8_0 (signed weights, multiplied as
+//! `|q| · (activation with q's sign)`) has room for one pair only (2 · 128 · 127 = 32,512), so
+//! each `vpmaddubsw` is widened by its own `vpmaddwd`.
 
 use std::arch::x86_64::{__m256, __m256i};
 
