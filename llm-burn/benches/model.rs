@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use llm_burn::{CpuBackend, Dtype, ForwardOptions, Llama};
 
 fn tokens(n: usize, seed: u32) -> Vec<u32> {
@@ -21,16 +22,7 @@ fn bench(c: &mut Criterion) {
     let model = Llama::<CpuBackend>::load(&dir, &Default::default()).expect("load");
     let mut g = c.benchmark_group("smollm2_135m");
     g.sample_size(10);
-    for n in [64usize, 256, 1024] {
-        let ids = tokens(n, 1);
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(format!("prefill_{n}"), |b| {
-            b.iter(|| {
-                let mut cache = model.new_cache();
-                model.forward(&[&ids], &mut cache, ForwardOptions::default()).expect("forward")
-            })
-        });
-    }
+    prefills(&mut g, &model, &[64, 256, 1024]);
     // A subject's few-shot system prompt (~1,500 tokens) computed once, then 16 items of
     // ~60 tokens continued from it in one batch: the per-item scoring cost.
     let prefix = tokens(1500, 2);
@@ -71,7 +63,13 @@ fn file_blocks(c: &mut Criterion) {
     let model = Llama::<CpuBackend>::load_as(&dir, &Default::default(), Dtype::File).expect("load");
     let mut g = c.benchmark_group("smollm2_135m_q4_k_file");
     g.sample_size(20);
-    for n in [64usize, 256] {
+    prefills(&mut g, &model, &[64, 256]);
+    g.finish();
+}
+
+/// One row of `n` tokens from an empty cache, for each `n`.
+fn prefills(g: &mut BenchmarkGroup<'_, WallTime>, model: &Llama<CpuBackend>, lengths: &[usize]) {
+    for &n in lengths {
         let ids = tokens(n, 1);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("prefill_{n}"), |b| {
@@ -81,7 +79,6 @@ fn file_blocks(c: &mut Criterion) {
             })
         });
     }
-    g.finish();
 }
 
 criterion_group!(benches, bench, file_blocks);
