@@ -52,20 +52,32 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let h = w.len();
     let mut out = vec![0.0; x.len()];
     let arch = pulp::Arch::new();
-    out.par_chunks_mut(h * ROWS_PER_TASK).zip(x.par_chunks(h * ROWS_PER_TASK)).for_each(|(o, x)| {
-        arch.dispatch(
-            #[inline(always)]
-            || {
-                for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                    let inv = 1.0 / (sum_of_squares(x) / h as f32 + eps).sqrt();
-                    for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
-                        *o = w * (x * inv);
-                    }
-                }
-            },
-        )
-    });
+    out.par_chunks_mut(h * ROWS_PER_TASK).zip(x.par_chunks(h * ROWS_PER_TASK)).for_each(|(out, x)| arch.dispatch(RmsRows { out, x, w, eps }));
     out
+}
+
+/// [`rms_norm`] of a run of rows, compiled for the CPU's widest vectors (a closure handed to
+/// pulp's dispatch here stayed SSE2).
+struct RmsRows<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    w: &'a [f32],
+    eps: f32,
+}
+
+impl pulp::WithSimd for RmsRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let h = self.w.len();
+        for (o, x) in self.out.chunks_exact_mut(h).zip(self.x.chunks_exact(h)) {
+            let inv = 1.0 / (sum_of_squares(x) / h as f32 + self.eps).sqrt();
+            for ((o, x), w) in o.iter_mut().zip(x).zip(self.w) {
+                *o = w * (x * inv);
+            }
+        }
+    }
 }
 
 /// `Σ x²`, in eight running sums (so that it vectorises).
