@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::prompt::{LETTERS, PREFILL, answer_of_option};
 use crate::results::{
-    AlphaSummary, Comparison, DecisionRow, ItemRecord, Meta, ONE_LETTER, OptimisationTime, Phases, Results, Run, Sample, SubjectResult, by_letter,
+    AlphaSummary, Comparison, DecisionRow, ItemRecord, Meta, ONE_LETTER, OptimisationTime, Phases, Results, Run, SubjectResult, by_letter,
     ci_pair,
 };
 use crate::score::parse_official;
@@ -173,6 +173,10 @@ fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n
             fallbacks: records.iter().filter(|p| p.fallback.is_some()).count(),
         }
     });
+    let mut rules_chosen = BTreeMap::new();
+    for c in results.iter().filter_map(|r| r.rule_choice.as_ref()) {
+        *rules_chosen.entry(c.rule.to_string()).or_insert(0) += 1;
+    }
     let paths: Vec<bool> = results.iter().flat_map(|r| r.items.iter().filter_map(|i| i.path.as_ref().map(|p| p.found))).collect();
     let seconds = phases.sum();
     let answers = answer_shares(results);
@@ -196,20 +200,19 @@ fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n
         phases,
         tokens,
         alpha,
+        rules_chosen,
         letter_found: (!paths.is_empty()).then(|| paths.iter().filter(|f| **f).count() as f64 / paths.len() as f64),
     }
 }
 
 /// Re-decides a finished run under `rule` from its `results.json` (settings, timings, the
-/// diagnostic) and `samples.jsonl` (every item's log-probabilities), without a model. PAS
+/// diagnostic) and `samples.jsonl.gz` (every item's log-probabilities), without a model. PAS
 /// strengths stay those searched under the run's own rule.
 pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
     let old: Results = crate::run::read_json(&out.join("results.json"))?;
-    let path = out.join("samples.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let path = out.join(crate::files::SAMPLES);
     let mut by_method: BTreeMap<Method, BTreeMap<i64, Vec<ItemRecord>>> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let s: Sample = serde_json::from_str(line).map_err(|e| Error::file(&path, format!("line {}: {e}", i + 1)))?;
+    for s in crate::files::read_samples(out)? {
         by_method.entry(s.method).or_default().entry(s.subject).or_default().push(s.item);
     }
     let mut per_method = Vec::new();

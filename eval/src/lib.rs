@@ -17,7 +17,10 @@
 //! - [`aggregate`], [`report`]: `results.json` (every method under every decision rule,
 //!   paired differences against few-shot, always-3 and own-mean, answer histograms, the
 //!   diagnostic), `report.md` and `totals.svg`, and re-deciding a finished run from its
-//!   `samples.jsonl`.
+//!   `samples.jsonl.gz`.
+//! - [`files`]: how a run's files are written and read (atomic writes, JSON, the samples).
+//! - [`published`]: the tables a README quotes, rendered from a published run's
+//!   `results.json`, and the check that the README's copies are current.
 //! - [`stats`]: bootstrap intervals over subjects and paired differences.
 //!
 //! # Example
@@ -66,9 +69,11 @@ pub mod config;
 pub mod decision;
 pub mod device_check;
 pub mod error;
+pub mod files;
 pub mod merge;
 pub mod method;
 pub mod prompt;
+pub mod published;
 pub mod report;
 pub mod request;
 pub mod results;

@@ -254,6 +254,10 @@ pub struct Run {
     /// Chosen strengths (PAS methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<AlphaSummary>,
+    /// How often each decision rule was chosen on the people's held-out known items
+    /// (`--decision held-out`; empty otherwise).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules_chosen: BTreeMap<String, usize>,
     /// Share of items whose letter was found within the format-aware lookahead, or parsed
     /// from the generation (LLM methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,7 +327,7 @@ pub struct Meta {
     pub device: String,
     /// The settings that define the results.
     pub settings: Settings,
-    /// The records file.
+    /// The records file: relative to where the run was made, or its name alone.
     pub records_path: String,
     /// How missing answers count.
     pub missing_answers: String,

@@ -27,29 +27,12 @@ use crate::decision::Decision;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::prompt::{LETTERS, answer_of_option, few_shot_system};
-use crate::results::{FORMAT_VERSION, ItemRecord, Meta, Phases, Results, Sample, SubjectResult};
+use crate::results::{FORMAT_VERSION, ItemRecord, Meta, Phases, Results, SubjectResult};
 use crate::request::{Executor, Request};
 use crate::score::{ItemScore, Scorer, short_hash};
 
-/// Writes a file atomically (a temporary file renamed into place).
-pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    std::fs::write(&tmp, content).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("line {}, column {}: {e}", e.line(), e.column())))
-}
-
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::file(path, e.to_string()))?;
-    write_atomic(path, text.as_bytes())
-}
+pub use crate::files::{write_atomic, write_samples};
+pub(crate) use crate::files::{read_json, write_json};
 
 /// Reads P² personality prompts: a JSON array of records whose `output` is a list holding
 /// the description first (the PAPI `personality-prompts` file).
@@ -503,7 +486,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             git_revision: self.provenance.git_revision.clone(),
             device: self.provenance.device.clone(),
             settings: self.settings.clone(),
-            records_path: self.data.records_path.display().to_string(),
+            records_path: crate::files::portable(&self.data.records_path),
             missing_answers: match self.protocol().missing {
                 MissingAnswers::Exclude => "excluded".into(),
                 MissingAnswers::ScoreAsZero => "scored as 0 (official)".into(),
@@ -527,21 +510,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         write_reports(&self.out, &results)?;
         Ok(results)
     }
-}
-
-/// Writes `samples.jsonl`: one line per subject × method × item.
-pub fn write_samples(out: &Path, keying: papi_data::Keying, per_method: &[(Method, Vec<SubjectResult>)]) -> Result<()> {
-    let mut samples = String::new();
-    for (m, results) in per_method {
-        for r in results {
-            for item in &r.items {
-                let line = Sample { subject: r.case, method: *m, keying, item: item.clone() };
-                samples.push_str(&serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?);
-                samples.push('\n');
-            }
-        }
-    }
-    write_atomic(&out.join("samples.jsonl"), samples.as_bytes())
 }
 
 /// Writes `results.json`, and `report.md` and `totals.svg` rendered from it.

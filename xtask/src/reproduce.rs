@@ -216,11 +216,11 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
 /// Arguments of `report`.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// A `reproduce` output folder holding `results.json` (and `samples.jsonl`).
+    /// A `reproduce` output folder holding `results.json` (and `samples.jsonl.gz`).
     #[arg(long)]
     out: PathBuf,
     /// Re-decide the run under this rule (`argmax`, `median` or `calibrated`) from its
-    /// `samples.jsonl`, without a model: writes `report-<rule>.md` and `results-<rule>.json`
+    /// `samples.jsonl.gz`, without a model: writes `report-<rule>.md` and `results-<rule>.json`
     /// beside the run's own files. Without it, `report.md` is re-rendered from `results.json`.
     #[arg(long)]
     decision: Option<Decision>,
@@ -365,7 +365,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         })
     };
     let results = evaluator.run()?;
-    eprintln!("wrote {}/results.json, report.md, totals.svg, samples.jsonl", out.display());
+    eprintln!("wrote {}/results.json, report.md, totals.svg, samples.jsonl.gz", out.display());
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{}", eval::report::render_markdown(&results))?;
     Ok(())

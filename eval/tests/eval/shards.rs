@@ -33,7 +33,7 @@ fn three_shards_merge_into_the_unsharded_run_and_bad_sets_are_refused() {
     assert_eq!(merged.decisions, whole.decisions);
     assert_eq!(merged.comparisons, whole.comparisons);
     let lines = |d: &std::path::Path| {
-        let mut v: Vec<serde_json::Value> = std::fs::read_to_string(d.join("samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut v: Vec<serde_json::Value> = eval::files::read_samples(d).unwrap().iter().map(|l| serde_json::to_value(l).unwrap()).collect();
         v.sort_by_key(|x| x.to_string());
         v
     };

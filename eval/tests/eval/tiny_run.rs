@@ -66,9 +66,11 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     assert!(report.contains("| pas |") && report.contains("| ridge |") && report.contains("| dpo |") && report.contains("DPO / PAS = ") && report.contains("PPO / PAS = ") && report.contains("| `ppo` |"));
     assert!(read(&out.path().join("totals.svg")).starts_with("<svg"));
 
-    // samples.jsonl: one line per subject x method x item.
-    let samples = read(&out.path().join("samples.jsonl"));
-    let lines: Vec<serde_json::Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // samples.jsonl.gz: one line per subject x method x item, the same bytes when written again.
+    let gz = std::fs::read(out.path().join(eval::files::SAMPLES)).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3 * Method::ALL.len() * 10);
     assert!(lines.iter().all(|l| l["subject"].is_i64() && l["method"].is_string() && l["item"].is_u64()));
     assert!(lines.iter().filter(|l| l["method"] == "few-shot").all(|l| l["logprobs"].as_array().unwrap().len() == 5));
@@ -78,6 +80,7 @@ fn every_method_runs_reports_parse_and_a_rerun_resumes() {
     let before = std::fs::metadata(&pas_file).unwrap().modified().unwrap();
     let second = run();
     assert_eq!(std::fs::metadata(&pas_file).unwrap().modified().unwrap(), before);
+    assert_eq!(std::fs::read(out.path().join(eval::files::SAMPLES)).unwrap(), gz, "the same samples compress to the same bytes");
     assert_eq!(second.runs.iter().map(|r| r.total).collect::<Vec<_>>(), first.runs.iter().map(|r| r.total).collect::<Vec<_>>());
 
     // A subject lost in a killed run is redone, identically (deterministic under the seed).
@@ -425,4 +428,63 @@ fn the_executor_remembers_unsteered_scores_and_nothing_else() {
     assert!(steered.tokens > 0);
     assert!(steered.items.iter().zip(&first.items).any(|(a, b)| a.logprobs != b.logprobs));
     assert!(exec.one(&Request::plain("other", &n[..2])).unwrap().tokens > 0);
+}
+
+/// Copies a run folder as git would commit it under `results/published/`: no activation
+/// cache, no intervention or adapter files.
+fn copy_as_published(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (path, name) = (entry.path(), entry.file_name().to_string_lossy().into_owned());
+        if name.starts_with("activations.") || name.ends_with(".safetensors") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::create_dir_all(to.join(&name)).unwrap();
+            copy_as_published(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_run_committed_without_its_caches_is_finished_elsewhere() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(4);
+    let methods = [Method::NoChange, Method::FewShot, Method::Pas, Method::Always3];
+    let here = tempfile::tempdir().unwrap();
+    let run = |subjects: usize, out: &std::path::Path| {
+        let todo = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen = todo.clone();
+        let results = Evaluator::new(&model, &prompts, &data, None, quick_config(&methods, subjects), provenance(model_dir.path()), out)
+            .unwrap()
+            .on_done(move |d| seen.set(d.total))
+            .run()
+            .unwrap();
+        (results, todo.get())
+    };
+    // The first part: one person, interrupted there.
+    let (part, todo) = run(1, here.path());
+    assert_eq!((part.meta.cases.len(), todo), (1, 3));
+    let text = read(&here.path().join("run.json")) + &read(&here.path().join("results.json"));
+    assert!(!text.contains(&*here.path().to_string_lossy()) && !text.contains(&*model_dir.path().to_string_lossy()), "a machine's path was recorded");
+
+    // Elsewhere, from the committed files alone: only the second person's methods run.
+    let there = tempfile::tempdir().unwrap();
+    copy_as_published(here.path(), there.path());
+    assert!(!there.path().join("shared/activations.f32").exists() && there.path().join("shared/plain.json").exists());
+    let first_file = format!("subjects/pas/{}.json", data.subjects[0].case);
+    let before = read(&there.path().join(&first_file));
+    let (whole, todo) = run(2, there.path());
+    assert_eq!((whole.meta.cases.len(), todo), (2, 3), "the finished person was not run again");
+    assert_eq!(read(&there.path().join(&first_file)), before);
+
+    // The same as a run made in one go.
+    let one_go = tempfile::tempdir().unwrap();
+    let (direct, _) = run(2, one_go.path());
+    for (a, b) in whole.runs.iter().zip(&direct.runs) {
+        assert_eq!((a.method, a.total, &a.per_domain), (b.method, b.total, &b.per_domain));
+    }
 }

@@ -1,0 +1,273 @@
+//! Published runs: the tables a document quotes, rendered from a result folder's
+//! `results.json` alone, and the marked blocks of a Markdown file (the README) that hold them.
+//!
+//! A block names its folder and table; [`refresh`] re-renders every block of a text and
+//! [`check`] says which blocks differ from what their folders render, so a hand-edited cell or
+//! a figure left behind by a newer run shows at once:
+//!
+//! ```text
+//! <!-- published: results/published/smollm2-10 methods -->
+//! | method | Total [95% CI] | ...
+//! <!-- /published -->
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::decision::Decision;
+use crate::error::{Error, Result};
+use crate::method::Method;
+use crate::report::histogram;
+use crate::results::{Results, Run};
+
+/// The opening of a block: `<!-- published: FOLDER TABLE -->`.
+const OPEN: &str = "<!-- published:";
+/// The closing line of a block.
+const CLOSE: &str = "<!-- /published -->";
+
+/// A table that can be rendered from a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Every method's Total with its interval, answers, the rules and strengths chosen, and
+    /// paired differences against few-shot, always-3 and own-mean.
+    Methods,
+    /// Every model method's Total under each decision rule.
+    Rules,
+    /// Seconds per subject by phase, and the shared passes.
+    Time,
+    /// PAS's optimisation time per subject against DPO's and PPO's.
+    Optimisation,
+}
+
+impl Table {
+    /// Every table, in the order the names below list them.
+    pub const ALL: [Table; 4] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation];
+
+    /// The name a block uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Methods => "methods",
+            Table::Rules => "rules",
+            Table::Time => "time",
+            Table::Optimisation => "optimisation",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+fn total_cell(v: Option<f64>, ci: Option<[f64; 2]>) -> String {
+    match (v, ci) {
+        (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.2}, {hi:.2}]"),
+        (Some(v), None) => format!("{v:.3}"),
+        _ => "–".into(),
+    }
+}
+
+fn diff_cell(r: &Results, m: Method, baseline: Method) -> String {
+    if m == baseline {
+        return "–".into();
+    }
+    r.comparisons.iter().find(|c| c.method == m && c.baseline == baseline).map_or("–".into(), |c| {
+        let mark = if c.ci95[1] < 0.0 { " ✓" } else { "" };
+        format!("{:+.2} [{:+.2}, {:+.2}]{mark}", c.difference, c.ci95[0], c.ci95[1])
+    })
+}
+
+fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
+    let mut v: Vec<(&String, &usize)> = map.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// One line saying what the run is: people, model, weights, protocol, and the folder.
+fn caption(r: &Results, folder: &str) -> String {
+    let m = &r.meta;
+    let st = &m.settings;
+    format!(
+        "_{} people, `{}` ({} weights), {} keying, `{}` decision rule, strengths chosen `{}`, PAS steering `{}` positions, {} test items each; rendered from `{folder}/results.json`._",
+        m.cases.len(),
+        st.model_id,
+        st.dtype,
+        st.keying.as_str(),
+        st.decision,
+        st.alpha_selection.as_str(),
+        st.pas.positions.as_str(),
+        m.test_items
+    )
+}
+
+fn methods(s: &mut String, r: &Results) {
+    let baselines: Vec<Method> = [Method::FewShot, Method::Always3, Method::OwnMean].into_iter().filter(|b| r.runs.iter().any(|x| x.method == *b)).collect();
+    let rules = r.runs.iter().any(|x| !x.rules_chosen.is_empty());
+    let strengths = r.runs.iter().any(|x| x.alpha.is_some());
+    let mut head = vec!["method".to_owned(), "Total [95% CI]".into(), "answers".into()];
+    if rules {
+        head.push("rule chosen".into());
+    }
+    if strengths {
+        head.push("strengths chosen".into());
+    }
+    head.extend(baselines.iter().map(|b| format!("vs {b}")));
+    let _ = writeln!(s, "| {} |", head.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
+    for run in &r.runs {
+        let flag = if run.one_letter.is_some() { " ⚠" } else { "" };
+        let mut row = vec![run.method.to_string(), total_cell(run.total, run.total_ci95), format!("{}{flag}", histogram(&run.answers))];
+        if rules {
+            row.push(counts(&run.rules_chosen));
+        }
+        if strengths {
+            row.push(run.alpha.as_ref().map_or(String::new(), |a| counts(&a.counts)));
+        }
+        row.extend(baselines.iter().map(|&b| diff_cell(r, run.method, b)));
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+}
+
+fn rules(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "| method | {} |", Decision::ALL.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(Decision::ALL.len()));
+    for run in r.runs.iter().filter(|x| !x.reference) {
+        let cells: Vec<String> = Decision::ALL
+            .iter()
+            .map(|&d| r.decisions.iter().find(|x| x.method == run.method && x.decision == d).map_or("–".into(), |x| total_cell(x.total, x.total_ci95)))
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", run.method, cells.join(" | "));
+    }
+}
+
+fn time(s: &mut String, r: &Results) {
+    let m = &r.meta;
+    let n = m.cases.len().max(1) as f64;
+    let _ = writeln!(
+        s,
+        "Shared by every subject, once per run: the unsteered pass over the known and test items {:.0} s ({} tokens), the contrast prompts' head activations {:.0} s ({} tokens).\n",
+        m.plain_seconds, m.plain_tokens, m.collect_seconds, m.collect_tokens
+    );
+    let _ = writeln!(s, "| method | s / subject | search s | eval s | train s | tokens / subject |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for run in r.runs.iter().filter(|x: &&Run| !x.reference) {
+        let p = &run.phases;
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            run.method,
+            run.seconds_per_subject,
+            p.search / n,
+            p.eval / n,
+            (p.reference + p.train) / n,
+            run.tokens.sum() as f64 / n
+        );
+    }
+}
+
+fn optimisation(s: &mut String, r: &Results) {
+    let Some(t) = &r.optimisation_time else {
+        let _ = writeln!(s, "_No PAS against DPO or PPO in this run._");
+        return;
+    };
+    let _ = writeln!(s, "| method | optimisation s / subject | / PAS |");
+    let _ = writeln!(s, "|---|---|---|");
+    let _ = writeln!(s, "| {} | {:.1} | 1.00 |", t.pas_method, t.pas_seconds);
+    for (name, secs, ratio) in [("dpo", t.dpo_seconds, t.ratio), ("ppo", t.ppo_seconds, t.ppo_ratio)] {
+        if let (Some(secs), Some(ratio)) = (secs, ratio) {
+            let _ = writeln!(s, "| {name} | {secs:.1} | **{ratio:.2}** |");
+        }
+    }
+}
+
+/// Renders `table` of the run in `folder` (as the block names it, for the caption).
+pub fn render(r: &Results, table: Table, folder: &str) -> String {
+    let mut s = caption(r, folder) + "\n\n";
+    match table {
+        Table::Methods => methods(&mut s, r),
+        Table::Rules => rules(&mut s, r),
+        Table::Time => time(&mut s, r),
+        Table::Optimisation => optimisation(&mut s, r),
+    }
+    s
+}
+
+/// A marked block of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// The result folder, as written in the marker (relative to the document's root).
+    pub folder: String,
+    /// The table.
+    pub table: Table,
+    /// Line (1-based) of the opening marker.
+    pub line: usize,
+    /// What the document holds between the markers.
+    pub content: String,
+}
+
+/// The marked blocks of `text` (`doc` names the document in errors).
+pub fn blocks(text: &str, doc: &Path) -> Result<Vec<Block>> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let Some(rest) = line.trim().strip_prefix(OPEN) else { continue };
+        let words: Vec<&str> = rest.trim_end_matches("-->").split_whitespace().collect();
+        let [folder, table] = words[..] else {
+            return Err(Error::file(doc, format!("line {}: a published block opens as `{OPEN} FOLDER TABLE -->`", i + 1)));
+        };
+        let table = Table::parse(table).ok_or_else(|| {
+            Error::file(doc, format!("line {}: unknown table `{table}` (expected {})", i + 1, Table::ALL.map(Table::name).join(", ")))
+        })?;
+        let mut content = String::new();
+        loop {
+            match lines.next() {
+                Some((_, l)) if l.trim() == CLOSE => break,
+                Some((_, l)) => {
+                    content.push_str(l);
+                    content.push('\n');
+                }
+                None => return Err(Error::file(doc, format!("line {}: the block is not closed by `{CLOSE}`", i + 1))),
+            }
+        }
+        out.push(Block { folder: folder.to_owned(), table, line: i + 1, content });
+    }
+    Ok(out)
+}
+
+fn load(root: &Path, folder: &str) -> Result<Results> {
+    crate::files::read_json(&root.join(folder).join("results.json"))
+}
+
+/// `text` with every block re-rendered from its folder under `root`.
+pub fn refresh(text: &str, root: &Path, doc: &Path) -> Result<String> {
+    let rendered: Vec<String> = blocks(text, doc)?.iter().map(|b| Ok(render(&load(root, &b.folder)?, b.table, &b.folder))).collect::<Result<_>>()?;
+    let mut out = String::new();
+    let mut next = rendered.into_iter();
+    let mut inside = false;
+    for line in text.lines() {
+        if inside {
+            if line.trim() == CLOSE {
+                out.push_str(&next.next().expect("one rendering per block"));
+                out.push_str(line);
+                out.push('\n');
+                inside = false;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        inside = line.trim().starts_with(OPEN);
+    }
+    Ok(out)
+}
+
+/// The blocks of `text` that differ from what their folders render, each as
+/// `LINE: FOLDER TABLE`; empty when the document is current.
+pub fn check(text: &str, root: &Path, doc: &Path) -> Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for b in blocks(text, doc)? {
+        if render(&load(root, &b.folder)?, b.table, &b.folder) != b.content {
+            stale.push(format!("line {}: {} {}", b.line, b.folder, b.table.name()));
+        }
+    }
+    Ok(stale)
+}
