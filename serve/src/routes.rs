@@ -109,6 +109,13 @@ fn prepare(app: &App, body: &[u8]) -> Result<Prepared, ApiError> {
     }
     let sampling = Sampling { temperature: req.temperature.unwrap_or(0.0), top_p: req.top_p.unwrap_or(1.0), seed: req.seed.unwrap_or(0) };
     sampling.validate().map_err(|e| ApiError::bad_request("invalid_sampling", e.to_string()))?;
+    if let Some(model) = req.model.as_deref()
+        && model != app.config.model_id
+        && !model.starts_with("persona:")
+    {
+        let message = format!("no model `{model}` here: this server has `{}` and its personas as `persona:<name>` (GET /v1/models lists them)", app.config.model_id);
+        return Err(ApiError { param: Some("model"), ..ApiError::not_found("model_not_found", message) });
+    }
     let persona = req.persona.clone().or_else(|| req.model.as_deref().and_then(|m| m.strip_prefix("persona:")).map(str::to_owned));
     let steering = match &persona {
         Some(name) => Some(app.personas.get(name, req.alpha)?.steering),

@@ -79,6 +79,8 @@ fn bad_requests_get_their_status_and_error_body_and_the_server_stays_up() {
         (json!({"messages": []}).to_string(), 400, "invalid_messages"),
         (json!({"messages": [{"role": "wizard", "content": "hi"}]}).to_string(), 400, "invalid_messages"),
         (request("hi", Some("nobody"), 5).to_string(), 404, "persona_not_found"),
+        (json!({"model": "persona:nobody", "messages": [{"role": "user", "content": "hi"}]}).to_string(), 404, "persona_not_found"),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string(), 404, "model_not_found"),
         (request("hi", Some("../../etc/passwd"), 5).to_string(), 400, "invalid_persona_name"),
         (request("hi", Some(".hidden"), 5).to_string(), 400, "invalid_persona_name"),
         (request("hi", Some("stranger"), 5).to_string(), 409, "persona_model_mismatch"),
@@ -99,6 +101,9 @@ fn bad_requests_get_their_status_and_error_body_and_the_server_stays_up() {
         assert_eq!(err["error"]["type"], "invalid_request_error");
         if let Some(field) = code.strip_prefix("invalid_").filter(|f| ["temperature", "top_p", "alpha"].contains(f)) {
             assert_eq!(err["error"]["param"], field, "the error names the field: {err}");
+        }
+        if *code == "model_not_found" {
+            assert_eq!(err["error"]["param"], "model", "{err}");
         }
     }
     // Unknown route: 404 with the same error body.
