@@ -37,11 +37,13 @@ pub enum Table {
     Time,
     /// PAS's optimisation time per subject against DPO's and PPO's.
     Optimisation,
+    /// What the unsteered model can do at all: its answers against the population's.
+    Diagnostic,
 }
 
 impl Table {
     /// Every table, in the order the names below list them.
-    pub const ALL: [Table; 4] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation];
+    pub const ALL: [Table; 5] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation, Table::Diagnostic];
 
     /// The name a block uses.
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Table {
             Table::Rules => "rules",
             Table::Time => "time",
             Table::Optimisation => "optimisation",
+            Table::Diagnostic => "diagnostic",
         }
     }
 
@@ -128,10 +131,12 @@ fn methods(s: &mut String, r: &Results) {
 }
 
 fn rules(s: &mut String, r: &Results) {
-    let _ = writeln!(s, "| method | {} |", Decision::ALL.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(Decision::ALL.len()));
+    // `held-out` is a column only where the run chose rules; elsewhere it would be the median.
+    let rules: Vec<Decision> = Decision::ALL.into_iter().filter(|&d| d != Decision::HeldOut || r.meta.settings.decision == Decision::HeldOut).collect();
+    let _ = writeln!(s, "| method | {} |", rules.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(rules.len()));
     for run in r.runs.iter().filter(|x| !x.reference) {
-        let cells: Vec<String> = Decision::ALL
+        let cells: Vec<String> = rules
             .iter()
             .map(|&d| r.decisions.iter().find(|x| x.method == run.method && x.decision == d).map_or("–".into(), |x| total_cell(x.total, x.total_ci95)))
             .collect();
@@ -139,12 +144,31 @@ fn rules(s: &mut String, r: &Results) {
     }
 }
 
+fn diagnostic(s: &mut String, r: &Results) {
+    let Some(d) = &r.diagnostic else {
+        let _ = writeln!(s, "_No unsteered pass in this run._");
+        return;
+    };
+    let corr = |c: Option<f64>| c.map_or("–".into(), |c| format!("{c:+.2}"));
+    let _ = writeln!(
+        s,
+        "Unsteered, under the default system prompt, over {} items: the model's expected answer correlates at **r = {}** with the population's mean answer per item ({} people; {} on the test items alone); its mean expected answer is {:.2} against the population's {:.2}; its own answers (argmax): {}.",
+        d.items,
+        corr(d.correlation),
+        d.population,
+        corr(d.correlation_test),
+        d.mean_expected,
+        d.mean_population,
+        histogram(&d.argmax_answers)
+    );
+}
+
 fn time(s: &mut String, r: &Results) {
     let m = &r.meta;
     let n = m.cases.len().max(1) as f64;
     let _ = writeln!(
         s,
-        "Shared by every subject, once per run: the unsteered pass over the known and test items {:.0} s ({} tokens), the contrast prompts' head activations {:.0} s ({} tokens).\n",
+        "Shared by every subject, once per run: the unsteered pass over the known and test items {:.0} s ({} tokens; no-change's row is that pass divided over the people), the contrast prompts' head activations {:.0} s ({} tokens).\n",
         m.plain_seconds, m.plain_tokens, m.collect_seconds, m.collect_tokens
     );
     let _ = writeln!(s, "| method | s / subject | search s | eval s | train s | tokens / subject |");
@@ -187,6 +211,7 @@ pub fn render(r: &Results, table: Table, folder: &str) -> String {
         Table::Rules => rules(&mut s, r),
         Table::Time => time(&mut s, r),
         Table::Optimisation => optimisation(&mut s, r),
+        Table::Diagnostic => diagnostic(&mut s, r),
     }
     s
 }

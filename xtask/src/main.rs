@@ -24,6 +24,7 @@ mod papi;
 mod personas;
 mod quantize;
 mod random_model;
+mod readme;
 mod reproduce;
 mod serve_bench;
 mod soak;
@@ -60,14 +61,17 @@ enum Task {
     /// Next-token logits of a chat prompt as JSON: {"input_ids": [...], "top": [{"id", "logit"}]}.
     Logits(logits::LogitsArgs),
     /// Run the PAPI benchmark: every method on the first N subjects; writes results.json,
-    /// report.md, totals.svg and samples.jsonl, and resumes a killed run.
+    /// report.md, totals.svg and samples.jsonl.gz, and resumes a killed run.
     Reproduce(Box<reproduce::ReproduceArgs>),
     /// Merge the output folders of a sharded run (`reproduce --shard I/N`) into one run's
-    /// results.json, report.md, totals.svg and samples.jsonl.
+    /// results.json, report.md, totals.svg and samples.jsonl.gz.
     Merge(reproduce::MergeArgs),
     /// Re-render report.md and totals.svg of a reproduce folder from its results.json, or
-    /// re-decide it under another rule (`--decision`) from its samples.jsonl.
+    /// re-decide it under another rule (`--decision`) from its samples.
     Report(reproduce::ReportArgs),
+    /// Re-render the README's published tables (`<!-- published: FOLDER TABLE -->` blocks)
+    /// from their result folders, or check them (`--check`).
+    Readme(readme::ReadmeArgs),
     /// Our engine and PyTorch side by side on the same work (prefill, few-shot scoring,
     /// contrast capture, per-row steering): one table with the ratio per row.
     EngineBench(engine_bench::EngineBenchArgs),
@@ -115,6 +119,7 @@ fn main() -> Result<()> {
         Task::Reproduce(args) => reproduce::run(&args),
         Task::Report(args) => reproduce::report(&args),
         Task::Merge(args) => reproduce::merge(&args),
+        Task::Readme(args) => readme::run(&args),
         Task::EngineBench(args) => engine_bench::run(&args),
         Task::Quantize(args) => quantize::run(&args),
         Task::RandomModel(args) => random_model::run(&args),

@@ -9,6 +9,7 @@ mod device_check;
 mod llama3_shapes;
 mod parsing;
 mod qwen_shapes;
+mod readme;
 mod rule_choice;
 mod personas;
 mod shards;
