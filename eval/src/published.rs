@@ -145,22 +145,11 @@ fn rules(s: &mut String, r: &Results) {
 }
 
 fn diagnostic(s: &mut String, r: &Results) {
-    let Some(d) = &r.diagnostic else {
-        let _ = writeln!(s, "_No unsteered pass in this run._");
-        return;
-    };
-    let corr = |c: Option<f64>| c.map_or("–".into(), |c| format!("{c:+.2}"));
-    let _ = writeln!(
-        s,
-        "Unsteered, under the default system prompt, over {} items: the model's expected answer correlates at **r = {}** with the population's mean answer per item ({} people; {} on the test items alone); its mean expected answer is {:.2} against the population's {:.2}; its own answers (argmax): {}.",
-        d.items,
-        corr(d.correlation),
-        d.population,
-        corr(d.correlation_test),
-        d.mean_expected,
-        d.mean_population,
-        histogram(&d.argmax_answers)
-    );
+    match &r.diagnostic {
+        Some(d) => writeln!(s, "{}", crate::report::diagnostic_text(d)),
+        None => writeln!(s, "_No unsteered pass in this run._"),
+    }
+    .expect("writing to a String");
 }
 
 fn time(s: &mut String, r: &Results) {

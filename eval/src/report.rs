@@ -101,11 +101,16 @@ pub fn render_markdown(r: &Results) -> String {
 
 fn diagnostic(s: &mut String, r: &Results) {
     let Some(d) = &r.diagnostic else { return };
-    let corr = |c: Option<f64>| c.map_or("–".into(), |c| format!("{c:+.2}"));
     let _ = writeln!(s, "## What the model can do at all\n");
-    let _ = writeln!(
-        s,
-        "Unsteered, under the default system prompt, over {} items: its expected answer correlates at r = {} with the population's mean answer per item ({} people; r = {} on the test items alone); its mean expected answer is {:.2} against the population's {:.2}; its own answers (argmax): {}. A model with no item-level signal (r near 0) can only shift a constant answer, whatever the method.\n",
+    let _ = writeln!(s, "{}\n", diagnostic_text(d));
+}
+
+/// The diagnostic in one paragraph: the unsteered model's expected answers against the
+/// population's mean answers, and its own answers.
+pub fn diagnostic_text(d: &crate::results::Diagnostic) -> String {
+    let corr = |c: Option<f64>| c.map_or("–".into(), |c| format!("{c:+.2}"));
+    format!(
+        "Unsteered, under the default system prompt, over {} items: its expected answer correlates at r = {} with the population's mean answer per item ({} people; r = {} on the test items alone); its mean expected answer is {:.2} against the population's {:.2}; its own answers (argmax): {}. A model with no item-level signal (r near 0) can only shift a constant answer, whatever the method.",
         d.items,
         corr(d.correlation),
         d.population,
@@ -113,7 +118,7 @@ fn diagnostic(s: &mut String, r: &Results) {
         d.mean_expected,
         d.mean_population,
         histogram(&d.argmax_answers)
-    );
+    )
 }
 
 fn decisions(s: &mut String, r: &Results) {
