@@ -209,7 +209,7 @@ fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n
 /// diagnostic) and `samples.jsonl.gz` (every item's log-probabilities), without a model. PAS
 /// strengths stay those searched under the run's own rule.
 pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
-    let old: Results = crate::run::read_json(&out.join("results.json"))?;
+    let old: Results = crate::files::read_json(&out.join("results.json"))?;
     let path = out.join(crate::files::SAMPLES);
     let mut by_method: BTreeMap<Method, BTreeMap<i64, Vec<ItemRecord>>> = BTreeMap::new();
     for s in crate::files::read_samples(out)? {
@@ -225,7 +225,7 @@ pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
             .map(|case| {
                 let items = subjects.get(case).cloned().ok_or_else(|| Error::file(&path, format!("no line for method {} and subject {case}", run.method)))?;
                 // A held-out rule choice lives in the subject's own file (absent: the median).
-                let chosen: Option<SubjectResult> = crate::run::read_json(&out.join("subjects").join(run.method.name()).join(format!("{case}.json"))).ok();
+                let chosen: Option<SubjectResult> = crate::files::read_json(&out.join("subjects").join(run.method.name()).join(format!("{case}.json"))).ok();
                 let result = SubjectResult { rule_choice: chosen.and_then(|c| c.rule_choice), ..SubjectResult::new(*case, run.method, mae_of(&items), items) };
                 Ok(redecide(&result, rule))
             })

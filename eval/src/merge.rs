@@ -9,7 +9,8 @@ use crate::aggregate::{Shared, summarise};
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::results::{Phases, Results, SubjectResult};
-use crate::run::{read_json, write_json, write_reports, write_samples};
+use crate::files::{read_json, write_json, write_samples};
+use crate::run::write_reports;
 
 /// The first field where two JSON objects differ, as `field: a there, b here`.
 fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
