@@ -42,7 +42,7 @@ pub enum Table {
 }
 
 impl Table {
-    /// Every table, in the order the names below list them.
+    /// Every table.
     pub const ALL: [Table; 5] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation, Table::Diagnostic];
 
     /// The name a block uses.
