@@ -148,6 +148,35 @@ pub fn optimisation_time(runs: &[Run], subjects: usize) -> Option<OptimisationTi
     })
 }
 
+/// Per grid value, over the people's held-out searches: how many reached it, their folds'
+/// mean Total there (each person's best setting) and the median raw strength it took.
+fn by_value<'a>(searches: impl Iterator<Item = &'a crate::results::SteeringSearch>) -> Vec<crate::results::ValueSummary> {
+    let mut per: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in searches {
+        let mut best: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        for c in s.candidates.iter().filter(|c| c.objective.is_finite()) {
+            let alpha = c.alphas.iter().sum::<f64>() / c.alphas.len().max(1) as f64;
+            let e = best.entry(c.value.to_bits()).or_insert((c.objective, alpha));
+            if c.objective < e.0 {
+                *e = (c.objective, alpha);
+            }
+        }
+        for (k, v) in best {
+            per.entry(k).or_default().push(v);
+        }
+    }
+    let mut out: Vec<crate::results::ValueSummary> = per
+        .into_iter()
+        .map(|(k, v)| {
+            let mut alphas: Vec<f64> = v.iter().map(|x| x.1).collect();
+            alphas.sort_by(f64::total_cmp);
+            crate::results::ValueSummary { value: f64::from_bits(k), people: v.len(), objective: v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64, alpha: alphas[alphas.len() / 2] }
+        })
+        .collect();
+    out.sort_by(|a, b| a.value.total_cmp(&b.value));
+    out
+}
+
 fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n: f64) -> Run {
     let st = &meta.settings;
     let maes: Vec<PerDomain<Option<f64>>> = results.iter().map(|r| r.mae).collect();
@@ -167,10 +196,22 @@ fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n
         for p in &records {
             *counts.entry(format!("{}", p.alpha)).or_insert(0) += 1;
         }
+        let (mut kl_counts, mut settings) = (BTreeMap::new(), BTreeMap::new());
+        for c in records.iter().filter_map(|p| p.steering.as_ref().map(|s| s.choice())) {
+            if st.pas.unit != pas_core::StrengthUnit::Raw {
+                *kl_counts.entry(format!("{}", c.value)).or_insert(0) += 1;
+            }
+            if st.pas.settings.len() > 1 && c.value > 0.0 {
+                *settings.entry(c.setting.to_string()).or_insert(0) += 1;
+            }
+        }
         AlphaSummary {
             mean: records.iter().map(|p| p.alpha).sum::<f64>() / records.len().max(1) as f64,
             counts,
             fallbacks: records.iter().filter(|p| p.fallback.is_some()).count(),
+            kl_counts,
+            settings,
+            by_value: by_value(records.iter().filter_map(|p| p.steering.as_ref())),
         }
     });
     let mut rules_chosen = BTreeMap::new();

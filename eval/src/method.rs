@@ -28,6 +28,10 @@ pub enum Method {
     P2,
     /// Few-shot prompt plus steering (the official PAS).
     Pas,
+    /// PAS as the original code searched it (few-shot prompt + steering; raw strengths
+    /// 0, 1, 2, 4, 6, 8; every position and layer; the lowest held-out Total), beside a run
+    /// whose `pas` is calibrated.
+    PasOriginal,
     /// Steering with the default system prompt: what the steering itself contributes.
     PasOnly,
     /// Few-shot prompt plus one intervention per Big Five domain, each test item steered by
@@ -48,12 +52,13 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 12] = [
+    pub const ALL: [Method; 13] = [
         Method::NoChange,
         Method::OptionBias,
         Method::FewShot,
         Method::P2,
         Method::Pas,
+        Method::PasOriginal,
         Method::PasOnly,
         Method::PasDomain,
         Method::Dpo,
@@ -77,6 +82,7 @@ impl Method {
             Method::FewShot => "few-shot",
             Method::P2 => "p2",
             Method::Pas => "pas",
+            Method::PasOriginal => "pas-original",
             Method::PasOnly => "pas-only",
             Method::PasDomain => "pas-domain",
             Method::Dpo => "dpo",
@@ -99,7 +105,7 @@ impl Method {
 
     /// Whether it steers the model with PAS interventions.
     pub fn is_pas(self) -> bool {
-        matches!(self, Method::Pas | Method::PasOnly | Method::PasDomain)
+        matches!(self, Method::Pas | Method::PasOriginal | Method::PasOnly | Method::PasDomain)
     }
 
     /// What kind of predictor it is.

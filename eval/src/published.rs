@@ -90,14 +90,14 @@ fn caption(r: &Results, folder: &str) -> String {
     let m = &r.meta;
     let st = &m.settings;
     format!(
-        "_{} people, `{}` ({} weights), {} keying, `{}` decision rule, strengths chosen `{}`, PAS steering `{}` positions, {} test items each; rendered from `{folder}/results.json`._",
+        "_{} people, `{}` ({} weights), {} keying, `{}` decision rule, strengths chosen `{}`, PAS steering {}, {} test items each; rendered from `{folder}/results.json`._",
         m.cases.len(),
         st.model_id,
         st.dtype,
         st.keying.as_str(),
         st.decision,
         st.alpha_selection.as_str(),
-        st.pas.positions.as_str(),
+        crate::report::steering_text(&st.pas),
         m.test_items
     )
 }

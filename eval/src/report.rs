@@ -46,8 +46,8 @@ pub fn render_markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "Model `{}` ({}, {} weights), scoring `{}`, answers decided by `{}`, strength selection `{}`, PAS steering at `{}` positions, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
-        st.model_id, m.device, st.dtype, st.scoring.as_str(), st.decision, st.alpha_selection.as_str(), st.pas.positions.as_str(), m.missing_answers, m.test_items, m.records_path, m.git_revision, st.chat_template_hash
+        "Model `{}` ({}, {} weights), scoring `{}`, answers decided by `{}`, strength selection `{}`, PAS steering at {}, missing answers {}; {} test items per subject; records `{}`; code `{}`; chat template `{}`.\n",
+        st.model_id, m.device, st.dtype, st.scoring.as_str(), st.decision, st.alpha_selection.as_str(), steering_text(&st.pas), m.missing_answers, m.test_items, m.records_path, m.git_revision, st.chat_template_hash
     );
     diagnostic(&mut s, r);
     let _ = writeln!(s, "Mean absolute error per domain (lower is better) and Total (their sum), each with a 95% bootstrap interval over subjects; answers: the share of each option letter (A = 5 .. E = 1).\n");
@@ -93,10 +93,46 @@ pub fn render_markdown(r: &Results) -> String {
             let a = run.alpha.as_ref().expect("filtered");
             let counts: Vec<String> = a.counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             let _ = writeln!(s, "- `{}`: mean alpha {:.2}; {}; {} intervention(s) fell back to none.", run.method, a.mean, counts.join(", "), a.fallbacks);
+            if !a.kl_counts.is_empty() {
+                let kl: Vec<String> = a.kl_counts.iter().map(|(k, v)| format!("{k} nat: {v}")).collect();
+                let _ = writeln!(s, "  In KL of the five-option answer (the unit searched): {}.", kl.join(", "));
+            }
+            if !a.settings.is_empty() {
+                let set: Vec<String> = a.settings.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let _ = writeln!(s, "  Where it steered (people who were steered): {}.", set.join("; "));
+            }
+            if !a.by_value.is_empty() {
+                let unit = if a.kl_counts.is_empty() { "raw alpha" } else { "KL (nat)" };
+                let _ = writeln!(s, "\n  | {unit} | people reaching it | raw alpha (median) | held-out Total (mean, best setting) |\n  |---|---|---|---|");
+                for v in &a.by_value {
+                    let _ = writeln!(s, "  | {} | {} | {:.3} | {:.3} |", v.value, v.people, v.alpha, v.objective);
+                }
+            }
         }
     }
     let _ = writeln!(s, "\n![Totals with 95% intervals](totals.svg)");
     s
+}
+
+/// Where PAS steers, for reports: the positions (`` `last` positions``), or with a held-out choice of
+/// setting or the KL unit, what was searched (`last|answer` positions × `all|inner` layers,
+/// strength in KL nats).
+pub fn steering_text(pas: &pas_core::PasConfig) -> String {
+    if pas.settings.is_empty() && pas.window.is_all() && pas.unit.is_raw() {
+        return format!("`{}` positions", pas.positions.as_str());
+    }
+    let mut positions: Vec<&str> = Vec::new();
+    let mut layers: Vec<&str> = Vec::new();
+    for s in pas.candidate_settings() {
+        if !positions.contains(&s.positions.as_str()) {
+            positions.push(s.positions.as_str());
+        }
+        if !layers.contains(&s.window.as_str()) {
+            layers.push(s.window.as_str());
+        }
+    }
+    let unit = if pas.unit.is_raw() { "" } else { ", strength in KL nats" };
+    format!("`{}` positions × `{}` layers (chosen per person){unit}", positions.join("|"), layers.join("|"))
 }
 
 fn diagnostic(s: &mut String, r: &Results) {

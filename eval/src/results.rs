@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use papi_data::PerDomain;
-use pas_core::{Fallback, SearchResult};
+use pas_core::{Fallback, KlCurve, SearchResult, Setting};
 use serde::{Deserialize, Serialize};
 
 use dpo_baseline::{PpoReport, TrainReport};
@@ -125,6 +125,51 @@ pub struct PasRecord {
     pub pairs: usize,
     /// Why there is no intervention, if there is none.
     pub fallback: Option<Fallback>,
+    /// The search over where to steer and the strength in KL nats (the `calibrated` PAS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringSearch>,
+}
+
+/// One candidate of the held-out search: a setting at one grid value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Where it steered.
+    pub setting: Setting,
+    /// The grid value: KL nats (KL unit) or raw alpha.
+    pub value: f64,
+    /// The raw strength it took on each fold.
+    pub alphas: Vec<f64>,
+    /// The mean KL(steered || unsteered) over the five options that it measured on the
+    /// folds' items (nats).
+    pub kl: f64,
+    /// The held-out Total over the folds' items.
+    pub objective: f64,
+    /// Its standard error over those items.
+    pub se: f64,
+}
+
+/// The held-out search over strength and where to steer, as recorded per subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SteeringSearch {
+    /// Every candidate evaluated, in preference order (smallest effect first).
+    pub candidates: Vec<Candidate>,
+    /// The chosen candidate's index.
+    pub chosen: usize,
+    /// KL unit: each setting's curves on the folds (`[setting][fold]`, settings in
+    /// [`pas_core::PasConfig::candidate_settings`] order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fold_curves: Vec<Vec<KlCurve>>,
+    /// KL unit: the final intervention's curve under the full prompt on known items (the
+    /// folds' calibration items), from which its raw strength was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_curve: Option<KlCurve>,
+}
+
+impl SteeringSearch {
+    /// The chosen candidate.
+    pub fn choice(&self) -> &Candidate {
+        &self.candidates[self.chosen]
+    }
 }
 
 /// One line of `samples.jsonl`: an item of a subject under a method.
@@ -208,6 +253,29 @@ pub struct AlphaSummary {
     pub counts: BTreeMap<String, usize>,
     /// Subjects that got no intervention (too few pairs, one class, ...).
     pub fallbacks: usize,
+    /// How often each grid value in KL nats was chosen (the KL unit).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kl_counts: BTreeMap<String, usize>,
+    /// How often each setting (where to steer) was chosen, when several were searched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, usize>,
+    /// Per grid value of a held-out search over settings or in KL: the folds' Total and
+    /// raw strength over the people (each person's best setting at that value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_value: Vec<ValueSummary>,
+}
+
+/// One grid value of the held-out searches over people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueSummary {
+    /// The grid value (KL nats, or raw alpha).
+    pub value: f64,
+    /// People whose folds reached it.
+    pub people: usize,
+    /// Mean over those people of the folds' Total at it (their best setting).
+    pub objective: f64,
+    /// Median over those people of the mean raw strength it took on their folds.
+    pub alpha: f64,
 }
 
 /// One method's aggregate (an entry of `results.json`'s `runs`).

@@ -7,6 +7,7 @@ mod dpo;
 mod pas;
 mod rules;
 mod shared;
+mod steer;
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -361,7 +362,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     let seconds = Phases { search: t.elapsed().as_secs_f64(), ..seconds };
                     self.with_rule_choice(self.record(subject, method, &scored.items, seconds, tokens), choice)
                 }
-                Method::Pas | Method::PasOnly => self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?,
+                Method::Pas | Method::PasOriginal | Method::PasOnly => self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?,
                 Method::PasDomain => self.pas_domain(&exec, subject, contrast.as_ref().expect("computed above"))?,
                 Method::Dpo | Method::Ppo => self.tuned(subject, method)?,
                 // Reference predictors need no model: `references` computes them.

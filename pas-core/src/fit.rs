@@ -6,6 +6,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::{LayerWindow, Setting, StrengthChoice, StrengthUnit};
 use crate::direction::{DirectionMethod, mass_mean, normalise, projection_sigma};
 use crate::error::{Error, Result};
 use crate::geometry::HeadActivations;
@@ -44,6 +45,18 @@ pub struct PasConfig {
     pub selection: Selection,
     /// The assistant answers of the contrast prompts: (most agree, most disagree).
     pub contrast: (String, String),
+    /// The layers steered heads may come from.
+    #[serde(default, skip_serializing_if = "LayerWindow::is_all")]
+    pub window: LayerWindow,
+    /// The unit of the strength grid (`search`): raw alpha (the original's) or KL nats.
+    #[serde(default, skip_serializing_if = "StrengthUnit::is_raw")]
+    pub unit: StrengthUnit,
+    /// How the strength is chosen among the grid's.
+    #[serde(default, skip_serializing_if = "StrengthChoice::is_best")]
+    pub choice: StrengthChoice,
+    /// Where to steer, chosen held out beside the strength; empty: `window` and `positions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<Setting>,
 }
 
 impl PasConfig {
@@ -65,6 +78,10 @@ impl PasConfig {
             search: Search::official_grid(),
             selection: Selection::Oracle,
             contrast: ("A".into(), "E".into()),
+            window: LayerWindow::All,
+            unit: StrengthUnit::Raw,
+            choice: StrengthChoice::Best,
+            settings: Vec::new(),
         }
     }
 
@@ -74,9 +91,46 @@ impl PasConfig {
         PasConfig { preset: "heldout".into(), selection: Selection::HeldOut { folds: 5, seed: 0 }, ..Self::official() }
     }
 
+    /// The KL-calibrated search: the strength grid in nats of KL (0, 0.01, 0.03, 0.1, 0.3, 1)
+    /// with the smallest effect within one standard error chosen, held out, and where to
+    /// steer chosen among `settings` on the same folds.
+    pub fn calibrated(settings: Vec<Setting>) -> Self {
+        PasConfig {
+            preset: "calibrated".into(),
+            search: Search::Grid { alphas: vec![0.0, 0.01, 0.03, 0.1, 0.3, 1.0] },
+            unit: StrengthUnit::kl(),
+            choice: StrengthChoice::OneSe,
+            window: settings.first().map_or(LayerWindow::All, |s| s.window),
+            positions: settings.first().map_or(Positions::All, |s| s.positions),
+            settings,
+            ..Self::heldout()
+        }
+    }
+
+    /// The settings searched: `settings`, or the one of `window` and `positions`.
+    pub fn candidate_settings(&self) -> Vec<Setting> {
+        if self.settings.is_empty() { vec![Setting { window: self.window, positions: self.positions }] } else { self.settings.clone() }
+    }
+
+    /// These settings with `setting`'s window and positions (and no others searched).
+    pub fn at(&self, setting: Setting) -> Self {
+        PasConfig { window: setting.window, positions: setting.positions, settings: Vec::new(), ..self.clone() }
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        if let StrengthUnit::Kl { ladder } = &self.unit {
+            if ladder.is_empty() || ladder.iter().any(|a| !(*a > 0.0 && a.is_finite())) || ladder.windows(2).any(|w| w[0] >= w[1]) {
+                return bad("the KL unit's ladder must be positive, finite and ascending".into());
+            }
+            if !matches!(&self.search, Search::Grid { alphas } if alphas.iter().all(|a| *a >= 0.0)) || self.selection == Selection::Oracle {
+                return bad("the KL unit needs a grid of non-negative KL targets and held-out selection".into());
+            }
+        }
+        if self.settings.len() > 1 && (self.selection == Selection::Oracle || !matches!(self.search, Search::Grid { .. })) {
+            return bad("choosing where to steer needs a strength grid and held-out selection".into());
+        }
         if self.top_k == 0 {
             return bad("top_k must be at least 1".into());
         }
@@ -196,6 +250,9 @@ pub fn fit_intervention(acts: &HeadActivations, samples: &[LabelledSample], conf
     for score in &probes {
         if heads.len() == config.top_k {
             break;
+        }
+        if !config.window.holds(score.head.layer, geometry.layers) {
+            continue;
         }
         let idx = geometry.index(score.head)?;
         let x = gather(acts, idx, &all_rows);

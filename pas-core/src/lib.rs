@@ -57,6 +57,7 @@
 //! # Ok::<(), pas_core::Error>(())
 //! ```
 
+pub mod calibrate;
 pub mod direction;
 pub mod error;
 pub mod fit;
@@ -68,6 +69,7 @@ pub mod probe;
 pub mod search;
 pub mod steerable;
 
+pub use calibrate::{KlCurve, LayerWindow, Setting, StrengthChoice, StrengthUnit};
 pub use direction::DirectionMethod;
 pub use error::{Error, Result};
 pub use fit::{Fallback, PasConfig, PasFit, fit_intervention};

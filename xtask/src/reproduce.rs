@@ -64,13 +64,14 @@ pub struct ReproduceArgs {
     /// `format-aware` (default), `next-token`, or `generate` (official regex; reproduction only).
     #[arg(long, default_value = "format-aware")]
     scoring: Scoring,
-    /// How an answer is read from the five option log-probabilities: `calibrated` (default:
-    /// minus the unsteered plain-prompt ones, then the median), `median`, `argmax` (the
-    /// official), or `held-out` (per person and method, whichever of the three reads that
-    /// person's held-out known items best, on the strength search's folds; recorded in each
-    /// subject's file). It is the strength search's objective and the headline; the report
-    /// shows every rule side by side, and `report --decision` re-reads a finished run.
-    #[arg(long, default_value = "calibrated")]
+    /// How an answer is read from the five option log-probabilities: `held-out` (default: per
+    /// person and method, whichever of the three rules below reads that person's held-out
+    /// known items best, on the strength search's folds; recorded in each subject's file),
+    /// `calibrated` (minus the unsteered plain-prompt ones, then the median; the default of
+    /// the tables before 2026-12-07), `median` or `argmax` (the official). It is the strength
+    /// search's objective and the headline; the report shows every rule side by side, and
+    /// `report --decision` re-reads a finished run.
+    #[arg(long, default_value = "held-out")]
     decision: Decision,
     /// Weight type: `f32`, `f16`, `bf16`, `q8_0` or `q4_k` (kept quantized in memory) or `file` (the
     /// model's GGUF blocks) (default: f32 on the CPU, bf16 on CUDA); norms, softmax and
@@ -92,17 +93,36 @@ pub struct ReproduceArgs {
     /// prompt and intervention leave it out; every fold and strength recomputes the prompt).
     #[arg(long, default_value_t = 2)]
     folds: usize,
-    /// Strengths tried (comma-separated; default: the official grid 0,1,2,4,6,8).
+    /// PAS strengths in nats of mean KL(steered || unsteered) over the five options
+    /// (comma-separated; default 0,0.01,0.03,0.1,0.3,1): each person's fold interventions are
+    /// measured on a ladder of raw strengths and each target read off their curves; the
+    /// final intervention is held to the chosen KL.
+    #[arg(long)]
+    kl_targets: Option<String>,
+    /// Raw PAS strengths instead (alpha x sigma per head, comma-separated; the original's grid
+    /// is 0,1,2,4,6,8): replaces the KL unit.
     #[arg(long)]
     alphas: Option<String>,
+    /// How the strength is chosen on the folds: `one-se` (the smallest effect within one
+    /// standard error of the lowest Total; the default with KL targets) or `best` (the lowest
+    /// Total; the default with --alphas).
+    #[arg(long)]
+    strength_choice: Option<pas_core::StrengthChoice>,
     /// Heads steered (K).
     #[arg(long, default_value_t = 24)]
     top_k: usize,
-    /// Where PAS steers: `all` (every token, the paper's o_proj bias; default), `answer` (the
-    /// tokens after the prompt's shared prefix: system prompt and few-shot answers unsteered,
-    /// computed once per fold for every strength) or `last` (the last position only).
-    #[arg(long, default_value = "all")]
-    steer_positions: pas_core::Positions,
+    /// Where PAS may steer, comma-separated, chosen per person on the folds with the strength:
+    /// `all` (every token, the paper's o_proj bias; each strength reruns the prompt),
+    /// `answer` (the tokens after the prompt's shared prefix: system prompt and few-shot
+    /// answers unsteered, computed once per fold for every strength) or `last` (the last
+    /// position only; the default and the cheapest: every strength shares the question's
+    /// tokens).
+    #[arg(long, default_value = "last")]
+    steer_positions: String,
+    /// Which layers PAS heads may come from, comma-separated, chosen per person with the
+    /// positions: `all` or `inner` (all but the first two and the last).
+    #[arg(long, default_value = "all,inner")]
+    steer_layers: String,
     /// Items continued from a shared prefix per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -247,6 +267,53 @@ fn find_p2(dir: &Path) -> Option<PathBuf> {
     (found.len() == 1).then(|| found.remove(0))
 }
 
+fn numbers(flag: &str, s: &str) -> Result<Vec<f64>> {
+    s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>().with_context(|| format!("{flag} `{s}`"))
+}
+
+/// The PAS search the flags ask for: the settings searched (layers × positions), the unit
+/// (KL targets, or raw `--alphas`) and the choice rule.
+fn pas_config(args: &ReproduceArgs) -> Result<PasConfig> {
+    let positions: Vec<pas_core::Positions> = list(&args.steer_positions, "--steer-positions")?;
+    let windows: Vec<pas_core::LayerWindow> = list(&args.steer_layers, "--steer-layers")?;
+    let settings: Vec<pas_core::Setting> = windows.iter().flat_map(|&window| positions.iter().map(move |&positions| pas_core::Setting { window, positions })).collect();
+    let mut pas = match (&args.alphas, &args.kl_targets) {
+        (Some(_), Some(_)) => bail!("--alphas (raw strengths) and --kl-targets (KL nats) are two units of one grid: give one"),
+        (Some(a), None) => PasConfig { search: Search::Grid { alphas: numbers("--alphas", a)? }, settings: settings.clone(), ..PasConfig::heldout() },
+        (None, k) => {
+            let mut pas = PasConfig::calibrated(settings.clone());
+            if let Some(k) = k {
+                pas.search = Search::Grid { alphas: numbers("--kl-targets", k)? };
+            }
+            pas
+        }
+    };
+    (pas.window, pas.positions) = (settings[0].window, settings[0].positions);
+    if settings.len() == 1 {
+        pas.settings.clear();
+    }
+    if let Some(c) = args.strength_choice {
+        pas.choice = c;
+    }
+    pas.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(pas)
+}
+
+/// A comma-separated list of distinct values, at least one.
+fn list<T: std::str::FromStr<Err = String> + PartialEq>(s: &str, flag: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: T = part.parse().map_err(|e: String| anyhow::anyhow!("{flag}: {e}"))?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    if out.is_empty() {
+        bail!("{flag}: give at least one value");
+    }
+    Ok(out)
+}
+
 /// Runs `reproduce`.
 pub fn run(args: &ReproduceArgs) -> Result<()> {
     let dir = crate::papi::data_dir(args.data.clone())?;
@@ -266,15 +333,10 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         (None, true) => bail!("method p2 needs the personality prompts: pass --p2-prompts FILE (none found in {})", dir.display()),
         _ => None,
     };
-    let mut pas = PasConfig::heldout();
+    let mut pas = pas_config(args)?;
     pas.top_k = args.top_k;
-    pas.positions = args.steer_positions;
     pas.seed = 42 + args.seed;
     pas.selection = Selection::HeldOut { folds: args.folds, seed: args.seed };
-    if let Some(a) = &args.alphas {
-        let alphas = a.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>().with_context(|| format!("--alphas `{a}`"))?;
-        pas.search = Search::Grid { alphas };
-    }
     let shard = match args.shard {
         Some(s) => Some(s),
         None => eval::config::Shard::from_env(|k| std::env::var(k).ok(), args.shard_count).map_err(anyhow::Error::msg)?,

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use papi_data::{Domain, Folds, MissingAnswers, Protocol, Subject};
-use pas_core::{ContrastPair, InterventionMeta, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, fit_intervention, labelled_samples};
+use pas_core::{ContrastPair, InterventionMeta, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, StrengthUnit, fit_intervention, labelled_samples};
 
+use super::steer::FoldPlan;
 use super::{Contrast, Evaluator, balanced};
 use crate::error::Result;
 use crate::method::Method;
@@ -22,6 +23,10 @@ struct Searched {
     alpha: f64,
     /// The held-out rule choice at the chosen strength (`--decision held-out`).
     rule: Option<crate::decision::RuleChoice>,
+    /// The positions it steers.
+    positions: Positions,
+    /// The search over where to steer and the KL unit, when the run has one.
+    steering: Option<crate::results::SteeringSearch>,
 }
 
 impl Searched {
@@ -38,23 +43,36 @@ impl Searched {
             mean_sigma: if heads.is_empty() { 0.0 } else { heads.iter().map(|h| f64::from(h.sigma)).sum::<f64>() / heads.len() as f64 },
             pairs: self.fit.groups,
             fallback: self.fit.fallback.clone(),
+            steering: self.steering.clone(),
         }
     }
 
-    fn steering(&self, positions: Positions) -> Steering {
-        self.fit.intervention.at(self.alpha as f32, positions)
+    fn steering(&self) -> Steering {
+        self.fit.intervention.at(self.alpha as f32, self.positions)
     }
 }
 
 /// Time and tokens of one subject's phases, added up as the work goes.
 #[derive(Default)]
-struct Cost {
-    seconds: Phases<f64>,
-    tokens: Phases<u64>,
+pub(super) struct Cost {
+    pub seconds: Phases<f64>,
+    pub tokens: Phases<u64>,
 }
 
 impl<B: Backend> Evaluator<'_, B> {
-    fn pas_system(&self, subject: &Subject, method: Method, items: &[u16]) -> String {
+    /// The PAS settings of `method`: the run's, or for `pas-original` the original code's
+    /// search (raw grid 0, 1, 2, 4, 6, 8; every position and layer; the lowest Total) with
+    /// the run's folds, heads and seed.
+    pub(super) fn pas_config(&self, method: Method) -> std::borrow::Cow<'_, pas_core::PasConfig> {
+        let run = &self.config.pas;
+        if method != Method::PasOriginal {
+            return std::borrow::Cow::Borrowed(run);
+        }
+        let o = pas_core::PasConfig::official();
+        std::borrow::Cow::Owned(pas_core::PasConfig { search: o.search, unit: o.unit, choice: o.choice, window: o.window, positions: o.positions, settings: o.settings, ..run.clone() })
+    }
+
+    pub(super) fn pas_system(&self, subject: &Subject, method: Method, items: &[u16]) -> String {
         if method == Method::PasOnly { DEFAULT_SYSTEM.to_owned() } else { self.few_shot(subject, items) }
     }
 
@@ -65,7 +83,7 @@ impl<B: Backend> Evaluator<'_, B> {
         let test = self.test_items();
         let s = self.fit_and_search(exec, subject, method, contrast, &self.data.split.known, &test, &mut cost)?;
         let t = Instant::now();
-        let scored = exec.one(&Request::steered(self.pas_system(subject, method, &self.data.split.known), &test, Steer::One(s.steering(self.config.pas.positions))))?;
+        let scored = exec.one(&Request::steered(self.pas_system(subject, method, &self.data.split.known), &test, Steer::One(s.steering())))?;
         cost.seconds.eval += t.elapsed().as_secs_f64();
         cost.tokens.eval += scored.tokens;
         let mut result = self.with_rule_choice(self.record(subject, method, &scored.items, cost.seconds, cost.tokens), s.rule.clone());
@@ -104,7 +122,8 @@ impl<B: Backend> Evaluator<'_, B> {
     /// hash (so that loading it for another model is refused).
     fn save_intervention(&self, s: &Searched, method: Method, path: &std::path::Path) -> Result<InterventionMeta> {
         let id = self.identity()?;
-        let cfg = &self.config.pas;
+        let cfg = self.pas_config(method);
+        let cfg = &*cfg;
         let direction = match cfg.direction {
             pas_core::DirectionMethod::MassMean => "mass-mean",
             pas_core::DirectionMethod::ProbeWeights => "probe-weights",
@@ -116,7 +135,7 @@ impl<B: Backend> Evaluator<'_, B> {
             top_k: cfg.top_k,
             seed: cfg.seed,
             sigma_ddof: cfg.sigma_ddof,
-            positions: cfg.positions,
+            positions: s.positions,
             alpha: Some(s.alpha),
         };
         if let Some(dir) = path.parent() {
@@ -142,8 +161,7 @@ impl<B: Backend> Evaluator<'_, B> {
             let s = self.fit_and_search(exec, subject, Method::PasDomain, contrast, &known, &in_domain(&test, d), &mut cost)?;
             per_domain.push((d, s));
         }
-        let positions = self.config.pas.positions;
-        let steerings: Vec<Steering> = per_domain.iter().map(|(_, s)| s.steering(positions)).collect();
+        let steerings: Vec<Steering> = per_domain.iter().map(|(_, s)| s.steering()).collect();
         let of_row: Vec<usize> = test.iter().map(|&n| inv.item(n).map_or(0, |i| i.domain().index())).collect();
         let t = Instant::now();
         let scored = exec.one(&Request::steered(self.few_shot(subject, &self.data.split.known), &test, Steer::PerRow { steerings, of_row }))?;
@@ -171,7 +189,8 @@ impl<B: Backend> Evaluator<'_, B> {
         let inv = &self.data.inventory;
         let all_known = &self.data.split.known;
         let keying = self.config.keying;
-        let cfg = &self.config.pas;
+        let cfg = self.pas_config(method);
+        let cfg = &*cfg;
         // Labels: group k is the split's known item k, its pair rows (2k, 2k + 1); items
         // outside `known` get no label.
         let pairs: Vec<ContrastPair> = (0..all_known.len()).map(|k| ContrastPair { first: 2 * k, second: 2 * k + 1 }).collect();
@@ -183,8 +202,9 @@ impl<B: Backend> Evaluator<'_, B> {
         let t = Instant::now();
         let fit = fit_intervention(&contrast.acts, &samples, cfg)?;
         cost.seconds.probes += t.elapsed().as_secs_f64();
+        let unsteered = |fit| Searched { fit, search: None, alpha: 0.0, rule: None, positions: cfg.positions, steering: None };
         if fit.fallback.is_some() {
-            return Ok(Searched { fit, search: None, alpha: 0.0, rule: None });
+            return Ok(unsteered(fit));
         }
         let t = Instant::now();
         let probes_before = cost.seconds.probes;
@@ -204,7 +224,7 @@ impl<B: Backend> Evaluator<'_, B> {
                 if answered.len() < folds {
                     // Too few answered items to hold any out (a domain with most answers
                     // missing): no search, the intervention unused.
-                    return Ok(Searched { fit, search: None, alpha: 0.0, rule: None });
+                    return Ok(unsteered(fit));
                 }
                 let folds = Folds::new(&answered, inv, folds, seed)?;
                 // The search budget is shared over the domains in `known`.
@@ -212,8 +232,20 @@ impl<B: Backend> Evaluator<'_, B> {
                 let per_fold = budget.map(|n| n.div_ceil(folds.k()));
                 let group_folds: Vec<Vec<usize>> =
                     (0..folds.k()).map(|f| folds.held_out(f).iter().filter_map(|n| all_known.iter().position(|k| k == n)).collect()).collect();
-                let t_fit = Instant::now();
                 // Each fold's intervention is fitted without it, and its prompt leaves it out too.
+                if cfg.unit != StrengthUnit::Raw || cfg.settings.len() > 1 {
+                    let plan = FoldPlan {
+                        systems: (0..folds.k())
+                            .map(|f| self.pas_system(subject, method, &all_known.iter().copied().filter(|n| !folds.held_out(f).contains(n)).collect::<Vec<_>>()))
+                            .collect(),
+                        helds: (0..folds.k()).map(|f| balanced(folds.held_out(f), inv, per_fold)).collect(),
+                        groups: group_folds,
+                    };
+                    let s = self.search_steering(exec, subject, method, &contrast.acts, &samples, &plan, cost)?;
+                    cost.seconds.search += t.elapsed().as_secs_f64() - (cost.seconds.probes - probes_before);
+                    return Ok(Searched { fit: s.fit, search: Some(s.result), alpha: s.alpha, rule: s.rule, positions: s.positions, steering: Some(s.record) });
+                }
+                let t_fit = Instant::now();
                 let fold_fits: Vec<(PasFit, String, Vec<u16>)> = pas_core::search::fit_held_out_folds(&contrast.acts, &samples, cfg, &group_folds)?
                     .into_iter()
                     .enumerate()
@@ -268,7 +300,7 @@ impl<B: Backend> Evaluator<'_, B> {
         };
         cost.seconds.search += t.elapsed().as_secs_f64() - (cost.seconds.probes - probes_before);
         let rule = choices.into_iter().find(|(a, _)| *a == result.alpha).map(|(_, c)| c);
-        Ok(Searched { alpha: result.alpha, search: Some(result), fit, rule })
+        Ok(Searched { alpha: result.alpha, search: Some(result), fit, rule, positions: cfg.positions, steering: None })
     }
 
     /// The search objective: the Total over `items` of the answers the run's decision rule

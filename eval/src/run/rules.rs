@@ -33,6 +33,30 @@ impl<B: Backend> Evaluator<'_, B> {
         subject_mae(inv, subject, items, protocol, &preds).0.iter().flatten().sum()
     }
 
+    /// The Total over `items` under `rule` (as [`Evaluator::total_under`]) and its standard
+    /// error over the items: per domain the errors' variance over their count, summed.
+    pub(super) fn total_se(&self, rule: Decision, subject: &Subject, method: Method, items: &[u16], scores: &[ItemScore], protocol: Protocol) -> (f64, f64) {
+        let inv = &self.data.inventory;
+        let mut errors: [Vec<f64>; 5] = Default::default();
+        for (&n, s) in items.iter().zip(scores) {
+            let (Some(item), Some(c), Some(t)) = (inv.item(n), self.decide_by(rule, method, n, s), papi_data::scoring::target(inv, subject, n, protocol)) else {
+                continue;
+            };
+            errors[item.domain().index()].push(f64::from(papi_data::scoring::item_error(answer_of_option(c), t)));
+        }
+        let mut total = 0.0;
+        let mut var = 0.0;
+        for e in errors.iter().filter(|e| !e.is_empty()) {
+            let n = e.len() as f64;
+            let mean = e.iter().sum::<f64>() / n;
+            total += mean;
+            if e.len() > 1 {
+                var += e.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n;
+            }
+        }
+        (total, var.sqrt())
+    }
+
     /// Every reading rule's Total on held-out `items` and the choice among them.
     pub(super) fn rule_choice(&self, subject: &Subject, method: Method, items: &[u16], scores: &[ItemScore]) -> RuleChoice {
         let protocol = Protocol { keying: self.config.keying, missing: MissingAnswers::Exclude };

@@ -3,6 +3,7 @@
 //! model is there; the data is the embedded data/papi unless PAPI_DIR names another folder).
 #![allow(clippy::print_stderr)] // tests say on stderr why they skip
 
+mod calibration;
 mod decision;
 mod default_model;
 mod device_check;
@@ -30,6 +31,16 @@ pub type TestBackend = CpuBackend;
 pub fn tiny_model(dir: &Path) -> (Llama<TestBackend>, PromptEncoder) {
     llm_burn::tiny::write_model(dir, 11).expect("write tiny model");
     (Llama::load(dir, &Default::default()).expect("load"), PromptEncoder::from_dir(dir).expect("prompts"))
+}
+
+/// A seeded intervention on two heads of the tiny model.
+pub fn tiny_intervention(model: &Llama<TestBackend>) -> pas_core::Intervention {
+    use pas_core::{HeadId, Intervention, SteeredHead};
+    let heads = vec![
+        SteeredHead { head: HeadId::new(0, 1), direction: vec![0.5, 0.5, 0.5, 0.5], sigma: 2.0 },
+        SteeredHead { head: HeadId::new(1, 3), direction: vec![1.0, 0.0, 0.0, 0.0], sigma: 1.5 },
+    ];
+    Intervention::new(pas_core::Steerable::geometry(model), heads).unwrap()
 }
 
 /// A synthetic PAPI dataset with a small split (25 known, 40 test items, balanced over

@@ -6,7 +6,7 @@ use eval::run::rerender;
 use eval::{Evaluator, Method, Scoring};
 use pas_core::Search;
 
-use crate::{provenance, quick_config, synthetic_dataset, tiny_model};
+use crate::{provenance, quick_config, synthetic_dataset, tiny_intervention, tiny_model};
 
 fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -198,16 +198,6 @@ fn scorings_agree_where_they_must() {
         assert_eq!(item.choice, eval::score::parse_official(&format!("Option{text}")));
         assert!(item.path.tokens.len() <= eval::score::GENERATE_TOKENS);
     }
-}
-
-/// A seeded intervention on two heads of the tiny model.
-fn tiny_intervention(model: &llm_burn::Llama<crate::TestBackend>) -> pas_core::Intervention {
-    use pas_core::{HeadId, Intervention, SteeredHead};
-    let heads = vec![
-        SteeredHead { head: HeadId::new(0, 1), direction: vec![0.5, 0.5, 0.5, 0.5], sigma: 2.0 },
-        SteeredHead { head: HeadId::new(1, 3), direction: vec![1.0, 0.0, 0.0, 0.0], sigma: 1.5 },
-    ];
-    Intervention::new(pas_core::Steerable::geometry(model), heads).unwrap()
 }
 
 #[test]

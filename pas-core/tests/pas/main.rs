@@ -1,6 +1,7 @@
 //! pas-core integration tests: one binary.
 
 mod algebra;
+mod calibrate;
 mod common;
 mod fitting;
 mod probes;
