@@ -186,7 +186,14 @@ pub struct Scorer<'m, B: Backend> {
     pub scoring: Scoring,
     /// Items continued from the shared prefix in one forward pass.
     pub batch: usize,
+    /// The last unsteered prefixes run (their tokens and caches): a request under a system
+    /// prompt asked just before (the folds' unsteered, calibration and grid passes) starts
+    /// from its cache instead of running the prompt again.
+    prefixes: std::sync::Mutex<Vec<(Vec<u32>, KvCache<B>)>>,
 }
+
+/// Unsteered prefixes kept (each a few hundred MB for a 1.5B model's few-shot prompt).
+const PREFIXES_KEPT: usize = 3;
 
 fn log_softmax_rows(logits: Vec<f32>, vocab: usize) -> Vec<Vec<f32>> {
     logits
@@ -209,7 +216,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
         if batch == 0 {
             return Err(Error::Config("the batch size must be at least 1".into()));
         }
-        Ok(Scorer { model, prompts, options: OptionTokens::new(prompts)?, scoring, batch })
+        Ok(Scorer { model, prompts, options: OptionTokens::new(prompts)?, scoring, batch, prefixes: Default::default() })
     }
 
     /// The option tokens.
@@ -325,7 +332,11 @@ impl<'m, B: Backend> Scorer<'m, B> {
         let lcp = p.lcp;
         let mut tokens = 0u64;
         let mut prefix = self.model.new_cache();
-        if lcp > 0 {
+        if lcp > 0 && prefix_steering.is_zero() {
+            let (cache, run) = self.unsteered_prefix(&p.rows[0][..lcp])?;
+            prefix = cache;
+            tokens += run;
+        } else if lcp > 0 {
             self.step(&[&p.rows[0][..lcp]], &mut prefix, &[prefix_steering])?;
             tokens += lcp as u64;
         }
@@ -353,6 +364,25 @@ impl<'m, B: Backend> Scorer<'m, B> {
             }
         }
         Ok(Scored { items: items.into_iter().map(|s| s.expect("every job is scored")).collect(), tokens })
+    }
+
+    /// The cache of `tokens` run unsteered, and the tokens run for it: 0 when the same
+    /// prefix ran last (or among the last few), the whole prefix otherwise.
+    fn unsteered_prefix(&self, tokens: &[u32]) -> Result<(KvCache<B>, u64)> {
+        let mut kept = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = kept.iter().position(|(t, _)| t == tokens) {
+            let hit = kept.remove(i);
+            let cache = hit.1.clone();
+            kept.push(hit);
+            return Ok((cache, 0));
+        }
+        let mut cache = self.model.new_cache();
+        self.step(&[tokens], &mut cache, &[])?;
+        if kept.len() == PREFIXES_KEPT {
+            kept.remove(0);
+        }
+        kept.push((tokens.to_vec(), cache.clone()));
+        Ok((cache, tokens.len() as u64))
     }
 
     /// The log-probabilities after each job's whole prompt, its cache, and the tokens run.

@@ -478,3 +478,23 @@ fn a_run_committed_without_its_caches_is_finished_elsewhere() {
         assert_eq!((a.method, a.total, &a.per_domain), (b.method, b.total, &b.per_domain));
     }
 }
+
+#[test]
+fn an_unsteered_prefix_asked_again_is_not_run_again() {
+    use pas_core::Positions;
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let users: Vec<String> = ["Worry about things.", "Make friends easily."].iter().map(|t| eval::prompt::question(t)).collect();
+    let iv = tiny_intervention(&model);
+    let fresh = || eval::Scorer::new(&model, &prompts, Scoring::FormatAware, 4).unwrap();
+    let scorer = fresh();
+    let first = scorer.score("a long system prompt", &users, &iv.at(2.0, Positions::Last)).unwrap();
+    let again = scorer.score("a long system prompt", &users, &iv.at(2.0, Positions::Last)).unwrap();
+    let lcp = eval::score::shared_prefix_len(&users.iter().map(|u| prompts.encode(&prompts.render("a long system prompt", u, eval::prompt::PREFILL).unwrap()).unwrap()).collect::<Vec<_>>());
+    assert_eq!(first.tokens - again.tokens, lcp as u64, "the second request starts from the kept prefix");
+    assert_eq!(first.items, again.items, "and reads the same answers");
+    // A prefix steered at every position is another prefix: it runs.
+    let all = scorer.score("a long system prompt", &users, &iv.at(2.0, Positions::All)).unwrap();
+    assert_eq!(all.items, fresh().score("a long system prompt", &users, &iv.at(2.0, Positions::All)).unwrap().items);
+    assert_eq!(all.tokens, first.tokens);
+}
