@@ -39,11 +39,14 @@ pub enum Table {
     Optimisation,
     /// What the unsteered model can do at all: its answers against the population's.
     Diagnostic,
+    /// The held-out searches of the PAS methods, per grid value: people reaching it, the raw
+    /// strength it took, the folds' Total there.
+    Strengths,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 5] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation, Table::Diagnostic];
+    pub const ALL: [Table; 6] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation, Table::Diagnostic, Table::Strengths];
 
     /// The name a block uses.
     pub fn name(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Table {
             Table::Time => "time",
             Table::Optimisation => "optimisation",
             Table::Diagnostic => "diagnostic",
+            Table::Strengths => "strengths",
         }
     }
 
@@ -83,6 +87,36 @@ fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
     let mut v: Vec<(&String, &usize)> = map.iter().collect();
     v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     v.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn strengths(s: &mut String, r: &Results) {
+    let runs: Vec<(&Run, &crate::results::AlphaSummary)> = r.runs.iter().filter_map(|x| x.alpha.as_ref().filter(|a| !a.by_value.is_empty()).map(|a| (x, a))).collect();
+    if runs.is_empty() {
+        let _ = writeln!(s, "No PAS method searched several settings or in KL in this run.");
+        return;
+    }
+    let _ = writeln!(s, "| method | strength | people reaching it | raw alpha (median over people) | folds' Total (mean; each person's best setting) |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for (run, a) in runs {
+        let unit = if a.kl_counts.is_empty() { "" } else { " nat" };
+        for v in &a.by_value {
+            let _ = writeln!(s, "| {} | {}{unit} | {} | {:.3} | {:.3} |", run.method, v.value, v.people, v.alpha, v.objective);
+        }
+    }
+}
+
+/// The strengths a PAS method chose over people: in KL nats where it searched in KL (with
+/// where it steered, when that was chosen too), else raw alpha.
+fn strengths_cell(a: &crate::results::AlphaSummary) -> String {
+    if a.kl_counts.is_empty() {
+        return counts(&a.counts);
+    }
+    let kl: std::collections::BTreeMap<String, usize> = a.kl_counts.iter().map(|(k, n)| (if k == "0" { k.clone() } else { format!("{k} nat") }, *n)).collect();
+    let mut cell = counts(&kl);
+    if !a.settings.is_empty() {
+        cell.push_str(&format!(" ({})", counts(&a.settings)));
+    }
+    cell
 }
 
 /// One line saying what the run is: people, model, weights, protocol, and the folder.
@@ -123,7 +157,7 @@ fn methods(s: &mut String, r: &Results) {
             row.push(counts(&run.rules_chosen));
         }
         if strengths {
-            row.push(run.alpha.as_ref().map_or(String::new(), |a| counts(&a.counts)));
+            row.push(run.alpha.as_ref().map_or(String::new(), strengths_cell));
         }
         row.extend(baselines.iter().map(|&b| diff_cell(r, run.method, b)));
         let _ = writeln!(s, "| {} |", row.join(" | "));
@@ -201,6 +235,7 @@ pub fn render(r: &Results, table: Table, folder: &str) -> String {
         Table::Time => time(&mut s, r),
         Table::Optimisation => optimisation(&mut s, r),
         Table::Diagnostic => diagnostic(&mut s, r),
+        Table::Strengths => strengths(&mut s, r),
     }
     s
 }
