@@ -197,7 +197,7 @@ fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n
             *counts.entry(format!("{}", p.alpha)).or_insert(0) += 1;
         }
         let (mut kl_counts, mut settings) = (BTreeMap::new(), BTreeMap::new());
-        for c in records.iter().filter_map(|p| p.steering.as_ref().map(|s| s.choice())) {
+        for c in records.iter().filter_map(|p| p.steering.as_ref().and_then(|s| s.choice())) {
             if st.pas.unit != pas_core::StrengthUnit::Raw {
                 *kl_counts.entry(format!("{}", c.value)).or_insert(0) += 1;
             }

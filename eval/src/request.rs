@@ -139,6 +139,14 @@ impl<'e, 'm, B: Backend> Executor<'e, 'm, B> {
         Ok(Scored { items, tokens })
     }
 
+    /// Puts unsteered scores of items under `system` into memory (e.g. a method's answers
+    /// finished in an earlier part of the run), as if they had been asked.
+    pub fn remember(&self, system: &str, scores: impl IntoIterator<Item = (u16, ItemScore)>) {
+        let key: [u8; 32] = Sha256::digest(system.as_bytes()).into();
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        memo.extend(scores.into_iter().map(|(n, s)| ((key, n), s)));
+    }
+
     /// Runs a request that yields one set of scores (anything but [`Steer::Strengths`] with
     /// several steerings).
     pub fn one(&self, req: &Request) -> Result<Scored> {

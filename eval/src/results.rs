@@ -166,9 +166,9 @@ pub struct SteeringSearch {
 }
 
 impl SteeringSearch {
-    /// The chosen candidate.
-    pub fn choice(&self) -> &Candidate {
-        &self.candidates[self.chosen]
+    /// The chosen candidate (none when no grid value was reachable on every fold).
+    pub fn choice(&self) -> Option<&Candidate> {
+        self.candidates.get(self.chosen)
     }
 }
 

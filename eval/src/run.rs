@@ -362,7 +362,12 @@ impl<'a, B: Backend> Evaluator<'a, B> {
                     let seconds = Phases { search: t.elapsed().as_secs_f64(), ..seconds };
                     self.with_rule_choice(self.record(subject, method, &scored.items, seconds, tokens), choice)
                 }
-                Method::Pas | Method::PasOriginal | Method::PasOnly => self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?,
+                Method::Pas | Method::PasOriginal | Method::PasOnly => {
+                    if method != Method::PasOnly {
+                        self.recall_few_shot(&exec, subject)?;
+                    }
+                    self.pas(&exec, subject, method, contrast.as_ref().expect("computed above"))?
+                }
                 Method::PasDomain => self.pas_domain(&exec, subject, contrast.as_ref().expect("computed above"))?,
                 Method::Dpo | Method::Ppo => self.tuned(subject, method)?,
                 // Reference predictors need no model: `references` computes them.
@@ -379,6 +384,25 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let results = self.aggregate(&shared, plain_cost)?;
         self.progress.finish_and_clear();
         Ok(results)
+    }
+
+    /// Few-shot's test answers of `subject`, finished in an earlier part of the run (its
+    /// file in this folder), into the executor's memory: what PAS at strength 0 asks (the
+    /// unsteered few-shot prompt) is then not asked again, as within one part. Not under
+    /// `generate` scoring, whose reading the file does not keep whole.
+    fn recall_few_shot(&self, exec: &Executor<'_, '_, B>, subject: &Subject) -> Result<()> {
+        let path = self.subject_path(Method::FewShot, subject.case);
+        if self.config.scoring == crate::score::Scoring::Generate || !path.exists() {
+            return Ok(());
+        }
+        let done: SubjectResult = read_json(&path)?;
+        let scores = done.items.iter().filter_map(|r| {
+            let (lp, path) = (r.logprobs?, r.path.clone()?);
+            let choice = Some((0..5).fold(0, |b, i| if lp[i] > lp[b] { i } else { b }));
+            Some((r.item, ItemScore { logprobs: lp, choice, path, text: r.text.clone(), prompt_hash: r.prompt_hash.clone().unwrap_or_default() }))
+        });
+        exec.remember(&self.few_shot(subject, &self.data.split.known), scores);
+        Ok(())
     }
 
     fn few_shot(&self, subject: &Subject, items: &[u16]) -> String {

@@ -42,7 +42,8 @@ pub(super) struct Steered {
     pub rule: Option<RuleChoice>,
 }
 
-/// One fold's scores: `[setting][grid value]`, `None` where the grid value was out of reach.
+/// One fold's scores: `[setting][grid value]`, `None` where the grid value was out of reach
+/// (beside each setting's run at strength 0 in the same pass, the reference of its KL).
 type FoldScores = Vec<Vec<Option<Vec<ItemScore>>>>;
 
 /// Held-out items per fold whose answers measure the KL curve (the first of the fold's
@@ -73,9 +74,12 @@ impl<B: Backend> Evaluator<'_, B> {
         Ok(out.into_iter().map(|s| s.expect("every steering has positions")).collect())
     }
 
-    /// Each steering's mean KL against `base` over the items, as a curve over `ladder`.
-    fn curve(ladder: &[f64], runs: &[Vec<ItemScore>], base: &[ItemScore]) -> KlCurve {
-        KlCurve::new(ladder.iter().copied().zip(runs.iter().map(|r| mean_kl(r, &base[..r.len()]))).collect())
+    /// A curve over `ladder` from one pass whose first run is the intervention at strength 0
+    /// and the rest at the ladder's strengths: each one's mean KL against that zero, which
+    /// took the same path through the scorer (shared item bodies, the same batches), so that
+    /// the curve starts at 0 rather than at the numeric difference between two paths.
+    fn curve(ladder: &[f64], runs: &[Vec<ItemScore>]) -> KlCurve {
+        KlCurve::new(ladder.iter().copied().zip(runs[1..].iter().map(|r| mean_kl(r, &runs[0]))).collect())
     }
 
     /// The held-out search over `PasConfig::candidate_settings` and the strength grid (see
@@ -109,18 +113,19 @@ impl<B: Backend> Evaluator<'_, B> {
         let iv = |s: usize, f: usize| -> &Intervention { &by_window[&(settings[s].window as u8)][f].intervention };
         let mut fold_curves: Vec<Vec<KlCurve>> = vec![Vec::new(); if ladder.is_empty() { 0 } else { settings.len() }];
         let mut fold_alphas: Vec<Vec<Vec<Option<f64>>>> = vec![vec![Vec::new(); grid.len()]; settings.len()];
-        let mut per_fold: Vec<(Vec<ItemScore>, FoldScores)> = Vec::new();
+        let mut per_fold: Vec<(Vec<Vec<ItemScore>>, FoldScores)> = Vec::new();
         for (f, (system, held)) in plan.systems.iter().zip(&plan.helds).enumerate() {
             let base = exec.one(&Request::plain(system.clone(), held))?;
             cost.tokens.search += base.tokens;
             if !ladder.is_empty() {
-                let steerings = (0..settings.len()).flat_map(|s| ladder.iter().map(move |&a| (s, a))).map(|(s, a)| iv(s, f).at(a as f32, settings[s].positions)).collect();
+                let steerings = (0..settings.len()).flat_map(|s| std::iter::once(0.0).chain(ladder.iter().copied()).map(move |a| (s, a))).map(|(s, a)| iv(s, f).at(a as f32, settings[s].positions)).collect();
                 let runs = self.under_each(exec, system, &held[..held.len().min(CALIBRATION_ITEMS)], steerings, cost)?;
-                for (s, chunk) in runs.chunks(ladder.len()).enumerate() {
-                    fold_curves[s].push(Self::curve(ladder, chunk, &base.items));
+                for (s, chunk) in runs.chunks(ladder.len() + 1).enumerate() {
+                    fold_curves[s].push(Self::curve(ladder, chunk));
                 }
             }
-            let mut jobs = Vec::new();
+            // Each setting's zero first: the reference of the KL measured at its strengths.
+            let mut jobs: Vec<(usize, usize, Steering)> = (0..settings.len()).map(|s| (s, usize::MAX, iv(s, f).at(0.0, settings[s].positions))).collect();
             for s in 0..settings.len() {
                 for (g, &v) in grid.iter().enumerate() {
                     let a = if ladder.is_empty() { Some(v) } else { fold_curves[s][f].alpha_for(v) };
@@ -132,8 +137,13 @@ impl<B: Backend> Evaluator<'_, B> {
             }
             let runs = self.under_each(exec, system, held, jobs.iter().map(|j| j.2.clone()).collect(), cost)?;
             let mut scores: FoldScores = vec![vec![None; grid.len()]; settings.len()];
+            let mut zeros: Vec<Vec<ItemScore>> = vec![Vec::new(); settings.len()];
             for ((s, g, _), r) in jobs.iter().zip(runs) {
-                scores[*s][*g] = Some(r);
+                if *g == usize::MAX {
+                    zeros[*s] = r;
+                } else {
+                    scores[*s][*g] = Some(r);
+                }
             }
             for s in 0..settings.len() {
                 for g in 0..grid.len() {
@@ -142,7 +152,7 @@ impl<B: Backend> Evaluator<'_, B> {
                     }
                 }
             }
-            per_fold.push((base.items, scores));
+            per_fold.push((zeros, scores));
         }
         // Candidates, smallest effect first: no steering once, then each grid value in every setting.
         let items: Vec<u16> = plan.helds.concat();
@@ -155,7 +165,7 @@ impl<B: Backend> Evaluator<'_, B> {
                     continue;
                 }
                 let Some(scores) = per_fold.iter().map(|(_, sc)| sc[s][g].clone()).collect::<Option<Vec<_>>>() else { continue };
-                let kl = scores.iter().zip(&per_fold).map(|(sc, (base, _))| mean_kl(sc, base)).sum::<f64>() / scores.len().max(1) as f64;
+                let kl = if v == 0.0 { 0.0 } else { scores.iter().zip(&per_fold).map(|(sc, (zeros, _))| mean_kl(sc, &zeros[s])).sum::<f64>() / scores.len().max(1) as f64 };
                 let scores = scores.concat();
                 let (rule, (objective, se)) = if self.chooses_rule() {
                     let choice = self.rule_choice(subject, method, &items, &scores);
@@ -186,10 +196,9 @@ impl<B: Backend> Evaluator<'_, B> {
         } else {
             let system = self.pas_system(subject, method, &self.data.split.known);
             let items: Vec<u16> = plan.helds.iter().flat_map(|h| h.iter().take(CALIBRATION_ITEMS).copied()).collect();
-            let base = exec.one(&Request::plain(system.clone(), &items))?;
-            cost.tokens.search += base.tokens;
-            let runs = self.under_each(exec, &system, &items, ladder.iter().map(|&a| fit.intervention.at(a as f32, setting.positions)).collect(), cost)?;
-            let curve = Self::curve(ladder, &runs, &base.items);
+            let steerings = std::iter::once(0.0).chain(ladder.iter().copied()).map(|a| fit.intervention.at(a as f32, setting.positions)).collect();
+            let runs = self.under_each(exec, &system, &items, steerings, cost)?;
+            let curve = Self::curve(ladder, &runs);
             (curve.alpha_for(value).unwrap_or(ladder[ladder.len() - 1]), Some(curve))
         };
         let rule = rules.get(chosen).cloned().flatten();

@@ -498,3 +498,23 @@ fn an_unsteered_prefix_asked_again_is_not_run_again() {
     assert_eq!(all.items, fresh().score("a long system prompt", &users, &iv.at(2.0, Positions::All)).unwrap().items);
     assert_eq!(all.tokens, first.tokens);
 }
+
+#[test]
+fn pas_at_strength_zero_recalls_few_shot_finished_in_an_earlier_part() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(4);
+    let out = tempfile::tempdir().unwrap();
+    let mut config = quick_config(&[Method::FewShot], 1);
+    config.pas.search = Search::Grid { alphas: vec![0.0] };
+    Evaluator::new(&model, &prompts, &data, None, config.clone(), provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+    // A second part adds PAS: its test answers at strength 0 are few-shot's, not asked again.
+    config.methods = vec![Method::FewShot, Method::Pas];
+    Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
+    let case = data.subjects[0].case;
+    let load = |m: &str| -> serde_json::Value { serde_json::from_str(&read(&out.path().join(format!("subjects/{m}/{case}.json")))).unwrap() };
+    let (pas, few) = (load("pas"), load("few-shot"));
+    assert_eq!(pas["pas"]["alpha"], 0.0);
+    assert_eq!(pas["items"], few["items"]);
+    assert_eq!(pas["tokens"]["eval"], 0, "the test items were recalled, not run");
+}
