@@ -4,8 +4,9 @@
 //! the others, and shifts those heads' outputs along the separating direction by a searched
 //! strength. This crate holds every step that does not need a model: labels from contrast
 //! pairs, per-head logistic probes and head ranking, directions and scales, interventions as
-//! values with an algebra (saved as safetensors with metadata), the strength search, and the
-//! narrow [`Steerable`] trait a model implements. It depends on no model framework, so any
+//! values with an algebra (saved as safetensors with metadata), the strength search, the
+//! strength unit defined by its effect ([`calibrate`]: KL curves, layer windows, the
+//! one-standard-error choice), and the narrow [`Steerable`] trait a model implements. It depends on no model framework, so any
 //! inference engine can use it.
 //!
 //! # Example

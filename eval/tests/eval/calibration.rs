@@ -66,7 +66,9 @@ fn where_to_steer_and_how_strongly_are_chosen_without_the_test_answers() {
         let load = |m: &str| -> serde_json::Value {
             serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("subjects/{m}/{}.json", data.subjects[0].case))).unwrap()).unwrap()
         };
-        (load("pas"), load("pas-original"), std::fs::read_to_string(out.path().join("report.md")).unwrap())
+        let results: eval::results::Results = serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+        let table = eval::published::render(&results, eval::published::Table::Strengths, "run");
+        (load("pas"), load("pas-original"), std::fs::read_to_string(out.path().join("report.md")).unwrap() + "\nSTRENGTHS\n" + &table)
     };
     let (pas, original, report) = run(&data);
     // Every test answer changed: a search that read one would differ.
@@ -100,6 +102,9 @@ fn where_to_steer_and_how_strongly_are_chosen_without_the_test_answers() {
     let tried: Vec<f64> = original["pas"]["search"]["evaluations"].as_array().unwrap().iter().map(|e| e[0].as_f64().unwrap()).collect();
     assert_eq!(tried, vec![0.0, 1.0, 2.0, 4.0, 6.0, 8.0]);
     assert!(report.contains("strength in KL nats") && report.contains("In KL of the five-option answer"), "{report}");
+    // The published strengths table: the calibrated search per KL target, from 0 up.
+    let table = report.split("\nSTRENGTHS\n").nth(1).unwrap();
+    assert!(table.contains("| pas | 0 nat | 1 |") && !table.contains("pas-original"), "{table}");
 }
 
 #[test]
