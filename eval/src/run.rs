@@ -398,7 +398,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let done: SubjectResult = read_json(&path)?;
         let scores = done.items.iter().filter_map(|r| {
             let (lp, path) = (r.logprobs?, r.path.clone()?);
-            let choice = Some((0..5).fold(0, |b, i| if lp[i] > lp[b] { i } else { b }));
+            // The scorer's own reading: the first most probable option.
+            let choice = crate::decision::argmax(&lp);
             Some((r.item, ItemScore { logprobs: lp, choice, path, text: r.text.clone(), prompt_hash: r.prompt_hash.clone().unwrap_or_default() }))
         });
         exec.remember(&self.few_shot(subject, &self.data.split.known), scores);

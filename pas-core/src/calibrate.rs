@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::intervention::Positions;
 
 /// Which layers' heads an intervention may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LayerWindow {
     /// Every layer (the original).

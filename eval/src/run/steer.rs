@@ -103,14 +103,14 @@ impl<B: Backend> Evaluator<'_, B> {
         };
         let ladder: &[f64] = if let StrengthUnit::Kl { ladder } = &cfg.unit { ladder } else { &[] };
         let t = Instant::now();
-        let mut by_window: BTreeMap<u8, Vec<PasFit>> = BTreeMap::new();
+        let mut by_window: BTreeMap<pas_core::LayerWindow, Vec<PasFit>> = BTreeMap::new();
         for s in &settings {
-            if let std::collections::btree_map::Entry::Vacant(e) = by_window.entry(s.window as u8) {
+            if let std::collections::btree_map::Entry::Vacant(e) = by_window.entry(s.window) {
                 e.insert(pas_core::search::fit_held_out_folds(acts, samples, &cfg.at(*s), &plan.groups)?.into_iter().map(|f| f.fit).collect());
             }
         }
         cost.seconds.probes += t.elapsed().as_secs_f64();
-        let iv = |s: usize, f: usize| -> &Intervention { &by_window[&(settings[s].window as u8)][f].intervention };
+        let iv = |s: usize, f: usize| -> &Intervention { &by_window[&settings[s].window][f].intervention };
         let mut fold_curves: Vec<Vec<KlCurve>> = vec![Vec::new(); if ladder.is_empty() { 0 } else { settings.len() }];
         let mut fold_alphas: Vec<Vec<Vec<Option<f64>>>> = vec![vec![Vec::new(); grid.len()]; settings.len()];
         let mut per_fold: Vec<(Vec<Vec<ItemScore>>, FoldScores)> = Vec::new();
