@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model_dir = root.join("../.cache/models/SmolLM2-135M-Instruct");
     let data_dir = std::env::var_os("PAPI_DIR").map_or_else(|| root.join("../data/papi"), Into::into);
-    if !model_dir.join("model.safetensors").is_file() || !data_dir.join("mpi_300_split.json").is_file() {
+    if !llm_burn::is_model_dir(&model_dir) || !data_dir.join("mpi_300_split.json").is_file() {
         eprintln!("skipped: needs the default model (cargo xtask fetch-model) and the PAPI data");
         return;
     }

@@ -128,6 +128,26 @@ pub struct Done {
 /// What [`Evaluator::on_done`] calls.
 type OnDone = Box<dyn Fn(&Done)>;
 
+/// How far a phase shared by every subject is (the contrast prompts' activations, the
+/// unsteered model on every item): what [`Evaluator::on_phase`] is called with, at its start
+/// and after each batch.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// What runs.
+    pub name: &'static str,
+    /// Prompts done.
+    pub done: usize,
+    /// Prompts in the phase.
+    pub total: usize,
+    /// Seconds since the phase started.
+    pub seconds: f64,
+    /// Seconds left at this pace (`None` before the first batch is done).
+    pub eta_seconds: Option<f64>,
+}
+
+/// What [`Evaluator::on_phase`] calls.
+type OnPhase = Box<dyn Fn(&Phase)>;
+
 /// One benchmark run over a dataset with one model.
 pub struct Evaluator<'a, B: Backend> {
     model: &'a Llama<B>,
@@ -140,13 +160,16 @@ pub struct Evaluator<'a, B: Backend> {
     out: PathBuf,
     progress: ProgressBar,
     on_done: Option<OnDone>,
+    on_phase: Option<OnPhase>,
     plain: OnceCell<BTreeMap<u16, ItemScore>>,
     identity: OnceCell<pas_core::ModelIdentity>,
 }
 
 fn model_hash(dir: &Path) -> String {
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
-    let size = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+    // The float32 weights' size, whether or not the copy was written (runs made before models
+    // were loaded from their GGUF file recorded the written copy's).
+    let size = llm_burn::identity::float_weights_len(dir).unwrap_or(0);
     format!("{}-{size}", short_hash(&config))
 }
 
@@ -218,7 +241,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             chat_template_hash: short_hash(prompts.template.source()),
             records: data.records_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         };
-        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), on_done: None, plain: OnceCell::new(), identity: OnceCell::new() })
+        Ok(Evaluator { model, prompts, data, p2, config, settings, provenance, out: out.into(), progress: ProgressBar::hidden(), on_done: None, on_phase: None, plain: OnceCell::new(), identity: OnceCell::new() })
     }
 
     /// Calls `f` after each subject × method is finished and saved (e.g. to print a line per
@@ -226,6 +249,24 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     pub fn on_done(mut self, f: impl Fn(&Done) + 'static) -> Self {
         self.on_done = Some(Box::new(f));
         self
+    }
+
+    /// Calls `f` as each phase shared by every subject starts and after each of its batches
+    /// (e.g. to print progress lines in a batch job's log, where the shared passes of a
+    /// large model run for minutes before the first subject).
+    pub fn on_phase(mut self, f: impl Fn(&Phase) + 'static) -> Self {
+        self.on_phase = Some(Box::new(f));
+        self
+    }
+
+    /// Reports a shared phase's progress: on the bar's message and to [`Evaluator::on_phase`].
+    fn phase(&self, name: &'static str, done: usize, total: usize, started: std::time::Instant) {
+        let seconds = started.elapsed().as_secs_f64();
+        let eta_seconds = (done > 0).then(|| seconds / done as f64 * total.saturating_sub(done) as f64);
+        self.progress.set_message(format!("{name}: {done}/{total}"));
+        if let Some(f) = &self.on_phase {
+            f(&Phase { name, done, total, seconds, eta_seconds });
+        }
     }
 
     /// Shows progress on this bar (subjects × model methods).
@@ -317,7 +358,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
 
         let mut shared = Shared::new();
         let contrast = if model_methods.iter().any(|m| m.is_pas()) {
-            self.progress.set_message("collecting head activations of the contrast prompts");
             let c = self.contrast()?;
             for m in model_methods.iter().filter(|m| m.is_pas()) {
                 shared.entry(*m).or_default().collect = (c.seconds, c.tokens);
@@ -328,7 +368,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         };
         let mut plain_cost = (0.0, 0);
         if !model_methods.is_empty() {
-            self.progress.set_message("the unsteered model on every item (shared by all subjects)");
             let p = self.plain_scores(&exec)?;
             plain_cost = (p.seconds, p.tokens);
             if model_methods.contains(&Method::NoChange) {

@@ -15,7 +15,7 @@ fn tokens(n: usize, seed: u32) -> Vec<u32> {
 
 fn bench(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct");
-    if !dir.join("model.safetensors").is_file() {
+    if !llm_burn::is_model_dir(&dir) {
         eprintln!("skipped: run `cargo xtask fetch-model` first");
         return;
     }

@@ -1,16 +1,14 @@
 //! Converting a GGUF file (Llama or Qwen2 architecture) into a Hugging Face folder: `config.json`,
-//! `model.safetensors` (float32), `tokenizer.json` and `tokenizer_config.json`.
+//! `tokenizer.json`, `tokenizer_config.json`, and `model.safetensors` (float32) only where a
+//! tool outside this crate needs it: every dtype here loads from the GGUF file itself.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 use serde_json::{Value as Json, json};
 
-use crate::config::Architecture;
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, unpermute_rows};
+use crate::gguf::Gguf;
+use crate::gguf_model::{FLOAT_COPY, GgufModel, hf_config};
 
 /// How a GGUF tensor maps to a Hugging Face one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,134 +68,73 @@ fn rename(name: &str, from: &str, to: &str) -> Option<String> {
 pub struct Converted {
     /// The output folder.
     pub dir: PathBuf,
-    /// Tensors written.
+    /// Tensors in the model.
     pub tensors: usize,
-    /// Parameters written.
+    /// Parameters in the model.
     pub parameters: usize,
+    /// Whether the float32 copy (`model.safetensors`) was written.
+    pub float_copy: bool,
 }
 
 /// Converts a Llama- or Qwen2-architecture GGUF file into a Hugging Face folder at `out`
-/// (created if needed): weights dequantised to float32 (Q/K rows un-permuted where the
-/// architecture's GGUF files permute them), `config.json` from the GGUF metadata, a byte-level BPE `tokenizer.json` rebuilt from the GGUF vocabulary,
-/// merges and special tokens, and `tokenizer_config.json` with the chat template.
+/// (created if needed): `config.json` from the GGUF metadata, a byte-level BPE
+/// `tokenizer.json` rebuilt from the GGUF vocabulary, merges and special tokens,
+/// `tokenizer_config.json` with the chat template, and `model.safetensors` (float32, Q/K rows
+/// un-permuted where the architecture's GGUF files permute them), streamed a tensor at a time.
 pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
-    let g = Gguf::open(gguf_path)?;
-    let arch = g.get_str("general.architecture")?.to_owned();
-    let architecture = Architecture::from_gguf(&arch).ok_or_else(|| Error::Metadata {
-        path: gguf_path.to_owned(),
-        key: "general.architecture".into(),
-        message: format!("`{arch}` is not supported (llama, qwen2)"),
-    })?;
-    let key = |k: &str| format!("{arch}.{k}");
-    if let Some(kind) = g.metadata.get(&key("rope.scaling.type")).and_then(|v| v.as_str())
-        && kind != "none"
-    {
-        return Err(Error::Metadata { path: gguf_path.to_owned(), key: key("rope.scaling.type"), message: format!("rope scaling `{kind}` is not supported by the converter yet") });
-    }
-    let layers = g.get_u64(&key("block_count"))? as usize;
-    let heads = g.get_u64(&key("attention.head_count"))? as usize;
-    let kv_heads = g.metadata.get(&key("attention.head_count_kv")).and_then(|v| v.as_u64()).map_or(heads, |v| v as usize);
-    let hidden = g.get_u64(&key("embedding_length"))? as usize;
-    let tokens = g.get_strings("tokenizer.ggml.tokens")?;
-    let vocab = g.metadata.get(&key("vocab_size")).and_then(|v| v.as_u64()).map_or(tokens.len(), |v| v as usize);
-    let head_dim = g.metadata.get(&key("attention.key_length")).and_then(|v| v.as_u64()).map_or(hidden / heads, |v| v as usize);
+    convert(gguf_path, out, true)
+}
 
+/// [`gguf_to_hf`] without the float32 weights: the folder's configuration and tokenizer, for
+/// a model loaded from its GGUF file ([`crate::gguf_model`]; every dtype reads it).
+pub fn gguf_to_folder(gguf_path: &Path, out: &Path) -> Result<Converted> {
+    convert(gguf_path, out, false)
+}
+
+/// Writes `dir/model.safetensors` from `dir/model.gguf` when it is not there (tools that read
+/// a Hugging Face folder, such as PyTorch, need it); returns whether it was written.
+pub fn ensure_float_copy(dir: &Path) -> Result<bool> {
+    if dir.join(FLOAT_COPY).is_file() || dir.join("model.safetensors.index.json").is_file() {
+        return Ok(false);
+    }
+    let gguf = dir.join(crate::file_weights::GGUF_FILE);
+    GgufModel::open(&gguf, Some(&dir.join("config.json")))?.write_float_copy(dir)?;
+    Ok(true)
+}
+
+fn convert(gguf_path: &Path, out: &Path, float_copy: bool) -> Result<Converted> {
+    let model = GgufModel::open(gguf_path, None)?;
+    let g = Gguf::open_header(gguf_path)?;
+    let config = hf_config(&g)?.ok_or_else(|| Error::Metadata { path: gguf_path.to_owned(), key: "general.architecture".into(), message: "missing, or the file holds no hyper-parameters".into() })?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-
-    // Weights.
-    let mut data: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    let mut parameters = 0;
-    for t in &g.tensors {
-        let (name, permute) = hf_name(&t.name).ok_or_else(|| Error::Tensor { name: t.name.clone(), message: "no Hugging Face name for this GGUF tensor (unused)".into() })?;
-        let mut values = g.dequantize(t)?;
-        let rows = t.shape[0];
-        let cols = t.shape.get(1..).map_or(1, |s| s.iter().product());
-        let n_heads = match permute {
-            _ if !architecture.gguf_permutes_qk() => None,
-            Permute::None => None,
-            Permute::Query => Some(heads),
-            Permute::Key => Some(kv_heads),
-        };
-        if let Some(n) = n_heads {
-            if rows != n * head_dim {
-                return Err(Error::Tensor { name: t.name.clone(), message: format!("expected {} rows ({n} heads x {head_dim}), found shape {:?}", n * head_dim, t.shape) });
-            }
-            values = unpermute_rows(&values, n, rows, cols);
-        }
-        parameters += values.len();
-        data.insert(name, (t.shape.clone(), values.into_iter().flat_map(f32::to_le_bytes).collect()));
+    if float_copy {
+        model.write_float_copy(out)?;
     }
-    for required in ["model.embed_tokens.weight", "model.norm.weight"] {
-        if !data.contains_key(required) {
-            return Err(Error::Tensor { name: required.into(), message: "missing from the GGUF file".into() });
-        }
-    }
-    let tied = !data.contains_key("lm_head.weight");
-    let attention_bias = data.keys().any(|n| n.ends_with("q_proj.bias"));
-    let views: Vec<(String, TensorView<'_>)> = data
-        .iter()
-        .map(|(name, (shape, bytes))| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Safetensors { path: out.join("model.safetensors"), message: e.to_string() })
-        })
-        .collect::<Result<_>>()?;
-    let weights = out.join("model.safetensors");
-    let meta: HashMap<String, String> = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    safetensors::serialize_to_file(views, Some(meta), &weights)
-        .map_err(|e| Error::Safetensors { path: weights.clone(), message: e.to_string() })?;
-    let n_tensors = data.len();
-    drop(data);
-
-    // config.json.
-    let opt_u64 = |k: &str| g.metadata.get(k).and_then(|v| v.as_u64());
-    let bos = opt_u64("tokenizer.ggml.bos_token_id");
-    let eos = opt_u64("tokenizer.ggml.eos_token_id");
-    let ffn = g.get_u64(&key("feed_forward_length"))?;
-    let config = json!({
-        "architectures": [architecture.hf_class()],
-        "model_type": architecture.model_type(),
-        "hidden_size": hidden,
-        "intermediate_size": ffn,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
-        "max_position_embeddings": opt_u64(&key("context_length")).unwrap_or(2048),
-        "rms_norm_eps": g.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
-        "rope_theta": g.metadata.get(&key("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10000.0),
-        "vocab_size": vocab,
-        "tie_word_embeddings": tied,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "pad_token_id": opt_u64("tokenizer.ggml.padding_token_id"),
-        "hidden_act": "silu",
-        "attention_bias": attention_bias,
-        "mlp_bias": false,
-        "use_sliding_window": false,
-        "torch_dtype": "float32",
-    });
     write_json(&out.join("config.json"), &config)?;
 
     // tokenizer.json and tokenizer_config.json.
+    let tokens = g.get_strings("tokenizer.ggml.tokens")?;
     let tokenizer = tokenizer_json(&g)?;
     let text = serde_json::to_string(&tokenizer).map_err(|e| Error::Tokenizer(e.to_string()))?;
     tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|e| Error::Tokenizer(format!("the rebuilt tokenizer does not load: {e}")))?;
     std::fs::write(out.join("tokenizer.json"), text).map_err(|e| Error::io(out.join("tokenizer.json"), e))?;
+    let opt_u64 = |k: &str| g.metadata.get(k).and_then(|v| v.as_u64());
     let token_at = |id: Option<u64>| id.and_then(|i| tokens.get(i as usize)).map(|s| (*s).to_owned());
+    let context = config["max_position_embeddings"].as_u64();
     let tokenizer_config = json!({
         "add_bos_token": g.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
-        "bos_token": token_at(bos),
-        "eos_token": token_at(eos),
+        "bos_token": token_at(opt_u64("tokenizer.ggml.bos_token_id")),
+        "eos_token": token_at(opt_u64("tokenizer.ggml.eos_token_id")),
         "pad_token": token_at(opt_u64("tokenizer.ggml.padding_token_id")),
         "unk_token": token_at(opt_u64("tokenizer.ggml.unknown_token_id")),
         "chat_template": g.metadata.get("tokenizer.chat_template").and_then(|v| v.as_str()),
-        "model_max_length": opt_u64(&key("context_length")),
+        "model_max_length": context,
         "clean_up_tokenization_spaces": false,
         "tokenizer_class": "GPT2Tokenizer",
     });
     write_json(&out.join("tokenizer_config.json"), &tokenizer_config)?;
-    Ok(Converted { dir: out.to_owned(), tensors: n_tensors, parameters })
+    let parameters = g.tensors.iter().map(|t| t.len()).sum();
+    Ok(Converted { dir: out.to_owned(), tensors: g.tensors.len(), parameters, float_copy })
 }
 
 /// Qwen2's split before the byte-level step (its `tokenizer.json`, and llama.cpp's `qwen2`):

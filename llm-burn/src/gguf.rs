@@ -415,9 +415,13 @@ impl Gguf {
         Ok(out)
     }
 
-    /// The tensor's values as `f32`, dequantised, in PyTorch (row-major) order.
+    /// The tensor's values as `f32`, dequantised, in PyTorch (row-major) order (from memory,
+    /// or read from the file when the header alone was read).
     pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
-        Ok(crate::quant::dequantize(t.kind, self.tensor_bytes(t)?))
+        match self.tensor_bytes(t) {
+            Ok(bytes) => Ok(crate::quant::dequantize(t.kind, bytes)),
+            Err(_) => Ok(crate::quant::dequantize(t.kind, &self.read_tensor(t)?)),
+        }
     }
 }
 

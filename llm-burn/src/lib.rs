@@ -48,6 +48,7 @@ pub mod file_weights;
 mod forward;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_model;
 pub mod gguf_write;
 pub mod host;
 pub mod identity;
@@ -75,13 +76,20 @@ pub use model::{ForwardOptions, Kernels, Llama, LoraPass, OProjBias, Output};
 
 /// The embedded default model's folder when it has been fetched: `LLM_MODEL_DIR` if set, else
 /// the workspace cache `.cache/models/SmolLM2-135M-Instruct` that `cargo xtask fetch-model`
-/// fills. `None` when the folder holds no `tokenizer.json` and `model.safetensors` (tests and
-/// benches skip then).
+/// fills. `None` when the folder holds no `tokenizer.json` or no weights (`model.safetensors` or
+/// `model.gguf`; tests and benches skip then).
 pub fn default_model_dir() -> Option<std::path::PathBuf> {
     let dir = std::env::var_os("LLM_MODEL_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/SmolLM2-135M-Instruct"));
-    (dir.join("tokenizer.json").is_file() && dir.join("model.safetensors").is_file()).then_some(dir)
+    is_model_dir(&dir).then_some(dir)
+}
+
+/// Whether `dir` holds a model this crate loads: `tokenizer.json` and weights
+/// (`model.safetensors` or its shards, or `model.gguf`).
+pub fn is_model_dir(dir: &std::path::Path) -> bool {
+    let weights = ["model.safetensors", "model.safetensors.index.json", file_weights::GGUF_FILE].iter().any(|f| dir.join(f).is_file());
+    dir.join("tokenizer.json").is_file() && weights
 }
 
 /// The CPU backend used by default (burn's `flex`).

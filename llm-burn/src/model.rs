@@ -17,7 +17,7 @@ use crate::gguf::TensorType;
 use crate::linear::{Table, Weight};
 use crate::lora::{Lora, Target};
 use crate::qmatrix::QMatrix;
-use crate::weights::{WeightFiles, transpose};
+use crate::weights::{FloatSource, transpose};
 
 /// The name table of a layer, relative to `model.layers.{i}.`: the two norms (`[hidden]`);
 /// every projection of [`Target::ALL`] as `{target.module()}.weight` (`[out, in]` in the file,
@@ -154,15 +154,15 @@ impl<B: Backend> Llama<B> {
     }
 
     /// [`Llama::load`] with the linear, embedding and output weights stored (and multiplied)
-    /// in `dtype`; norms stay float32.
-    /// [`Dtype::File`] reads `model.gguf` in `dir` instead and keeps its blocks
-    /// ([`crate::file_weights`]).
+    /// in `dtype`; norms stay float32. The float values come from the folder's safetensors
+    /// files or, where it has none, from its `model.gguf` dequantized (the same values as the
+    /// float32 copy [`crate::convert::gguf_to_hf`] writes).
+    /// [`Dtype::File`] reads `model.gguf` and keeps its blocks ([`crate::file_weights`]).
     pub fn load_as(dir: &Path, device: &B::Device, dtype: Dtype) -> Result<Self> {
         if dtype == Dtype::File {
             return crate::file_weights::load(dir, device);
         }
-        let config = LlamaConfig::load(&dir.join("config.json"))?;
-        let files = WeightFiles::open(dir)?;
+        let (files, config) = FloatSource::open(dir)?;
         let c = &config;
         let h = c.hidden;
         let mut used = std::collections::BTreeSet::new();

@@ -21,6 +21,20 @@ impl<B: Backend> Steerable for Llama<B> {
     /// the head output at that position), batched, computing shared prefixes once (see
     /// [`families`]).
     fn capture(&self, prompts: &[&[u32]], positions: &[usize]) -> Result<HeadActivations> {
+        self.capture_with_progress(prompts, positions, &mut |_, _| {})
+    }
+
+    fn choice_logprobs(&self, prompts: &[&[u32]], steerings: &[&Steering], choices: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let mut cache = self.new_cache();
+        let out = self.forward(prompts, &mut cache, ForwardOptions { steering: steerings, ..Default::default() })?;
+        logprobs_of(out.logits, choices)
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// [`Steerable::capture`], calling `progress(prompts done, prompts)` after each batch
+    /// (a long capture can then say how far it is).
+    pub fn capture_with_progress(&self, prompts: &[&[u32]], positions: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<HeadActivations> {
         if prompts.len() != positions.len() {
             return Err(Error::Input(format!("{} prompts but {} positions", prompts.len(), positions.len())));
         }
@@ -32,6 +46,7 @@ impl<B: Backend> Steerable for Llama<B> {
             .collect::<Result<_>>()?;
         let mut data = Vec::with_capacity(prompts.len() * geometry.sample_len());
         let width = geometry.layer_width();
+        let mut done = 0;
         for chunk in chunks(&families(&rows), CAPTURE_BATCH) {
             let heads = self.capture_chunk(&rows, chunk)?;
             // [layers][batch, width] -> [batch, layers, width]
@@ -45,18 +60,12 @@ impl<B: Backend> Steerable for Llama<B> {
                     data.extend_from_slice(&layer[r * width..(r + 1) * width]);
                 }
             }
+            done += n;
+            progress(done, prompts.len());
         }
         HeadActivations::new(geometry, prompts.len(), data).map_err(|e| Error::Input(e.to_string()))
     }
 
-    fn choice_logprobs(&self, prompts: &[&[u32]], steerings: &[&Steering], choices: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut cache = self.new_cache();
-        let out = self.forward(prompts, &mut cache, ForwardOptions { steering: steerings, ..Default::default() })?;
-        logprobs_of(out.logits, choices)
-    }
-}
-
-impl<B: Backend> Llama<B> {
     /// Head outputs at the last token of the rows of some families (in family order, then
     /// row order): the prefix every row of the chunk shares runs once, then each family's
     /// stem once, then every row's own tail from a copy of its family's cache.

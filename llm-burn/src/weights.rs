@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
+use crate::gguf_model::{FLOAT_COPY, GgufModel};
 
 #[derive(Debug, Clone, Deserialize)]
 struct Entry {
@@ -99,6 +101,50 @@ impl WeightFiles {
             _ if e.dtype == "F16" => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             _ => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         })
+    }
+}
+
+/// Where a float load reads its values: the folder's safetensors files, or its GGUF file
+/// dequantized when it has none.
+pub(crate) enum FloatSource {
+    /// `model.safetensors` (or its shards).
+    Files(WeightFiles),
+    /// `model.gguf`.
+    Gguf(Box<GgufModel>),
+}
+
+impl FloatSource {
+    /// The folder's weights and the configuration to read them with (`config.json` beside
+    /// safetensors files; the GGUF file's own metadata otherwise).
+    pub(crate) fn open(dir: &Path) -> Result<(Self, LlamaConfig)> {
+        let has_files = dir.join(FLOAT_COPY).is_file() || dir.join("model.safetensors.index.json").is_file();
+        let gguf = dir.join(crate::file_weights::GGUF_FILE);
+        if !has_files && gguf.is_file() {
+            let model = GgufModel::open(&gguf, Some(&dir.join("config.json")))?;
+            let config = model.config().clone();
+            return Ok((FloatSource::Gguf(Box::new(model)), config));
+        }
+        let config = LlamaConfig::load(&dir.join("config.json"))?;
+        if !has_files {
+            return Err(Error::Input(format!("{} holds no weights: neither model.safetensors nor model.gguf (`cargo xtask fetch-model` brings the pinned models)", dir.display())));
+        }
+        Ok((FloatSource::Files(WeightFiles::open(dir)?), config))
+    }
+
+    /// Reads one tensor as `f32`, checking its shape.
+    pub(crate) fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        match self {
+            FloatSource::Files(f) => f.read(name, shape),
+            FloatSource::Gguf(g) => g.read_f32(name, shape),
+        }
+    }
+
+    /// Names of all tensors.
+    pub(crate) fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            FloatSource::Files(f) => Box::new(f.names()),
+            FloatSource::Gguf(g) => Box::new(g.names()),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod default_model;
 mod file_dtype;
 mod generation;
 mod gguf_format;
+mod gguf_only;
 mod kernels;
 mod loading;
 mod npy;

@@ -49,7 +49,7 @@ fn fetched() -> Vec<Pinned> {
         let dir = model_dir(name, folder);
         let fx = fixture_dir(name);
         let text = std::fs::read_to_string(fx.join("fixtures.json")).unwrap_or_else(|e| panic!("{}: {e} (the parity fixtures ship with the repository)", fx.join("fixtures.json").display()));
-        if dir.join("model.safetensors").is_file() {
+        if llm_burn::is_model_dir(&dir) {
             found.push(Pinned { dir, fx: serde_json::from_str(&text).expect("fixtures.json"), arch });
         } else if required {
             panic!("the default model is not at {}: run `cargo xtask fetch-model` first (the README's test command does)", dir.display());
