@@ -86,5 +86,5 @@ pub use method::Method;
 pub use results::{Results, Run, SubjectResult};
 pub use config::{AlphaSelection, Provenance, RunConfig, Settings};
 pub use decision::Decision;
-pub use run::Evaluator;
+pub use run::{Evaluator, Phase};
 pub use score::{Scorer, Scoring};

@@ -41,14 +41,8 @@ pub struct EngineBenchArgs {
     /// The PAPI folder (for the real prompts); default: $PAPI_DIR.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Our engine's weight type: `f32` (default), `f16`, `bf16`, `q8_0` or `q4_k` (kept
-    /// quantized in memory) or `file` (the blocks of the model's GGUF file, as llama.cpp multiplies them). The other sides read the model folder (PyTorch, float32) and the GGUF file
-    /// (llama.cpp, its own types).
-    #[arg(long, default_value = "f32")]
-    dtype: llm_burn::Dtype,
+    #[command(flatten)]
+    model: crate::model::ModelArgs,
     /// Threads on both sides (ours: rayon; PyTorch: intra-op).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -344,12 +338,13 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     }
     let out = args.out.clone().unwrap_or_else(|| cache.join("engine-bench"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let dir = crate::model::resolve(&args.model)?;
+    // `--dtype` is our engine's; PyTorch reads the float32 copy, llama.cpp the GGUF file.
+    let (dir, dtype) = (args.model.dir()?, args.model.dtype());
     let data_dir = crate::papi::data_dir(args.data.clone())?;
     let data = Dataset::load(&data_dir, None).with_context(|| format!("loading {}", data_dir.display()))?;
     let prompts = PromptEncoder::from_dir(&dir)?;
     rayon_threads(args.threads)?;
-    let model = Llama::<Backend>::load_as(&dir, &Default::default(), args.dtype).with_context(|| format!("loading {}", dir.display()))?;
+    let model = Llama::<Backend>::load_as(&dir, &Default::default(), dtype).with_context(|| format!("loading {}", dir.display()))?;
     let mut work = build_work(&data, &prompts, &model, args.threads)?;
     if let Some(only) = &args.units {
         let names: Vec<&str> = only.split(',').map(str::trim).collect();
@@ -376,6 +371,10 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     let torch = if args.ours_only {
         None
     } else {
+        // transformers reads the float32 copy; it is written once, on this first use.
+        if llm_burn::convert::ensure_float_copy(&dir).with_context(|| format!("writing the float32 copy in {}", dir.display()))? {
+            eprintln!("wrote the float32 copy for PyTorch in {}", dir.display());
+        }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_engine.py");
         let status = Command::new(&python)
             .arg(&script)
@@ -419,14 +418,14 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     let summary = serde_json::json!({
         "threads": args.threads,
         "model": dir,
-        "ours_dtype": args.dtype,
+        "ours_dtype": dtype,
         "torch_versions": torch.as_ref().map(|t| &t.versions),
         "llamacpp_versions": llama.as_ref().map(|t| &t.versions),
         "llamacpp_weights": llama.as_ref().map(|_| &llama_types),
         "rows": rows,
     });
     std::fs::write(out.join("engine-bench.json"), serde_json::to_vec_pretty(&summary)?)?;
-    println!("{}", table(&rows, args.dtype, &llama_types));
+    println!("{}", table(&rows, dtype, &llama_types));
     Ok(())
 }
 

@@ -54,6 +54,11 @@ enum Task {
         /// Where to put the folder (default: .cache/models/<the model's folder>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also write the float32 copy (`model.safetensors`, several times the GGUF file's
+        /// size) for tools that read a Hugging Face folder, such as PyTorch. Every dtype of
+        /// this project loads from the GGUF file without it.
+        #[arg(long)]
+        float_copy: bool,
     },
     /// Download the official PAPI release files (test set, split, item key, P² prompts),
     /// each checked against its pinned SHA-256; prints the folder.
@@ -109,8 +114,11 @@ fn main() -> Result<()> {
     match cli.task {
         Task::PapiStats(args) => papi::stats(&args),
         Task::PapiSynth(args) => papi::synth(&args),
-        Task::FetchModel { model: name, out } => {
+        Task::FetchModel { model: name, out, float_copy } => {
             let dir = model::fetch(model::source(&name)?, out)?;
+            if float_copy && llm_burn::convert::ensure_float_copy(&dir)? {
+                eprintln!("wrote {}", dir.join(llm_burn::gguf_model::FLOAT_COPY).display());
+            }
             println!("{}", dir.display());
             Ok(())
         }

@@ -46,6 +46,41 @@ const fn part(package: &'static str, path: &'static str, len: u64, sha256: &'sta
 /// The default model: what CI and the tests use.
 pub const DEFAULT: &str = "smollm2-135m-instruct";
 
+/// The model a command loads: the same two flags, with one default each, in every command
+/// that runs a model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// A pinned model by name (`fetch-model --model`; fetched on first use) or a model folder
+    /// (default: smollm2-135m-instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Weight type: `f32`, `f16` or `bf16` (floats), `q8_0` or `q4_k` (quantized at load, kept
+    /// in blocks; CPU) or `file` (the GGUF file's own blocks: Q4_K, Q6_K, ...; CPU); norms,
+    /// softmax and log-probabilities stay float32. Default: f32 on the CPU, bf16 with CUDA.
+    #[arg(long)]
+    pub dtype: Option<llm_burn::Dtype>,
+}
+
+impl ModelArgs {
+    /// The model's folder (a pinned model is fetched if it is not yet).
+    pub fn dir(&self) -> Result<PathBuf> {
+        resolve(&self.model)
+    }
+
+    /// The weight type asked for, else the device's default.
+    pub fn dtype(&self) -> llm_burn::Dtype {
+        self.dtype.unwrap_or(llm_burn::Dtype::default_for(cfg!(feature = "cuda")))
+    }
+
+    /// The folder, its prompt encoder and the model loaded in [`ModelArgs::dtype`].
+    pub fn load(&self) -> Result<(PathBuf, llm_burn::PromptEncoder, llm_burn::Llama<crate::logits::Backend>)> {
+        let dir = self.dir()?;
+        let prompts = llm_burn::PromptEncoder::from_dir(&dir).with_context(|| format!("reading the tokenizer and chat template of {}", dir.display()))?;
+        let model = llm_burn::Llama::load_as(&dir, &Default::default(), self.dtype()).with_context(|| format!("loading {} as {}", dir.display(), self.dtype()))?;
+        Ok((dir, prompts, model))
+    }
+}
+
 /// The pinned models (`fetch-model --model NAME`).
 pub const MODELS: &[ModelSource] = &[
     ModelSource {
@@ -145,12 +180,15 @@ pub fn resolve(model: &Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn is_complete(dir: &Path) -> bool {
-    ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", STAMP].iter().all(|f| dir.join(f).is_file())
+    ["config.json", "tokenizer.json", "tokenizer_config.json", STAMP].iter().all(|f| dir.join(f).is_file())
+        && (dir.join(llm_burn::file_weights::GGUF_FILE).is_file() || dir.join(llm_burn::gguf_model::FLOAT_COPY).is_file())
 }
 
-/// Brings and converts a pinned model into `out` (default: its cache folder) and returns the
-/// folder. Idempotent: a complete folder is returned at once, and a GGUF file already
-/// assembled and checked is not fetched again.
+/// Brings a pinned model into `out` (default: its cache folder) and returns the folder: its
+/// GGUF file (linked as `model.gguf`, what every dtype loads from), `config.json` and the
+/// tokenizer; no float32 copy (`fetch-model --float-copy` writes one). Idempotent: a complete
+/// folder is returned at once, and a GGUF file already assembled and checked is not fetched
+/// again.
 pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
     let out = out.unwrap_or_else(|| model_dir(m));
     if is_complete(&out) {
@@ -166,8 +204,7 @@ pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
     if partial.exists() {
         std::fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
     }
-    eprintln!("converting {} ...", gguf.display());
-    let converted = llm_burn::convert::gguf_to_hf(&gguf, &partial).with_context(|| format!("converting {}", gguf.display()))?;
+    let converted = llm_burn::convert::gguf_to_folder(&gguf, &partial).with_context(|| format!("reading {}", gguf.display()))?;
     link_gguf(&gguf, &partial)?;
     std::fs::write(partial.join(STAMP), format!("{}\n{}\nsha256:{}\n", m.name, gguf.display(), m.sha256))?;
     if out.exists() {
@@ -178,7 +215,7 @@ pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
     }
     std::fs::rename(&partial, &out).with_context(|| format!("moving the model into {}", out.display()))?;
     eprintln!(
-        "converted {} tensors ({:.1} M parameters) in {:.1} s",
+        "{} tensors ({:.1} M parameters) ready in {:.1} s",
         converted.tensors,
         converted.parameters as f64 / 1e6,
         start.elapsed().as_secs_f64()

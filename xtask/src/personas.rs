@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use eval::align::{Answers, align};
 use eval::{Method, RunConfig};
-use llm_burn::{Generation, Llama, Message, PromptEncoder, Sampling, TextStream};
+use llm_burn::{Generation, Llama, Message, Sampling, TextStream};
 use pas_core::{Intervention, Positions};
 
 use crate::logits::Backend;
@@ -21,9 +21,8 @@ pub struct AlignArgs {
     /// answer 1..5 as given to the statement, any subset of the 300 items.
     #[arg(long)]
     answers: PathBuf,
-    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::model::ModelArgs,
     /// The persona file to write.
     #[arg(long)]
     out: PathBuf,
@@ -39,10 +38,6 @@ pub struct AlignArgs {
     data: Option<PathBuf>,
 }
 
-fn model_dir(model: &Option<PathBuf>) -> Result<PathBuf> {
-    crate::model::resolve(model)
-}
-
 /// Runs `align`.
 pub fn run_align(args: &AlignArgs) -> Result<()> {
     let data = crate::papi::data_dir(args.data.clone())?;
@@ -52,9 +47,7 @@ pub fn run_align(args: &AlignArgs) -> Result<()> {
     let agree = answers.answers.values().filter(|&&a| a > 3).count();
     let disagree = answers.answers.values().filter(|&&a| a < 3).count();
     eprintln!("{}: {} answers ({agree} agree, {disagree} disagree, {} neutral)", args.answers.display(), answers.answers.len(), answers.answers.len() - agree - disagree);
-    let dir = model_dir(&args.model)?;
-    let prompts = PromptEncoder::from_dir(&dir)?;
-    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let (dir, prompts, model) = args.model.load()?;
     let mut config = RunConfig::default();
     config.pas.positions = args.steer_positions;
     let work = args.out.with_extension("work");
@@ -101,9 +94,8 @@ pub struct ChatArgs {
     /// Most new tokens per answer.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::model::ModelArgs,
 }
 
 /// A persona file's steering for the model in `dir`, at its own or the given strength.
@@ -117,9 +109,7 @@ fn load_persona(path: &Path, dir: &Path, model: &Llama<Backend>, alpha: Option<f
 
 /// Runs `chat`.
 pub fn run_chat(args: &ChatArgs) -> Result<()> {
-    let dir = model_dir(&args.model)?;
-    let prompts = PromptEncoder::from_dir(&dir)?;
-    let model = Llama::<Backend>::load(&dir, &Default::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let (dir, prompts, model) = args.model.load()?;
     let steering = args.persona.as_deref().map(|p| load_persona(p, &dir, &model, args.alpha)).transpose()?;
     let sampling = Sampling { temperature: args.temperature, top_p: args.top_p, seed: args.seed };
     sampling.validate()?;
@@ -188,9 +178,8 @@ pub struct ServeArgs {
     /// New tokens when a request does not say.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
-    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::model::ModelArgs,
     /// Most requests waiting for a row; past it, 429 with Retry-After.
     #[arg(long, default_value_t = serve::ServerConfig::default().max_waiting)]
     max_waiting: usize,
@@ -206,10 +195,6 @@ pub struct ServeArgs {
     /// Personas kept loaded (the least recently used goes past it).
     #[arg(long, default_value_t = serve::personas::DEFAULT_MAX_LOADED)]
     max_personas_loaded: usize,
-    /// Weight type: `f32` (default), `f16`, `bf16`, `q8_0` or `q4_k` (kept quantized in memory) or `file` (the GGUF
-    /// file's own blocks).
-    #[arg(long, default_value = "f32")]
-    dtype: llm_burn::Dtype,
 }
 
 impl ServeArgs {
@@ -233,13 +218,11 @@ impl ServeArgs {
 }
 
 /// Starts a server (in this process) and returns it with the model's name.
-pub fn start_server(model: &Option<PathBuf>, dtype: llm_burn::Dtype, personas: &Path, max_personas: usize, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
+pub fn start_server(model: &crate::model::ModelArgs, personas: &Path, max_personas: usize, addr: &str, config: serve::ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> Result<(serve::Running, String)> {
     if !personas.is_dir() {
         bail!("{} is not a folder (create it and put persona files in it)", personas.display());
     }
-    let dir = model_dir(model)?;
-    let prompts = PromptEncoder::from_dir(&dir)?;
-    let model = Llama::<Backend>::load_as(&dir, &Default::default(), dtype).with_context(|| format!("loading {}", dir.display()))?;
+    let (dir, prompts, model) = model.load()?;
     let identity = llm_burn::identity::identity(&dir, model.config())?;
     let model_id = identity.model_id.clone();
     let personas = serve::Personas::new(personas.to_owned(), identity).max_loaded(max_personas);
@@ -251,7 +234,7 @@ pub fn start_server(model: &Option<PathBuf>, dtype: llm_burn::Dtype, personas: &
 /// Runs `serve` until the process is stopped.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
     let config = args.config()?;
-    let (running, model_id) = start_server(&args.model, args.dtype, &args.personas, args.max_personas_loaded, &args.addr, config, |line| eprintln!("{line}"))?;
+    let (running, model_id) = start_server(&args.model, &args.personas, args.max_personas_loaded, &args.addr, config, |line| eprintln!("{line}"))?;
     let n = std::fs::read_dir(&args.personas).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).count()).unwrap_or(0);
     eprintln!("serving {model_id} on http://{} with {n} personas in {}", running.addr, args.personas.display());
     match running.thread.join() {

@@ -12,12 +12,10 @@ use dpo_baseline::{DpoConfig, LoraConfig, PpoConfig, Rejected, SystemPrompt};
 use eval::{AlphaSelection, Decision, Evaluator, Method, Provenance, RunConfig, Scoring};
 use llm_burn::lora::Target;
 use indicatif::{ProgressBar, ProgressStyle};
-use llm_burn::{Llama, PromptEncoder};
 use papi_data::reference::RidgeConfig;
 use papi_data::{Dataset, Keying};
 use pas_core::{PasConfig, Search, Selection};
 
-use crate::logits::Backend;
 
 /// Arguments of `reproduce`.
 #[derive(Args)]
@@ -33,9 +31,8 @@ pub struct ReproduceArgs {
     /// `personality_prompt.json`, if there is one).
     #[arg(long)]
     p2_prompts: Option<PathBuf>,
-    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::model::ModelArgs,
     /// Run only shard I of N (0-based) of the subjects, into `<out>/shard-I-of-N`; merge the
     /// shards with `cargo xtask merge`. Without it, the shard comes from Slurm's
     /// `SLURM_ARRAY_TASK_ID` (minus `SLURM_ARRAY_TASK_MIN`) and `SLURM_ARRAY_TASK_COUNT`, or
@@ -73,11 +70,6 @@ pub struct ReproduceArgs {
     /// `report --decision` re-reads a finished run.
     #[arg(long, default_value = "held-out")]
     decision: Decision,
-    /// Weight type: `f32`, `f16`, `bf16`, `q8_0` or `q4_k` (kept quantized in memory) or `file` (the
-    /// model's GGUF blocks) (default: f32 on the CPU, bf16 on CUDA); norms, softmax and
-    /// log-probabilities stay float32.
-    #[arg(long)]
-    dtype: Option<llm_burn::Dtype>,
     /// Output folder (default: `results/reproduce-<keying>-<alpha selection>`). Re-running with
     /// the same folder resumes: finished subjects are not redone.
     #[arg(long)]
@@ -400,10 +392,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let model_dir = crate::model::resolve(&args.model)?;
-    let prompts = PromptEncoder::from_dir(&model_dir).with_context(|| format!("reading the tokenizer and chat template of {}", model_dir.display()))?;
-    let model = Llama::<Backend>::load_as(&model_dir, &Default::default(), crate::logits::dtype_or_default(args.dtype))
-        .with_context(|| format!("loading {}", model_dir.display()))?;
+    let (model_dir, prompts, model) = args.model.load()?;
     let model_id = model_dir.file_name().map_or("model".into(), |f| f.to_string_lossy().into_owned());
     let device = if cfg!(feature = "cuda") { "cuda (burn)".to_owned() } else { format!("cpu (burn flex, {} threads)", std::thread::available_parallelism().map_or(1, |n| n.get())) };
     let mut out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/reproduce-{}-{}", args.keying.as_str(), args.alpha_selection.as_str())));
@@ -422,9 +411,11 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         bar.enable_steady_tick(Duration::from_millis(500));
         evaluator.with_progress(bar)
     } else {
-        evaluator.on_done(|d| {
-            eprintln!("{}/{} case {} {} {:.1} s, ETA {:.0} s", d.done, d.total, d.case, d.method, d.seconds, d.eta_seconds);
-        })
+        evaluator
+            .on_done(|d| {
+                eprintln!("{}/{} case {} {} {:.1} s, ETA {:.0} s", d.done, d.total, d.case, d.method, d.seconds, d.eta_seconds);
+            })
+            .on_phase(phase_lines(Duration::from_secs(30)))
     };
     let results = evaluator.run()?;
     eprintln!("wrote {}/results.json, report.md, totals.svg, samples.jsonl.gz", out.display());
@@ -468,5 +459,24 @@ mod tests {
         assert!(!methods.contains(&Method::Dpo) && !methods.contains(&Method::Ppo));
         let full = Cli::parse_from(["reproduce", "--methods", "all"]).args;
         assert_eq!(Method::parse_list(&full.methods).unwrap(), Method::ALL.to_vec());
+    }
+}
+
+/// Progress lines of the shared phases for a log: the start, then at most one line per
+/// `every`, and the end.
+fn phase_lines(every: Duration) -> impl Fn(&eval::run::Phase) {
+    let last = std::cell::Cell::new(None::<std::time::Instant>);
+    move |p| {
+        let now = std::time::Instant::now();
+        let (start, end) = (p.done == 0, p.done == p.total);
+        if !(start || end || last.get().is_none_or(|t| now - t >= every)) {
+            return;
+        }
+        last.set(Some(now));
+        match (start, p.eta_seconds) {
+            (true, _) => eprintln!("{}: {} prompts ...", p.name, p.total),
+            (false, Some(eta)) if !end => eprintln!("{}: {}/{} in {:.0} s, ETA {eta:.0} s", p.name, p.done, p.total, p.seconds),
+            _ => eprintln!("{}: {} prompts in {:.1} s", p.name, p.total, p.seconds),
+        }
     }
 }

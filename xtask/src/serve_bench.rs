@@ -15,9 +15,8 @@ use serde_json::{Value, json};
 /// Arguments of `serve-bench`.
 #[derive(Args)]
 pub struct ServeBenchArgs {
-    /// A pinned model by name (`fetch-model --model`; fetched if missing) or a model folder (default: smollm2-135m-instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::model::ModelArgs,
     /// Concurrent clients of each measured row, comma-separated.
     #[arg(long, default_value = "1,4,16")]
     clients: String,
@@ -166,11 +165,11 @@ fn load(url: &str, n: usize, personas: &[String]) -> (usize, usize, Vec<String>)
 pub fn run(args: &ServeBenchArgs) -> Result<()> {
     let clients: Vec<usize> = args.clients.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
     let dir = tempfile_dir()?;
-    let model_dir = crate::model::resolve(&args.model)?;
+    let model_dir = args.model.dir()?;
     let config = llm_burn::LlamaConfig::load(&model_dir.join("config.json"))?;
     let names = write_personas(&dir, &model_dir, &config, 16)?;
     let server = serve::ServerConfig { model_id: String::new(), max_tokens: 256, default_max_tokens: 64, max_batch: 32, max_waiting: 32, ..Default::default() };
-    let (running, model_id) = crate::personas::start_server(&args.model, llm_burn::Dtype::F32, &dir, serve::personas::DEFAULT_MAX_LOADED, "127.0.0.1:0", server, |_| {})?;
+    let (running, model_id) = crate::personas::start_server(&args.model, &dir, serve::personas::DEFAULT_MAX_LOADED, "127.0.0.1:0", server, |_| {})?;
     let url = format!("http://{}", running.addr);
     eprintln!("{model_id} on {url}; {} requests per client, {} tokens each", args.requests, args.max_tokens);
     // Warm up (allocator, caches).

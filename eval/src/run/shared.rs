@@ -14,6 +14,11 @@ use crate::request::{Executor, Request};
 use crate::results::Diagnostic;
 use crate::score::short_hash;
 
+/// The contrast phase's name in progress reports.
+const CONTRAST: &str = "head activations of the contrast prompts";
+/// The plain pass's name in progress reports.
+const PLAIN: &str = "the unsteered model on every item (shared by all subjects)";
+
 impl<B: Backend> Evaluator<'_, B> {
     /// The activations of the 2 × known contrast prompts (read from the run's cache when
     /// they were computed before with the same prompts).
@@ -44,7 +49,8 @@ impl<B: Backend> Evaluator<'_, B> {
         let t = Instant::now();
         let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
         let positions: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();
-        let acts = self.model.capture(&refs, &positions)?;
+        self.phase(CONTRAST, 0, rows.len(), t);
+        let acts = self.model.capture_with_progress(&refs, &positions, &mut |done, total| self.phase(CONTRAST, done, total, t))?;
         let seconds = t.elapsed().as_secs_f64();
         let tokens = rows.iter().map(|r| r.len() as u64).sum();
         let bytes: Vec<u8> = acts.data().iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -66,12 +72,20 @@ impl<B: Backend> Evaluator<'_, B> {
         }
         let t = Instant::now();
         // Test items apart, in the order and batches every method asks them: no-change's
-        // answers are then exactly what scoring the test items alone gives.
-        let known = exec.one(&Request::plain(DEFAULT_SYSTEM, &self.data.split.known))?;
-        let test_items = self.test_items();
-        let test = if test_items.is_empty() { crate::score::Scored { items: Vec::new(), tokens: 0 } } else { exec.one(&Request::plain(DEFAULT_SYSTEM, &test_items))? };
-        let scores = known.items.into_iter().chain(test.items).collect();
-        let p = PlainScores { items, scores, seconds: t.elapsed().as_secs_f64(), tokens: known.tokens + test.tokens };
+        // answers are then exactly what scoring the test items alone gives. Progress is told
+        // per part (run in pieces, a piece's shared prefix, and so its rounding, would differ).
+        self.phase(PLAIN, 0, items.len(), t);
+        let (mut scores, mut tokens) = (Vec::with_capacity(items.len()), 0);
+        for part in [self.data.split.known.clone(), self.test_items()] {
+            if part.is_empty() {
+                continue;
+            }
+            let scored = exec.one(&Request::plain(DEFAULT_SYSTEM, &part))?;
+            scores.extend(scored.items);
+            tokens += scored.tokens;
+            self.phase(PLAIN, scores.len(), items.len(), t);
+        }
+        let p = PlainScores { items, scores, seconds: t.elapsed().as_secs_f64(), tokens };
         write_json(&path, &p)?;
         Ok(p)
     }

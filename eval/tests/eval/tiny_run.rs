@@ -518,3 +518,44 @@ fn pas_at_strength_zero_recalls_few_shot_finished_in_an_earlier_part() {
     assert_eq!(pas["items"], few["items"]);
     assert_eq!(pas["tokens"]["eval"], 0, "the test items were recalled, not run");
 }
+
+/// The shared phases tell their progress from start to end, and the plain pass's known items
+/// are scored exactly as one request over all of them scores them.
+#[test]
+fn shared_phases_report_progress_and_the_plain_pass_is_one_request_in_pieces() {
+    use eval::request::{Executor, Request};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, prompts) = tiny_model(model_dir.path());
+    let data = synthetic_dataset(2);
+    let out = tempfile::tempdir().unwrap();
+    let mut config = quick_config(&[Method::NoChange, Method::PasOnly], 1);
+    config.batch = 3;
+    config.pas.search = Search::Grid { alphas: vec![0.0] };
+    let phases: Rc<RefCell<Vec<eval::Phase>>> = Rc::default();
+    let seen = phases.clone();
+    Evaluator::new(&model, &prompts, &data, None, config.clone(), provenance(model_dir.path()), out.path())
+        .unwrap()
+        .on_phase(move |p| seen.borrow_mut().push(p.clone()))
+        .run()
+        .unwrap();
+    let phases = phases.borrow();
+    let names: std::collections::BTreeSet<&str> = phases.iter().map(|p| p.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for name in names {
+        let mine: Vec<&eval::Phase> = phases.iter().filter(|p| p.name == name).collect();
+        assert!(mine.len() >= 3, "{name}: a start, progress and an end: {mine:?}");
+        assert_eq!(mine[0].done, 0, "{name} starts at 0");
+        assert_eq!(mine.last().map(|p| p.done), Some(mine[0].total), "{name} ends at its total");
+        assert!(mine.windows(2).all(|w| w[0].done <= w[1].done && w[1].eta_seconds.is_some()), "{name}: {mine:?}");
+    }
+    let plain: serde_json::Value = serde_json::from_str(&read(&out.path().join("shared/plain.json"))).unwrap();
+    let scorer = eval::Scorer::new(&model, &prompts, config.scoring, config.batch).unwrap();
+    let whole = Executor::new(&scorer, &data.inventory).one(&Request::plain(eval::prompt::DEFAULT_SYSTEM, &data.split.known)).unwrap();
+    let pieces: Vec<eval::score::ItemScore> = serde_json::from_value(plain["scores"].clone()).unwrap();
+    assert_eq!(pieces.len(), data.split.known.len() + config.test_items.unwrap());
+    for (a, b) in pieces.iter().zip(&whole.items) {
+        assert_eq!((a.choice, &a.logprobs), (b.choice, &b.logprobs));
+    }
+}
