@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use dpo_baseline::data::pairs;
 use dpo_baseline::train::{AdamW, option_logprobs, reference_logprobs, step};
 use dpo_baseline::{DpoConfig, Example, Rejected};
-use llm_burn::{CpuBackend, Llama, Lora, LoraPass, PromptEncoder};
+use llm_burn::{CpuBackend, Decoder, Lora, LoraPass, PromptEncoder};
 
 type AD = Autodiff<CpuBackend>;
 
@@ -32,7 +32,7 @@ fn bench(c: &mut Criterion) {
         eprintln!("skipped: no default model (run `cargo xtask fetch-model`)");
         return;
     };
-    let model = Llama::<CpuBackend>::load(&dir, &Default::default()).expect("model");
+    let model = Decoder::<CpuBackend>::load(&dir, &Default::default()).expect("model");
     let prompts = PromptEncoder::from_dir(&dir).expect("tokenizer");
     let options = [" A", " B", " C", " D", " E"].map(|t| prompts.single_token(t).expect("option token"));
     let examples: Vec<Example> = ITEMS
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     let batch: Vec<_> = pairs(&examples).into_iter().map(|p| (p.example, p)).collect();
     let config = DpoConfig::default();
     let (reference, _) = reference_logprobs(&model, &examples, &options, 16).expect("reference");
-    let policy = Llama::<AD>::from_inner(&model);
+    let policy = Decoder::<AD>::from_inner(&model);
     let lora = Lora::<CpuBackend>::init(model.config(), &config.lora.spec(), 0, &Default::default()).expect("adapters");
 
     let mut g = c.benchmark_group("dpo_default_model_8_items");

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use llm_burn::LlamaConfig;
-use llm_burn::weights::transpose;
-use llm_burn::lora::{Adapter, Lora, Target};
+use llm_burn::ModelConfig;
+use llm_burn::formats::weight_files::transpose;
+use llm_burn::model::lora::{Adapter, Lora, Target};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -53,7 +53,7 @@ pub fn save<B: Backend>(path: &Path, lora: &Lora<B>, metadata: &BTreeMap<String,
 
 /// Reads adapters written by [`save`] (or by PEFT, F32) for a model of `config`; returns
 /// them and the file's metadata. Every tensor is checked against the model's shapes.
-pub fn load<B: Backend>(path: &Path, config: &LlamaConfig, device: &B::Device) -> Result<(Lora<B>, BTreeMap<String, String>)> {
+pub fn load<B: Backend>(path: &Path, config: &ModelConfig, device: &B::Device) -> Result<(Lora<B>, BTreeMap<String, String>)> {
     let bad = |message: String| Error::Adapter { path: path.to_owned(), message };
     let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_owned(), source: e })?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;

@@ -1,6 +1,6 @@
 //! Settings of the adapters and of the DPO training, validated before any work.
 
-use llm_burn::lora::{LoraSpec, Target};
+use llm_burn::model::lora::{LoraSpec, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Rejected;
@@ -44,21 +44,13 @@ pub enum SystemPrompt {
     FewShot,
 }
 
-/// DPO training settings. Defaults follow TRL's `DPOConfig` where it has one (`beta` 0.1,
-/// sigmoid loss, AdamW with `eps` 1e-8 and no weight decay, gradient norm clipped at 1),
-/// with a learning rate and epoch count suited to LoRA on ~100 pairs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DpoConfig {
-    /// Strength of the KL tie to the reference model.
-    pub beta: f64,
+/// The optimiser DPO and PPO share: AdamW with a constant learning rate and the global
+/// gradient norm clipped (TRL's defaults: `eps` 1e-8, no weight decay, clipped at 1), with a
+/// learning rate suited to LoRA on ~100 items.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OptimiserConfig {
     /// AdamW learning rate (constant).
     pub learning_rate: f64,
-    /// Passes over the training pairs (at most; see `patience`).
-    pub epochs: usize,
-    /// Prompts (items) per optimisation step, each with all its pairs (one pair per
-    /// prompt under the opposite-extreme rule, two for answers of 3, four under
-    /// all-others). The loss is the mean over the step's pairs.
-    pub batch_size: usize,
     /// Clip the global gradient norm to this (`None`: no clipping).
     pub max_grad_norm: Option<f64>,
     /// AdamW's decoupled weight decay.
@@ -67,6 +59,43 @@ pub struct DpoConfig {
     pub adam_betas: (f64, f64),
     /// AdamW's `eps`.
     pub adam_epsilon: f64,
+}
+
+impl Default for OptimiserConfig {
+    fn default() -> Self {
+        OptimiserConfig { learning_rate: 5e-4, max_grad_norm: Some(1.0), weight_decay: 0.0, adam_betas: (0.9, 0.999), adam_epsilon: 1e-8 }
+    }
+}
+
+impl OptimiserConfig {
+    /// Checks every setting; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |x: f64| x.is_finite() && x > 0.0;
+        check(pos(self.learning_rate), "learning_rate", || format!("must be positive, not {}", self.learning_rate))?;
+        check(self.max_grad_norm.is_none_or(pos), "max_grad_norm", || format!("must be positive, not {:?}", self.max_grad_norm))?;
+        check(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight_decay", || format!("must be ≥ 0, not {}", self.weight_decay))?;
+        let (b1, b2) = self.adam_betas;
+        check((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2), "adam_betas", || format!("must be in [0, 1), not ({b1}, {b2})"))?;
+        check(pos(self.adam_epsilon), "adam_epsilon", || format!("must be positive, not {}", self.adam_epsilon))
+    }
+}
+
+/// DPO training settings. Defaults follow TRL's `DPOConfig` where it has one (`beta` 0.1,
+/// sigmoid loss, AdamW with `eps` 1e-8 and no weight decay, gradient norm clipped at 1),
+/// with a learning rate and epoch count suited to LoRA on ~100 pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpoConfig {
+    /// Strength of the KL tie to the reference model.
+    pub beta: f64,
+    /// AdamW and gradient clipping (the keys sit at this level in JSON).
+    #[serde(flatten)]
+    pub optimiser: OptimiserConfig,
+    /// Passes over the training pairs (at most; see `patience`).
+    pub epochs: usize,
+    /// Prompts (items) per optimisation step, each with all its pairs (one pair per
+    /// prompt under the opposite-extreme rule, two for answers of 3, four under
+    /// all-others). The loss is the mean over the step's pairs.
+    pub batch_size: usize,
     /// Fraction of the known items kept out of training to choose the epoch (0: none).
     pub held_out_fraction: f64,
     /// Stop after this many epochs without a lower held-out loss.
@@ -87,13 +116,9 @@ impl Default for DpoConfig {
     fn default() -> Self {
         DpoConfig {
             beta: 0.1,
-            learning_rate: 5e-4,
+            optimiser: OptimiserConfig::default(),
             epochs: 3,
             batch_size: 8,
-            max_grad_norm: Some(1.0),
-            weight_decay: 0.0,
-            adam_betas: (0.9, 0.999),
-            adam_epsilon: 1e-8,
             held_out_fraction: 0.2,
             patience: 1,
             eval_batch: 16,
@@ -114,15 +139,10 @@ impl DpoConfig {
     pub fn validate(&self) -> Result<()> {
         let pos = |x: f64| x.is_finite() && x > 0.0;
         check(pos(self.beta), "beta", || format!("must be positive, not {}", self.beta))?;
-        check(pos(self.learning_rate), "learning_rate", || format!("must be positive, not {}", self.learning_rate))?;
+        self.optimiser.validate()?;
         check(self.epochs >= 1, "epochs", || "must be at least 1".into())?;
         check(self.batch_size >= 1, "batch_size", || "must be at least 1".into())?;
         check(self.eval_batch >= 1, "eval_batch", || "must be at least 1".into())?;
-        check(self.max_grad_norm.is_none_or(pos), "max_grad_norm", || format!("must be positive, not {:?}", self.max_grad_norm))?;
-        check(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight_decay", || format!("must be ≥ 0, not {}", self.weight_decay))?;
-        let (b1, b2) = self.adam_betas;
-        check((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2), "adam_betas", || format!("must be in [0, 1), not ({b1}, {b2})"))?;
-        check(pos(self.adam_epsilon), "adam_epsilon", || format!("must be positive, not {}", self.adam_epsilon))?;
         check((0.0..=0.5).contains(&self.held_out_fraction), "held_out_fraction", || format!("must be in [0, 0.5], not {}", self.held_out_fraction))?;
         check(self.patience >= 1, "patience", || "must be at least 1".into())?;
         check(self.lora.rank >= 1, "lora.rank", || "must be at least 1".into())?;

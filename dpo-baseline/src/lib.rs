@@ -16,12 +16,12 @@
 //! ```
 //! use burn::backend::Autodiff;
 //! use dpo_baseline::{DpoConfig, Example, Rejected, train};
-//! use llm_burn::{CpuBackend, Llama, tiny};
+//! use llm_burn::{CpuBackend, Decoder, tiny};
 //!
 //! let dir = std::env::temp_dir().join(format!("dpo-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! tiny::write_model(&dir, 7)?;
-//! let model = Llama::<CpuBackend>::load(&dir, &Default::default())?;
+//! let model = Decoder::<CpuBackend>::load(&dir, &Default::default())?;
 //! let options = [0, 1, 2, 3, 4].map(tiny::option_token);
 //! // Two items the person agrees with (5) and one they disagree with (1).
 //! let examples: Vec<Example> = [(1, vec![1, 40, 41, 42], 5), (2, vec![1, 40, 43], 5), (3, vec![1, 44, 45], 1)]
@@ -44,8 +44,8 @@ pub mod error;
 pub mod ppo;
 pub mod train;
 
-pub use config::{DpoConfig, LoraConfig, SystemPrompt};
+pub use config::{DpoConfig, LoraConfig, OptimiserConfig, SystemPrompt};
 pub use data::{Example, Pair, Rejected};
 pub use error::{Error, Result};
-pub use ppo::{PpoConfig, PpoLogLine, PpoReport};
-pub use train::{LogLine, Metrics, TrainReport, Trained};
+pub use ppo::{PpoConfig, PpoLogLine, PpoReport, PpoStep};
+pub use train::{LogLine, Metrics, TrainReport, Trained, TrainingLog};

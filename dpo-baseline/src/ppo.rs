@@ -26,15 +26,15 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData, activation};
-use llm_burn::{Llama, Lora, LoraPass};
+use llm_burn::{Decoder, Lora, LoraPass};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{LoraConfig, SystemPrompt};
+use crate::config::{LoraConfig, OptimiserConfig, SystemPrompt};
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::train::{AdamW, EarlyStop, clipped_gradients, logprobs_in_batches, option_logprobs, reference_logprobs};
+use crate::train::{AdamW, EarlyStop, TrainingLog, clipped_gradients, logprobs_in_batches, option_logprobs, reference_logprobs};
 
 /// What the advantage subtracts from the shaped reward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -64,8 +64,9 @@ pub struct AdaptiveKl {
 /// the default model the policy has settled on one option within the first few batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PpoConfig {
-    /// AdamW learning rate (constant).
-    pub learning_rate: f64,
+    /// AdamW and gradient clipping, as DPO's (the keys sit at this level in JSON).
+    #[serde(flatten)]
+    pub optimiser: OptimiserConfig,
     /// Passes over the training prompts (at most; see `patience`).
     pub epochs: usize,
     /// Prompts per rollout batch.
@@ -82,14 +83,6 @@ pub struct PpoConfig {
     pub adaptive_kl: Option<AdaptiveKl>,
     /// The advantage's baseline.
     pub baseline: Baseline,
-    /// Clip the global gradient norm to this (`None`: no clipping).
-    pub max_grad_norm: Option<f64>,
-    /// AdamW's decoupled weight decay.
-    pub weight_decay: f64,
-    /// AdamW's `beta1`, `beta2`.
-    pub adam_betas: (f64, f64),
-    /// AdamW's `eps`.
-    pub adam_epsilon: f64,
     /// Fraction of the known items kept out of training to choose the epoch (0: none).
     pub held_out_fraction: f64,
     /// Stop after this many epochs without a higher held-out mean reward.
@@ -107,7 +100,7 @@ pub struct PpoConfig {
 impl Default for PpoConfig {
     fn default() -> Self {
         PpoConfig {
-            learning_rate: 5e-4,
+            optimiser: OptimiserConfig::default(),
             epochs: 1,
             batch_size: 8,
             num_ppo_epochs: 4,
@@ -116,10 +109,6 @@ impl Default for PpoConfig {
             kl_coef: 0.05,
             adaptive_kl: None,
             baseline: Baseline::Expected,
-            max_grad_norm: Some(1.0),
-            weight_decay: 0.0,
-            adam_betas: (0.9, 0.999),
-            adam_epsilon: 1e-8,
             held_out_fraction: 0.2,
             patience: 1,
             eval_batch: 16,
@@ -135,9 +124,7 @@ impl PpoConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, message: String| Err(Error::Config { field, message });
         let pos = |x: f64| x.is_finite() && x > 0.0;
-        if !pos(self.learning_rate) {
-            return bad("learning_rate", format!("must be positive, not {}", self.learning_rate));
-        }
+        self.optimiser.validate()?;
         for (field, n) in [("epochs", self.epochs), ("batch_size", self.batch_size), ("num_ppo_epochs", self.num_ppo_epochs), ("num_mini_batches", self.num_mini_batches), ("eval_batch", self.eval_batch), ("patience", self.patience), ("lora.rank", self.lora.rank)] {
             if n == 0 {
                 return bad(field, "must be at least 1".into());
@@ -153,9 +140,6 @@ impl PpoConfig {
             && !(pos(a.target_kl) && pos(a.horizon))
         {
             return bad("adaptive_kl", format!("target_kl and horizon must be positive, not {} and {}", a.target_kl, a.horizon));
-        }
-        if self.max_grad_norm.is_some_and(|m| !pos(m)) {
-            return bad("max_grad_norm", format!("must be positive, not {:?}", self.max_grad_norm));
         }
         if !(0.0..=0.5).contains(&self.held_out_fraction) {
             return bad("held_out_fraction", format!("must be in [0, 0.5], not {}", self.held_out_fraction));
@@ -285,43 +269,23 @@ pub fn ppo_loss<B: Backend>(policy: Tensor<B, 2>, rollout: &Rollout, cliprange: 
     Ok((loss, s))
 }
 
-/// One line of the PPO log (one per optimisation step, plus one per epoch's held-out check).
+/// What one PPO step measures: the old policy on the step's rollout batch, the step's policy
+/// statistics, and the KL coefficient in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PpoLogLine {
-    /// An optimisation step.
-    Step {
-        /// Step number, from 1.
-        step: usize,
-        /// Fractional epoch at the end of the step.
-        epoch: f64,
-        /// The old policy on the step's rollout batch.
-        #[serde(flatten)]
-        objective: Objective,
-        /// The step's policy statistics.
-        #[serde(flatten)]
-        policy: PolicyStats,
-        /// The KL coefficient in force.
-        kl_coef: f64,
-        /// Global gradient norm before clipping.
-        grad_norm: f64,
-        /// Learning rate of the step.
-        learning_rate: f64,
-        /// Seconds since training began.
-        seconds: f64,
-    },
-    /// The held-out prompts after an epoch.
-    Eval {
-        /// Epochs done, from 1.
-        epoch: usize,
-        /// Steps done.
-        step: usize,
-        /// Held-out mean expected reward (`eval_objective/scores`) and KL.
-        eval: Objective,
-        /// Whether these adapters are the best so far (kept).
-        best: bool,
-    },
+pub struct PpoStep {
+    /// The old policy on the step's rollout batch.
+    #[serde(flatten)]
+    pub objective: Objective,
+    /// The step's policy statistics.
+    #[serde(flatten)]
+    pub policy: PolicyStats,
+    /// The KL coefficient in force.
+    pub kl_coef: f64,
 }
+
+/// One line of the PPO log: each step's [`PpoStep`], the held-out prompts' mean expected
+/// reward and KL after an epoch.
+pub type PpoLogLine = TrainingLog<PpoStep, Objective>;
 
 /// What a PPO run did and how long it took.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -355,7 +319,7 @@ pub struct PpoReport {
 }
 
 /// The objective of `lora` (or the base model) on `examples` against their reference.
-fn objective_of<B: Backend>(model: &Llama<B>, lora: Option<&Lora<B>>, examples: &[Example], reference: &[[f32; 5]], options: &[u32; 5], c: &PpoConfig, kl_coef: f64) -> Result<(Objective, u64)> {
+fn objective_of<B: Backend>(model: &Decoder<B>, lora: Option<&Lora<B>>, examples: &[Example], reference: &[[f32; 5]], options: &[u32; 5], c: &PpoConfig, kl_coef: f64) -> Result<(Objective, u64)> {
     let (lp, tokens) = logprobs_in_batches(model, lora, examples, options, c.eval_batch)?;
     let chosen: Vec<usize> = examples.iter().map(|e| e.chosen).collect();
     Ok((rollout(&lp, reference, &chosen, kl_coef, c.baseline).1, tokens))
@@ -365,7 +329,7 @@ fn objective_of<B: Backend>(model: &Llama<B>, lora: Option<&Lora<B>>, examples: 
 /// mean reward) and returns the kept adapters on the model's backend. `on_log` receives
 /// every log line as it happens.
 pub fn train<A: AutodiffBackend>(
-    model: &Llama<A::InnerBackend>,
+    model: &Decoder<A::InnerBackend>,
     train: &[Example],
     held_out: &[Example],
     options: &[u32; 5],
@@ -384,7 +348,7 @@ pub fn train<A: AutodiffBackend>(
     report.reference_tokens = tok_a + tok_b;
 
     let t = Instant::now();
-    let policy_model = Llama::<A>::from_inner(model);
+    let policy_model = Decoder::<A>::from_inner(model);
     let mut lora = Lora::<A::InnerBackend>::init(model.config(), &config.lora.spec(), config.seed, model.device())?;
     let mut adam = AdamW::new(&lora);
     let mut kl_coef = config.kl_coef;
@@ -431,18 +395,16 @@ pub fn train<A: AutodiffBackend>(
                 let (lp, tok) = option_logprobs(&policy_model, Some(pass), &sub_prompts, options)?;
                 report.training_tokens += tok;
                 let (loss, stats) = ppo_loss(lp, &sub, config.cliprange)?;
-                let (g, norm) = clipped_gradients(&trainable, loss, stats.loss, config.max_grad_norm).map_err(|e| Error::Data(format!("step {}: {e}", report.steps + 1)))?;
-                lora = adam.update(&lora, g, config.learning_rate, config.adam_betas, config.adam_epsilon, config.weight_decay);
+                let (g, norm) = clipped_gradients(&trainable, loss, stats.loss, config.optimiser.max_grad_norm).map_err(|e| Error::Data(format!("step {}: {e}", report.steps + 1)))?;
+                lora = adam.update(&lora, g, &config.optimiser);
                 report.steps += 1;
                 let done = b as f64 + (k + 1) as f64 / steps_per_batch as f64;
                 on_log(&PpoLogLine::Step {
                     step: report.steps,
                     epoch: epoch as f64 + done / batches_per_epoch as f64,
-                    objective,
-                    policy: stats,
-                    kl_coef,
+                    stats: PpoStep { objective, policy: stats, kl_coef },
                     grad_norm: norm,
-                    learning_rate: config.learning_rate,
+                    learning_rate: config.optimiser.learning_rate,
                     seconds: t.elapsed().as_secs_f64(),
                 });
             }

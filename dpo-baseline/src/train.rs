@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation};
-use llm_burn::{ForwardOptions, Llama, Lora, LoraPass};
+use llm_burn::{ForwardOptions, Decoder, Lora, LoraPass};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -81,19 +81,21 @@ fn softplus(x: f64) -> f64 {
     if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() }
 }
 
-/// One line of the training log.
+/// One line of a training log, DPO's or PPO's (one per optimisation step, plus one per
+/// epoch's held-out check): `S` is what a step measures, `E` what the held-out check does.
+/// Written as TRL writes its log: the step's measures at the top level of the line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum LogLine {
+pub enum TrainingLog<S, E> {
     /// An optimisation step.
     Step {
         /// Step number, from 1.
         step: usize,
         /// Fractional epoch at the end of the step.
         epoch: f64,
-        /// The batch's metrics.
+        /// What the step measured.
         #[serde(flatten)]
-        metrics: Metrics,
+        stats: S,
         /// Global gradient norm before clipping.
         grad_norm: f64,
         /// Learning rate of the step.
@@ -101,18 +103,21 @@ pub enum LogLine {
         /// Seconds since training began.
         seconds: f64,
     },
-    /// The held-out pairs after an epoch.
+    /// The held-out part after an epoch.
     Eval {
         /// Epochs done, from 1.
         epoch: usize,
         /// Steps done.
         step: usize,
-        /// Held-out metrics (`eval_` prefixed in TRL; here the keys are nested).
-        eval: Metrics,
+        /// Held-out measures (`eval_` prefixed in TRL; here the keys are nested).
+        eval: E,
         /// Whether these adapters are the best so far (kept).
         best: bool,
     },
 }
+
+/// One line of the DPO log: each step's batch metrics, the held-out pairs' after an epoch.
+pub type LogLine = TrainingLog<Metrics, Metrics>;
 
 /// What a training run did and how long it took.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -160,7 +165,7 @@ pub struct Trained<B: Backend> {
 /// The log-probabilities `[rows, 5]` of the five option tokens as the next token after
 /// each prompt, with the prompts' common prefix run once. Returns them and the tokens run.
 pub fn option_logprobs<B: Backend>(
-    model: &Llama<B>,
+    model: &Decoder<B>,
     lora: Option<LoraPass<'_, B>>,
     prompts: &[&[u32]],
     options: &[u32; 5],
@@ -231,12 +236,12 @@ pub fn dpo_loss<B: Backend>(
 }
 
 /// The reference's option log-probabilities for every example (adapters off), in batches.
-pub fn reference_logprobs<B: Backend>(model: &Llama<B>, examples: &[Example], options: &[u32; 5], batch: usize) -> Result<(Vec<[f32; 5]>, u64)> {
+pub fn reference_logprobs<B: Backend>(model: &Decoder<B>, examples: &[Example], options: &[u32; 5], batch: usize) -> Result<(Vec<[f32; 5]>, u64)> {
     logprobs_in_batches(model, None, examples, options, batch)
 }
 
 pub(crate) fn logprobs_in_batches<B: Backend>(
-    model: &Llama<B>,
+    model: &Decoder<B>,
     lora: Option<&Lora<B>>,
     examples: &[Example],
     options: &[u32; 5],
@@ -257,7 +262,7 @@ pub(crate) fn logprobs_in_batches<B: Backend>(
 /// DPO metrics of `lora` (or of the base model, `None`) on every pair of `examples`,
 /// against the reference log-probabilities of the same examples. Also returns the tokens run.
 pub fn evaluate<B: Backend>(
-    model: &Llama<B>,
+    model: &Decoder<B>,
     lora: Option<&Lora<B>>,
     examples: &[Example],
     reference: &[[f32; 5]],
@@ -290,7 +295,8 @@ impl<B: Backend> AdamW<B> {
     }
 
     /// One update with the (already clipped) gradients.
-    pub(crate) fn update(&mut self, lora: &Lora<B>, grads: Vec<Tensor<B, 2>>, lr: f64, (b1, b2): (f64, f64), eps: f64, weight_decay: f64) -> Lora<B> {
+    pub(crate) fn update(&mut self, lora: &Lora<B>, grads: Vec<Tensor<B, 2>>, o: &crate::config::OptimiserConfig) -> Lora<B> {
+        let (lr, (b1, b2), eps, weight_decay) = (o.learning_rate, o.adam_betas, o.adam_epsilon, o.weight_decay);
         self.step += 1;
         let bc1 = 1.0 - b1.powi(self.step);
         let bc2 = 1.0 - b2.powi(self.step);
@@ -324,10 +330,10 @@ pub struct StepOutput<B: Backend> {
 /// One DPO step: the policy's option log-probabilities for `prompts` (adapters on, with
 /// dropout seeded by `seed`), the loss of `pairs` (row, pair) against `reference`,
 /// back-propagation to the adapters, global-norm clipping and an AdamW update.
-/// `policy_model` is the model on the autodiff backend ([`Llama::from_inner`]).
+/// `policy_model` is the model on the autodiff backend ([`Decoder::from_inner`]).
 #[allow(clippy::too_many_arguments)] // the step's inputs are all distinct and named
 pub fn step<A: AutodiffBackend>(
-    policy_model: &Llama<A>,
+    policy_model: &Decoder<A>,
     lora: &Lora<A::InnerBackend>,
     adam: &mut AdamW<A::InnerBackend>,
     prompts: &[&[u32]],
@@ -342,8 +348,8 @@ pub fn step<A: AutodiffBackend>(
     let (lp, tokens) = option_logprobs(policy_model, Some(pass), prompts, options)?;
     let (loss, rc, rr) = dpo_loss(lp, pairs, reference, config.beta)?;
     let loss_value = f64::from(loss.clone().into_scalar().elem::<f32>());
-    let (g, norm) = clipped_gradients(&trainable, loss, loss_value, config.max_grad_norm)?;
-    let lora = adam.update(lora, g, config.learning_rate, config.adam_betas, config.adam_epsilon, config.weight_decay);
+    let (g, norm) = clipped_gradients(&trainable, loss, loss_value, config.optimiser.max_grad_norm)?;
+    let lora = adam.update(lora, g, &config.optimiser);
     let mut metrics = Metrics::from_rewards(&rc, &rr);
     metrics.loss = loss_value;
     Ok(StepOutput { lora, metrics, grad_norm: norm, tokens })
@@ -411,7 +417,7 @@ impl<B: Backend, M: Copy> EarlyStop<B, M> {
 /// `on_log` receives every log line as it happens (write it to a JSONL file, show it on a
 /// progress bar).
 pub fn train<A: AutodiffBackend>(
-    model: &Llama<A::InnerBackend>,
+    model: &Decoder<A::InnerBackend>,
     train: &[Example],
     held_out: &[Example],
     options: &[u32; 5],
@@ -438,7 +444,7 @@ pub fn train<A: AutodiffBackend>(
     report.reference_tokens = tok_a + tok_b;
 
     let t = Instant::now();
-    let policy_model = Llama::<A>::from_inner(model);
+    let policy_model = Decoder::<A>::from_inner(model);
     let mut lora = Lora::<A::InnerBackend>::init(model.config(), &config.lora.spec(), config.seed, &device)?;
     let mut adam = AdamW::new(&lora);
     let has_held = !held_out.is_empty();
@@ -480,9 +486,9 @@ pub fn train<A: AutodiffBackend>(
             on_log(&LogLine::Step {
                 step: report.steps,
                 epoch: epoch as f64 + (b + 1) as f64 / steps_per_epoch as f64,
-                metrics,
+                stats: metrics,
                 grad_norm: norm,
-                learning_rate: config.learning_rate,
+                learning_rate: config.optimiser.learning_rate,
                 seconds: t.elapsed().as_secs_f64(),
             });
         }

@@ -11,7 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eval::prompt::{few_shot_system, question};
 use eval::run::balanced;
 use eval::{Evaluator, Method, Provenance, RunConfig, Scorer, Scoring};
-use llm_burn::{CpuBackend, Llama, PromptEncoder};
+use llm_burn::{CpuBackend, Decoder, PromptEncoder};
 use papi_data::{Dataset, Keying, MissingAnswers};
 use pas_core::{ContrastPair, PasConfig, Positions, Preference, fit_intervention, labelled_samples};
 
@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
         eprintln!("skipped: needs the default model (cargo xtask fetch-model) and the PAPI data");
         return;
     }
-    let model = Llama::<CpuBackend>::load(&model_dir, &Default::default()).expect("model");
+    let model = Decoder::<CpuBackend>::load(&model_dir, &Default::default()).expect("model");
     let prompts = PromptEncoder::from_dir(&model_dir).expect("prompts");
     let data = Dataset::load(&data_dir, None).expect("data");
     let subject = &data.subjects[0];

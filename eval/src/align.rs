@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use llm_burn::{Llama, PromptEncoder};
+use llm_burn::{Decoder, PromptEncoder};
 use papi_data::{Dataset, Inventory, Keying, Split, Subject};
 use pas_core::{InterventionMeta, SearchResult};
 
@@ -130,7 +130,7 @@ pub struct Aligned {
 /// contrast activations), so an interrupted run resumes.
 #[allow(clippy::too_many_arguments)]
 pub fn align<B: Backend>(
-    model: &Llama<B>,
+    model: &Decoder<B>,
     prompts: &PromptEncoder,
     model_dir: &Path,
     inventory: &Inventory,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use dpo_baseline::{DpoConfig, Example, Rejected};
-use llm_burn::{Dtype, ForwardOptions, Llama, PromptEncoder};
+use llm_burn::{Dtype, ForwardOptions, Decoder, PromptEncoder};
 use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steerable, Steering};
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +56,7 @@ fn tensor_vec<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Resu
 }
 
 /// A seeded intervention on a few heads of `model` (directions of unit length).
-pub fn probe_intervention<B: Backend>(model: &Llama<B>) -> Result<Intervention> {
+pub fn probe_intervention<B: Backend>(model: &Decoder<B>) -> Result<Intervention> {
     let g = model.geometry();
     let dim = g.head_dim as usize;
     let heads = (0..g.layers.min(4))
@@ -84,8 +84,8 @@ fn prompts(encoder: &PromptEncoder) -> Result<Vec<Vec<u32>>> {
 /// (first loss and held-out loss after it).
 pub fn agreement<R: Backend, T: Backend>(dir: &Path, reference: &R::Device, tested: &T::Device, dtype: Dtype, tolerance: f64) -> Result<Vec<Compared>> {
     let encoder = PromptEncoder::from_dir(dir)?;
-    let a = Llama::<R>::load_as(dir, reference, dtype)?;
-    let b = Llama::<T>::load_as(dir, tested, dtype)?;
+    let a = Decoder::<R>::load_as(dir, reference, dtype)?;
+    let b = Decoder::<T>::load_as(dir, tested, dtype)?;
     let rows = prompts(&encoder)?;
     let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
     let mut out = Vec::new();
@@ -105,7 +105,7 @@ pub fn agreement<R: Backend, T: Backend>(dir: &Path, reference: &R::Device, test
     out.push(Compared::new("steered option log-probabilities", &sa, &sb, tolerance));
     let examples: Vec<Example> = rows.iter().enumerate().filter_map(|(i, r)| Example::new(i as u16 + 1, r.clone(), [5, 1, 4, 2][i % 4], Rejected::AllOthers)).collect();
     let (train, held) = examples.split_at(3);
-    let config = DpoConfig { epochs: 1, batch_size: 3, learning_rate: 1e-3, ..Default::default() };
+    let config = DpoConfig { epochs: 1, batch_size: 3, optimiser: dpo_baseline::OptimiserConfig { learning_rate: 1e-3, ..Default::default() }, ..Default::default() };
     let ta = dpo_baseline::train::train::<Autodiff<R>>(&a, train, held, &letters, &config, |_| {})?;
     let tb = dpo_baseline::train::train::<Autodiff<T>>(&b, train, held, &letters, &config, |_| {})?;
     let losses = |r: &dpo_baseline::TrainReport| -> Vec<f32> {
@@ -151,7 +151,7 @@ pub fn pas_subject_seconds(prefix_seconds: f64, item_seconds: f64) -> f64 {
 /// of about `prefix_tokens` tokens in batches of `batch`.
 pub fn throughput<B: Backend>(dir: &Path, device: &B::Device, dtype: Dtype, prefill_lengths: &[usize], prefix_tokens: usize, items: usize, batch: usize) -> Result<Throughput> {
     let t = Instant::now();
-    let model = Llama::<B>::load_as(dir, device, dtype)?;
+    let model = Decoder::<B>::load_as(dir, device, dtype)?;
     let encoder = PromptEncoder::from_dir(dir)?;
     let load_seconds = t.elapsed().as_secs_f64();
     let vocab = model.config().vocab as u32;

@@ -50,10 +50,10 @@
 //!
 //! ```no_run
 //! use eval::{Evaluator, Provenance, RunConfig};
-//! use llm_burn::{CpuBackend, Llama, PromptEncoder};
+//! use llm_burn::{CpuBackend, Decoder, PromptEncoder};
 //!
 //! let dir = std::path::PathBuf::from(".cache/models/SmolLM2-135M-Instruct");
-//! let model = Llama::<CpuBackend>::load(&dir, &Default::default())?;
+//! let model = Decoder::<CpuBackend>::load(&dir, &Default::default())?;
 //! let prompts = PromptEncoder::from_dir(&dir)?;
 //! let data = papi_data::Dataset::load("data/papi", None)?;
 //! let p2 = eval::run::load_p2("data/papi/personality-prompts-dev-200.json".as_ref())?;

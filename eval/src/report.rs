@@ -271,7 +271,7 @@ fn time(s: &mut String, r: &Results) {
                 s,
                 "\nDPO settings: beta {}, learning rate {}, up to {} epochs (patience {}), {} items per step, LoRA rank {} alpha {} on {}, rejected `{}`, system prompt `{}`, {} held out{}.",
                 d.beta,
-                d.learning_rate,
+                d.optimiser.learning_rate,
                 d.epochs,
                 d.patience,
                 d.batch_size,
@@ -289,7 +289,7 @@ fn time(s: &mut String, r: &Results) {
             let _ = writeln!(
                 s,
                 "\nPPO settings (exact over the five options): learning rate {}, up to {} epochs (patience {}), {} prompts per rollout batch, {} PPO epochs × {} mini-batches, clip {}, KL coefficient {}{}, baseline `{}`, LoRA rank {} alpha {}, system prompt `{}`, {} held out.",
-                p.learning_rate,
+                p.optimiser.learning_rate,
                 p.epochs,
                 p.patience,
                 p.batch_size,

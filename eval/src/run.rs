@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use indicatif::ProgressBar;
-use llm_burn::{Llama, PromptEncoder};
+use llm_burn::{Decoder, PromptEncoder};
 use papi_data::scoring::{Predictions, subject_mae, target};
 use papi_data::{Dataset, Inventory, MissingAnswers, Protocol, Subject};
 use pas_core::{HeadActivations, PasConfig, Selection};
@@ -150,7 +150,7 @@ type OnPhase = Box<dyn Fn(&Phase)>;
 
 /// One benchmark run over a dataset with one model.
 pub struct Evaluator<'a, B: Backend> {
-    model: &'a Llama<B>,
+    model: &'a Decoder<B>,
     prompts: &'a PromptEncoder,
     data: &'a Dataset,
     p2: Option<Vec<String>>,
@@ -169,7 +169,7 @@ fn model_hash(dir: &Path) -> String {
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
     // The float32 weights' size, whether or not the copy was written (runs made before models
     // were loaded from their GGUF file recorded the written copy's).
-    let size = llm_burn::identity::float_weights_len(dir).unwrap_or(0);
+    let size = llm_burn::formats::identity::float_weights_len(dir).unwrap_or(0);
     format!("{}-{size}", short_hash(&config))
 }
 
@@ -177,7 +177,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
     /// Prepares a run writing into `out`. `p2` holds one description per subject of the
     /// dataset, in the records' order (needed for the `p2` method; the counts must agree).
     pub fn new(
-        model: &'a Llama<B>,
+        model: &'a Decoder<B>,
         prompts: &'a PromptEncoder,
         data: &'a Dataset,
         p2: Option<Vec<String>>,
@@ -280,7 +280,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         if let Some(id) = self.identity.get() {
             return Ok(id);
         }
-        let id = llm_burn::identity::identity(&self.provenance.model_dir, self.model.config())?;
+        let id = llm_burn::formats::identity::identity(&self.provenance.model_dir, self.model.config())?;
         Ok(self.identity.get_or_init(|| id))
     }
 

@@ -6,7 +6,7 @@
 //! KV cache and every item continues from it, in batches.
 
 use burn::tensor::backend::Backend;
-use llm_burn::{ForwardOptions, KvCache, Llama, PromptEncoder};
+use llm_burn::{ForwardOptions, KvCache, Decoder, PromptEncoder};
 use pas_core::{Positions, Steering};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -179,7 +179,7 @@ struct Prompts<'a> {
 /// Asks a model items and reads its answers.
 #[derive(Debug)]
 pub struct Scorer<'m, B: Backend> {
-    model: &'m Llama<B>,
+    model: &'m Decoder<B>,
     prompts: &'m PromptEncoder,
     options: OptionTokens,
     /// How answers are read.
@@ -212,7 +212,7 @@ fn argmax(v: &[f32]) -> u32 {
 
 impl<'m, B: Backend> Scorer<'m, B> {
     /// A scorer for `model` with its prompt encoder.
-    pub fn new(model: &'m Llama<B>, prompts: &'m PromptEncoder, scoring: Scoring, batch: usize) -> Result<Self> {
+    pub fn new(model: &'m Decoder<B>, prompts: &'m PromptEncoder, scoring: Scoring, batch: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::Config("the batch size must be at least 1".into()));
         }

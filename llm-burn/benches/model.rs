@@ -7,7 +7,7 @@ use std::path::Path;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use llm_burn::{CpuBackend, Dtype, ForwardOptions, Llama};
+use llm_burn::{CpuBackend, Dtype, ForwardOptions, Decoder};
 
 fn tokens(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32).map(|i| 100 + (i.wrapping_mul(2654435761).wrapping_add(seed) % 40000)).collect()
@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
         eprintln!("skipped: run `cargo xtask fetch-model` first");
         return;
     }
-    let model = Llama::<CpuBackend>::load(&dir, &Default::default()).expect("load");
+    let model = Decoder::<CpuBackend>::load(&dir, &Default::default()).expect("load");
     let mut g = c.benchmark_group("smollm2_135m");
     g.sample_size(10);
     prefills(&mut g, &model, &[64, 256, 1024]);
@@ -60,7 +60,7 @@ fn file_blocks(c: &mut Criterion) {
         eprintln!("skipped: run `cargo xtask quantize --type q4_k` first");
         return;
     }
-    let model = Llama::<CpuBackend>::load_as(&dir, &Default::default(), Dtype::File).expect("load");
+    let model = Decoder::<CpuBackend>::load_as(&dir, &Default::default(), Dtype::File).expect("load");
     let mut g = c.benchmark_group("smollm2_135m_q4_k_file");
     g.sample_size(20);
     prefills(&mut g, &model, &[64, 256]);
@@ -68,7 +68,7 @@ fn file_blocks(c: &mut Criterion) {
 }
 
 /// One row of `n` tokens from an empty cache, for each `n`.
-fn prefills(g: &mut BenchmarkGroup<'_, WallTime>, model: &Llama<CpuBackend>, lengths: &[usize]) {
+fn prefills(g: &mut BenchmarkGroup<'_, WallTime>, model: &Decoder<CpuBackend>, lengths: &[usize]) {
     for &n in lengths {
         let ids = tokens(n, 1);
         g.throughput(Throughput::Elements(n as u64));

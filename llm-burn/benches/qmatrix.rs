@@ -6,8 +6,8 @@
 use burn::tensor::{Tensor, TensorData};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llm_burn::CpuBackend as B;
-use llm_burn::gguf::TensorType;
-use llm_burn::qmatrix::QMatrix;
+use llm_burn::quant::TensorType;
+use llm_burn::quant::qmatrix::QMatrix;
 
 const ROWS: usize = 8960;
 const COLS: usize = 1536;
@@ -56,9 +56,9 @@ fn k_quant(kind: TensorType, rows: usize, cols: usize) -> QMatrix {
 
 fn product(c: &mut Criterion) {
     let w = weights(); // [out, in], as a file holds it
-    let q8 = QMatrix::quantize_q8_0(&llm_burn::weights::transpose(&w, ROWS, COLS), COLS, ROWS).expect("whole blocks"); // [in, out]
+    let q8 = QMatrix::quantize_q8_0(&llm_burn::formats::weight_files::transpose(&w, ROWS, COLS), COLS, ROWS).expect("whole blocks"); // [in, out]
     let dev = Default::default();
-    let dense = Tensor::<B, 2>::from_data(TensorData::new(llm_burn::weights::transpose(&w, ROWS, COLS), [COLS, ROWS]), &dev);
+    let dense = Tensor::<B, 2>::from_data(TensorData::new(llm_burn::formats::weight_files::transpose(&w, ROWS, COLS), [COLS, ROWS]), &dev);
     let q8_file = QMatrix::quantize(TensorType::Q8_0, &w, ROWS, COLS).expect("whole blocks"); // [out, in]
     let strided = Tensor::<B, 2>::from_data(TensorData::new(w, [ROWS, COLS]), &dev).transpose();
     let mut g = c.benchmark_group("product");

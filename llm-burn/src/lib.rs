@@ -1,23 +1,30 @@
-//! llm-burn: Llama-family language models for this project.
+//! llm-burn: Llama-family language models for this project, in four rooms.
 //!
-//! - [`Llama`]: the decoder, generic over burn's `Backend`, loaded from a Hugging Face
-//!   folder; immutable, with the KV cache and the steering passed into
-//!   [`Llama::forward`]; head outputs (the input of `o_proj`) captured and steered per row.
-//!   It implements [`pas_core::Steerable`]; its capture runs prefixes shared by prompts once.
+//! - [`model`]: the decoder ([`Decoder`], generic over burn's `Backend`; Llama and Qwen2 through
+//!   one [`Architecture`] table), its [`ModelConfig`], the weight types ([`Dtype`]), the
+//!   [`KvCache`] passed into [`Decoder::forward`] ([`KvCache::repeat`] shares a prefix across
+//!   rows, [`KvCache::select_rows`] forks rows), head outputs (the input of `o_proj`) captured
+//!   and steered per row ([`pas_core::Steerable`]), LoRA adapters, loading, and
+//!   [`model::generate`]: seeded sampling and a [`Batcher`] that requests join and leave while
+//!   it runs (continuous batching), each row with its own steering.
+//! - [`formats`]: model files. The GGUF reader and writer, a GGUF file read as a model
+//!   ([`formats::gguf_model`]: every dtype loads from it, the configuration from its
+//!   metadata), the GGUF ↔ Hugging Face name table, the Hugging Face folder and its float32
+//!   copy, safetensors files, requantizing a file, a model folder's identity.
+//! - [`quant`]: quantized weights from the ground floor up: ggml's types, dequantization,
+//!   quantization, the block matrix and integer products on a GGUF file's Q4_K/Q6_K/Q8_0
+//!   blocks as llama.cpp computes them.
 //! - [`host`]: CPU kernels on plain buffers (norms, RoPE, attention over a shared prefix, the
 //!   gated activation) that the model runs on the CPU backend; other backends (CUDA,
 //!   autodiff) run the same steps as tensor operations ([`Kernels`]).
-//! - [`KvCache`]: the cache passed into `forward`; [`KvCache::repeat`] shares a prefix across
-//!   rows without copying it, [`KvCache::select_rows`] forks rows.
-//! - [`generate`]: seeded sampling and a [`Batcher`] that requests join and leave while it
-//!   runs (continuous batching), each row with its own steering.
-//! - [`PromptEncoder`]: `tokenizer.json` plus the model's chat template, rendered as
-//!   transformers renders it.
-//! - [`qmatrix`] and [`intdot`]: weights kept quantized in memory, multiplied by dequantized
-//!   panels or, for a GGUF file's Q4_K/Q6_K/Q8_0 blocks, in integers as llama.cpp does.
-//! - [`gguf`] and [`convert`]: the embedded default model (SmolLM2-135M-Instruct, a GGUF
-//!   file) converted into a Hugging Face folder (dequantised, Q/K rows un-permuted,
-//!   tokenizer rebuilt).
+//!
+//! Beside them: [`PromptEncoder`] (`tokenizer.json` plus the model's chat template, rendered
+//! as transformers renders it), and the test models ([`tiny`], [`random`]).
+//!
+//! The rooms depend downwards: `model` on `formats`, `quant` and `host`; `formats` on `quant`
+//! (the types its tensors are stored in); `quant` and `host` on nothing here. One edge goes
+//! up, on purpose: `formats` builds a [`ModelConfig`] (`model::config`), because a GGUF file's
+//! metadata is a configuration and the loader needs it typed.
 //!
 //! On the CPU, give the program an allocator that keeps freed buffers for reuse (`xtask` uses
 //! mimalloc): with glibc's, every forward pass pays page faults on fresh pages for its large
@@ -26,10 +33,10 @@
 //! # Example
 //!
 //! ```no_run
-//! use llm_burn::{CpuBackend, ForwardOptions, Llama, PromptEncoder};
+//! use llm_burn::{CpuBackend, ForwardOptions, Decoder, PromptEncoder};
 //!
 //! let dir = std::path::Path::new(".cache/models/SmolLM2-135M-Instruct");
-//! let model = Llama::<CpuBackend>::load(dir, &Default::default())?;
+//! let model = Decoder::<CpuBackend>::load(dir, &Default::default())?;
 //! let prompts = PromptEncoder::from_dir(dir)?;
 //! let ids = prompts.encode_chat("You are a helpful, honest and concise assistant.", "Hello!", "")?;
 //! let mut cache = model.new_cache();
@@ -38,41 +45,23 @@
 //! # Ok::<(), llm_burn::Error>(())
 //! ```
 
-pub mod cache;
 pub mod chat;
-pub mod config;
-pub mod convert;
-pub mod dtype;
 pub mod error;
-pub mod file_weights;
-mod forward;
-pub mod generate;
-pub mod gguf;
-pub mod gguf_model;
-pub mod gguf_write;
+pub mod formats;
 pub mod host;
-pub mod identity;
-pub mod intdot;
-mod linear;
-pub mod lora;
 pub mod model;
-pub mod qmatrix;
 pub mod quant;
-pub mod quantize;
-mod steerable;
 pub mod random;
-pub mod requantize;
 pub mod tiny;
-pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptEncoder, TextStream};
-pub use generate::{Batcher, Emitted, Finish, Generation, Sampler, Sampling};
-pub use config::{Architecture, LlamaConfig};
-pub use dtype::Dtype;
 pub use error::{Error, Result};
-pub use lora::{Lora, LoraSpec, Target};
-pub use cache::KvCache;
-pub use model::{ForwardOptions, Kernels, Llama, LoraPass, OProjBias, Output};
+pub use model::cache::KvCache;
+pub use model::config::{Architecture, ModelConfig};
+pub use model::dtype::Dtype;
+pub use model::generate::{Batcher, Emitted, Finish, Generation, Sampler, Sampling};
+pub use model::lora::{Lora, LoraSpec, Target};
+pub use model::{ForwardOptions, Kernels, Decoder, LoraPass, OProjBias, Output};
 
 /// The embedded default model's folder when it has been fetched: `LLM_MODEL_DIR` if set, else
 /// the workspace cache `.cache/models/SmolLM2-135M-Instruct` that `cargo xtask fetch-model`
@@ -88,7 +77,7 @@ pub fn default_model_dir() -> Option<std::path::PathBuf> {
 /// Whether `dir` holds a model this crate loads: `tokenizer.json` and weights
 /// (`model.safetensors` or its shards, or `model.gguf`).
 pub fn is_model_dir(dir: &std::path::Path) -> bool {
-    let weights = ["model.safetensors", "model.safetensors.index.json", file_weights::GGUF_FILE].iter().any(|f| dir.join(f).is_file());
+    let weights = ["model.safetensors", "model.safetensors.index.json", formats::GGUF_FILE].iter().any(|f| dir.join(f).is_file());
     dir.join("tokenizer.json").is_file() && weights
 }
 

@@ -28,8 +28,8 @@ use std::path::Path;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-use crate::config::Architecture;
-use crate::gguf::TensorType;
+use crate::model::config::Architecture;
+use crate::quant::TensorType;
 use crate::error::{Error, Result};
 
 /// The configuration of a random model.
@@ -352,7 +352,7 @@ pub fn write_model_as(dir: &Path, shape: &Shape, seed: u64, weights: RandomWeigh
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     match weights {
         RandomWeights::Bf16 => write_shards(dir, shape, seed)?,
-        RandomWeights::Gguf(kind) => write_gguf(&dir.join(crate::file_weights::GGUF_FILE), shape, seed, kind)?,
+        RandomWeights::Gguf(kind) => write_gguf(&dir.join(crate::formats::GGUF_FILE), shape, seed, kind)?,
     }
     write_config_and_tokenizer(dir, shape)
 }
@@ -388,14 +388,14 @@ const PIECE: usize = 1 << 24;
 /// `model.gguf`: the shards' values in the same order, matrices quantized to `kind` row by
 /// row (a piece of rows at a time, whole heads for a permuted Q/K), written as they are made.
 fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result<()> {
-    use crate::convert::{Permute, gguf_name};
-    use crate::gguf_write::{GgufWriter, Meta, Planned};
+    use crate::formats::names::gguf_name;
+    use crate::formats::gguf_write::{GgufWriter, Meta, Planned};
     let shards: Vec<Vec<Spec>> = (0..=shape.layers).map(|i| shard_specs(shape, i)).collect();
     let mut plan = Vec::new();
     let mut permutes = Vec::new();
     for (name, dims, _, _) in shards.iter().flatten() {
         let (g, permute) = gguf_name(name).ok_or_else(|| Error::Tensor { name: name.clone(), message: "no GGUF name".into() })?;
-        let kind = if dims.len() == 2 { crate::quantize::row_type(dims[1], kind) } else { TensorType::F32 };
+        let kind = if dims.len() == 2 { crate::quant::quantize::row_type(dims[1], kind) } else { TensorType::F32 };
         plan.push(Planned { name: g, shape: dims.clone(), kind });
         permutes.push(permute);
     }
@@ -414,23 +414,18 @@ fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result
                 [rows, cols] => (rows, cols),
                 _ => (1, dims.iter().product()),
             };
-            let heads = match permute {
-                _ if !shape.arch.gguf_permutes_qk() => None,
-                Permute::Query => Some(shape.heads),
-                Permute::Key => Some(shape.kv_heads),
-                Permute::None => None,
-            };
+            let heads = permute.heads(shape.arch, shape.heads, shape.kv_heads);
             let head_rows = heads.map_or(1, |n| rows / n);
             let piece = ((PIECE / cols).max(1) / head_rows).max(1) * head_rows;
             for r0 in (0..rows).step_by(piece) {
                 let n = piece.min(rows - r0);
                 let mut v = rng.values(n * cols, *scale, *offset);
                 if heads.is_some() {
-                    v = crate::gguf::permute_rows(&v, n / head_rows, n, cols);
+                    v = crate::formats::gguf::permute_rows(&v, n / head_rows, n, cols);
                 }
                 let bytes = match kind {
                     TensorType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    k => crate::qmatrix::QMatrix::quantize(k, &v, n, cols).map_err(|message| Error::Tensor { name: name.clone(), message })?.into_blocks(),
+                    k => crate::quant::qmatrix::QMatrix::quantize(k, &v, n, cols).map_err(|message| Error::Tensor { name: name.clone(), message })?.into_blocks(),
                 };
                 w.write(&bytes)?;
             }

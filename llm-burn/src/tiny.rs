@@ -6,11 +6,11 @@
 //! # Example
 //!
 //! ```
-//! use llm_burn::{CpuBackend, Llama, PromptEncoder, tiny};
+//! use llm_burn::{CpuBackend, Decoder, PromptEncoder, tiny};
 //!
 //! let dir = tempfile_dir();
 //! tiny::write_model(&dir, 7)?;
-//! let model = Llama::<CpuBackend>::load(&dir, &Default::default())?;
+//! let model = Decoder::<CpuBackend>::load(&dir, &Default::default())?;
 //! let prompts = PromptEncoder::from_dir(&dir)?;
 //! assert_eq!(prompts.single_token(" A")?, tiny::option_token(0));
 //! # fn tempfile_dir() -> std::path::PathBuf {

@@ -272,3 +272,48 @@ pub fn fit_intervention(acts: &HeadActivations, samples: &[LabelledSample], conf
     }
     Ok(PasFit { intervention: Intervention::new(geometry, heads)?, fallback: None, probes, groups: groups.len() })
 }
+
+/// One fold of held-out selection: the intervention fitted without the fold, and the
+/// fold's groups to score it on.
+#[derive(Debug, Clone)]
+pub struct HeldOutFold {
+    /// Groups (pairs) the intervention was fitted on.
+    pub fit_groups: Vec<usize>,
+    /// Groups held out for scoring.
+    pub held_out_groups: Vec<usize>,
+    /// The fit on `fit_groups`.
+    pub fit: PasFit,
+}
+
+/// Fits one intervention per fold (each without its fold's samples). `folds` partitions the
+/// group ids (e.g. [`kfold_groups`], or folds stratified by domain from the caller).
+pub fn fit_held_out_folds(
+    acts: &HeadActivations,
+    samples: &[LabelledSample],
+    config: &PasConfig,
+    folds: &[Vec<usize>],
+) -> Result<Vec<HeldOutFold>> {
+    folds
+        .iter()
+        .map(|held| {
+            let train: Vec<LabelledSample> = samples.iter().copied().filter(|s| !held.contains(&s.group)).collect();
+            let mut fit_groups: Vec<usize> = train.iter().map(|s| s.group).collect();
+            fit_groups.dedup();
+            Ok(HeldOutFold { fit_groups, held_out_groups: held.clone(), fit: fit_intervention(acts, &train, config)? })
+        })
+        .collect()
+}
+
+/// The held-out objective at `alpha`: the mean over folds of `score(fold, alpha)`, where
+/// `score` evaluates the fold's intervention on its held-out groups (lower is better).
+pub fn held_out_objective<E>(
+    folds: &[HeldOutFold],
+    alpha: f64,
+    mut score: impl FnMut(&HeldOutFold, f64) -> Result<f64, E>,
+) -> Result<f64, E> {
+    let mut total = 0.0;
+    for f in folds {
+        total += score(f, alpha)?;
+    }
+    Ok(total / folds.len().max(1) as f64)
+}

@@ -9,6 +9,10 @@
 //! one-standard-error choice), and the narrow [`Steerable`] trait a model implements. It depends on no model framework, so any
 //! inference engine can use it.
 //!
+//! Modules depend one way (`fit` → `search`, `probe`, `direction`, `calibrate` →
+//! `intervention` → `geometry`), but for one pair: [`error`] and [`geometry`] import each
+//! other, because a geometry check fails with an error that carries both geometries.
+//!
 //! # Example
 //!
 //! Fit an intervention on synthetic activations where one head carries the signal, save it
@@ -73,10 +77,10 @@ pub mod steerable;
 pub use calibrate::{KlCurve, LayerWindow, Setting, StrengthChoice, StrengthUnit};
 pub use direction::DirectionMethod;
 pub use error::{Error, Result};
-pub use fit::{Fallback, PasConfig, PasFit, fit_intervention};
+pub use fit::{Fallback, HeldOutFold, PasConfig, PasFit, fit_intervention};
 pub use geometry::{Geometry, HeadActivations, HeadId};
 pub use intervention::{Intervention, InterventionMeta, ModelIdentity, Positions, SteeredHead, Steering};
 pub use labels::{ContrastPair, LabelledSample, Preference, labelled_samples};
 pub use probe::{Probe, ProbeConfig, ProbeScore, Ranking};
-pub use search::{HeldOutFold, Search, SearchResult, Selection};
+pub use search::{Search, SearchResult, Selection};
 pub use steerable::Steerable;

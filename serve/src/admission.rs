@@ -4,10 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::api::ApiError;
-
-/// Seconds a refused client is told to wait (`Retry-After`).
-pub const RETRY_AFTER_S: u64 = 1;
+use crate::api::{ApiError, RETRY_AFTER_S};
 
 /// Counts the requests in the server and refuses past the bound, or while draining.
 #[derive(Debug)]

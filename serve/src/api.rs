@@ -5,6 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+/// Seconds a refused client is told to wait (`Retry-After`).
+pub const RETRY_AFTER_S: u64 = 1;
+
 /// A refused or failed request: its status, a stable code, the field it is about (if any),
 /// and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +88,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, axum::Json(self.body())).into_response();
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-            r.headers_mut().insert(axum::http::header::RETRY_AFTER, crate::admission::RETRY_AFTER_S.into());
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_S.into());
         }
         r
     }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, mpsc};
 
 use burn::tensor::backend::Backend;
-use llm_burn::{Batcher, Finish, Generation, Llama};
+use llm_burn::{Batcher, Finish, Generation, Decoder};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// What a request hears from the engine.
@@ -52,9 +52,9 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the engine thread with `model`, running at most `max_rows` requests at once.
-    pub fn start<B: Backend>(model: Llama<B>, max_rows: usize) -> Self
+    pub fn start<B: Backend>(model: Decoder<B>, max_rows: usize) -> Self
     where
-        Llama<B>: Send + 'static,
+        Decoder<B>: Send + 'static,
     {
         let (jobs, rx) = mpsc::channel();
         let stats = Arc::new(Stats::default());
@@ -73,7 +73,7 @@ impl Engine {
 }
 
 /// The engine loop: wait for work when idle, admit what came, step, hand out tokens.
-fn run<B: Backend>(model: &Llama<B>, max_rows: usize, rx: &Receiver<Job>, stats: &Stats) {
+fn run<B: Backend>(model: &Decoder<B>, max_rows: usize, rx: &Receiver<Job>, stats: &Stats) {
     let mut batch = Batcher::new(model, max_rows);
     let mut listeners: std::collections::HashMap<u64, UnboundedSender<Event>> = Default::default();
     loop {

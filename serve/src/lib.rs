@@ -25,11 +25,11 @@
 //!
 //! ```no_run
 //! use serve::{Personas, ServerConfig};
-//! use llm_burn::{CpuBackend, Llama, PromptEncoder};
+//! use llm_burn::{CpuBackend, Decoder, PromptEncoder};
 //!
 //! let dir = std::path::Path::new(".cache/models/SmolLM2-135M-Instruct");
-//! let model = Llama::<CpuBackend>::load(dir, &Default::default())?;
-//! let identity = llm_burn::identity::identity(dir, model.config())?;
+//! let model = Decoder::<CpuBackend>::load(dir, &Default::default())?;
+//! let identity = llm_burn::formats::identity::identity(dir, model.config())?;
 //! let personas = Personas::new("personas".into(), identity);
 //! let prompts = PromptEncoder::from_dir(dir)?;
 //! let config = ServerConfig { model_id: "SmolLM2-135M-Instruct".into(), ..Default::default() };
@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
-use llm_burn::{Llama, PromptEncoder};
+use llm_burn::{Decoder, PromptEncoder};
 use tokio::sync::Notify;
 
 pub use api::ApiError;
@@ -122,17 +122,17 @@ impl Running {
 }
 
 /// The router of a server of `model` (starts the engine thread).
-pub fn router<B: Backend>(model: Llama<B>, prompts: PromptEncoder, personas: Personas, config: ServerConfig, log: Log) -> axum::Router
+pub fn router<B: Backend>(model: Decoder<B>, prompts: PromptEncoder, personas: Personas, config: ServerConfig, log: Log) -> axum::Router
 where
-    Llama<B>: Send + 'static,
+    Decoder<B>: Send + 'static,
 {
     let admission = admission::Admission::new(config.max_batch, config.max_waiting);
     router_with(model, prompts, personas, config, log, admission)
 }
 
-fn router_with<B: Backend>(model: Llama<B>, prompts: PromptEncoder, personas: Personas, config: ServerConfig, log: Log, admission: Arc<admission::Admission>) -> axum::Router
+fn router_with<B: Backend>(model: Decoder<B>, prompts: PromptEncoder, personas: Personas, config: ServerConfig, log: Log, admission: Arc<admission::Admission>) -> axum::Router
 where
-    Llama<B>: Send + 'static,
+    Decoder<B>: Send + 'static,
 {
     let context = model.config().context;
     let stop = prompts.stop_ids(&model.config().eos);
@@ -142,9 +142,9 @@ where
 
 /// Binds `addr` and serves on a thread of its own (a tokio runtime with two workers);
 /// returns once it listens.
-pub fn spawn<B: Backend>(addr: &str, model: Llama<B>, prompts: PromptEncoder, personas: Personas, config: ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> std::io::Result<Running>
+pub fn spawn<B: Backend>(addr: &str, model: Decoder<B>, prompts: PromptEncoder, personas: Personas, config: ServerConfig, log: impl Fn(&str) + Send + Sync + 'static) -> std::io::Result<Running>
 where
-    Llama<B>: Send + 'static,
+    Decoder<B>: Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;

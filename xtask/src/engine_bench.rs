@@ -17,13 +17,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use eval::prompt::{DEFAULT_SYSTEM, PREFILL, contrast_question, few_shot_system, question};
-use llm_burn::{ForwardOptions, Llama, PromptEncoder, model::logprobs_of};
+use llm_burn::{ForwardOptions, Decoder, PromptEncoder, model::logprobs_of};
 use papi_data::{Dataset, Keying, MissingAnswers};
 use pas_core::{HeadId, Intervention, PasConfig, Positions, Steerable, SteeredHead, Steering};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::logits::Backend;
+use crate::model::Backend;
 
 /// The pinned PyTorch side (the versions the fixtures were made with).
 const TORCH_PINS: [&str; 2] = ["torch==2.15.0", "transformers==5.24.0"];
@@ -166,7 +166,7 @@ fn tokens(n: usize, seed: u32) -> Vec<u32> {
 const PREFILL_TOKENS_TIMED: usize = 640;
 
 /// The work units: synthetic prefills, and the real prompts of the first subject.
-fn build_work(data: &Dataset, prompts: &PromptEncoder, model: &Llama<Backend>, threads: usize) -> Result<Work> {
+fn build_work(data: &Dataset, prompts: &PromptEncoder, model: &Decoder<Backend>, threads: usize) -> Result<Work> {
     let mut units: Vec<Unit> = [64usize, 256, 1024]
         .into_iter()
         .map(|n| Unit { name: format!("prefill_{n}"), kind: Kind::Prefill { rows: vec![tokens(n, 1)], repeats: PREFILL_TOKENS_TIMED.div_ceil(n).max(3) } })
@@ -203,7 +203,7 @@ fn build_work(data: &Dataset, prompts: &PromptEncoder, model: &Llama<Backend>, t
 }
 
 /// A seeded steering of 24 random heads at strength 4, different per row.
-fn random_steering(model: &Llama<Backend>, row: u64) -> Steering {
+fn random_steering(model: &Decoder<Backend>, row: u64) -> Steering {
     let g = model.geometry();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1000 + row);
     let heads = (0..24)
@@ -236,7 +236,7 @@ impl Dense for Steering {
 }
 
 /// Runs one unit on our engine: seconds and outputs (as the PyTorch side writes them).
-fn run_ours(model: &Llama<Backend>, unit: &Unit) -> Result<(f64, Vec<f32>)> {
+fn run_ours(model: &Decoder<Backend>, unit: &Unit) -> Result<(f64, Vec<f32>)> {
     match &unit.kind {
         Kind::Prefill { rows, repeats } => {
             let mut best = f64::INFINITY;
@@ -344,7 +344,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
     let data = Dataset::load(&data_dir, None).with_context(|| format!("loading {}", data_dir.display()))?;
     let prompts = PromptEncoder::from_dir(&dir)?;
     rayon_threads(args.threads)?;
-    let model = Llama::<Backend>::load_as(&dir, &Default::default(), dtype).with_context(|| format!("loading {}", dir.display()))?;
+    let model = Decoder::<Backend>::load_as(&dir, &Default::default(), dtype).with_context(|| format!("loading {}", dir.display()))?;
     let mut work = build_work(&data, &prompts, &model, args.threads)?;
     if let Some(only) = &args.units {
         let names: Vec<&str> = only.split(',').map(str::trim).collect();
@@ -372,7 +372,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<()> {
         None
     } else {
         // transformers reads the float32 copy; it is written once, on this first use.
-        if llm_burn::convert::ensure_float_copy(&dir).with_context(|| format!("writing the float32 copy in {}", dir.display()))? {
+        if llm_burn::formats::convert::ensure_float_copy(&dir).with_context(|| format!("writing the float32 copy in {}", dir.display()))? {
             eprintln!("wrote the float32 copy for PyTorch in {}", dir.display());
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_engine.py");
@@ -435,15 +435,15 @@ fn run_llamacpp(args: &EngineBenchArgs, cache: &Path, dir: &Path, work: &Path, o
     if !python.is_file() {
         bail!("no llama.cpp side at {}: run `cargo xtask engine-bench --setup` first (pip installs {LLAMACPP_PIN})", python.display());
     }
-    let in_folder = dir.join(llm_burn::file_weights::GGUF_FILE);
+    let in_folder = dir.join(llm_burn::formats::GGUF_FILE);
     let gguf = args.gguf.clone().unwrap_or_else(|| {
         if in_folder.is_file() { in_folder } else { cache.join("gguf").join(format!("{}.gguf", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())) }
     });
     if !gguf.is_file() {
         bail!("no GGUF file at {} for llama.cpp (fetch-model assembles it there; or pass --gguf)", gguf.display());
     }
-    let g = llm_burn::gguf::Gguf::open_header(&gguf)?;
-    let mut types = llm_burn::gguf::type_counts(g.tensors.iter().filter(|t| t.shape.len() == 2).map(|t| t.kind));
+    let g = llm_burn::formats::gguf::Gguf::open_header(&gguf)?;
+    let mut types = llm_burn::formats::gguf::type_counts(g.tensors.iter().filter(|t| t.shape.len() == 2).map(|t| t.kind));
     if args.llamacpp_native {
         types.push_str("; native build");
     }

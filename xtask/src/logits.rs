@@ -6,12 +6,6 @@ use anyhow::Result;
 use clap::Args;
 use llm_burn::ForwardOptions;
 
-/// The backend, picked here by cargo feature: CUDA with `--features cuda`, else the CPU.
-#[cfg(feature = "cuda")]
-pub type Backend = llm_burn::CudaBackend;
-/// The backend, picked here by cargo feature: CUDA with `--features cuda`, else the CPU.
-#[cfg(not(feature = "cuda"))]
-pub type Backend = llm_burn::CpuBackend;
 
 /// Arguments of `logits`.
 #[derive(Args)]

@@ -116,8 +116,8 @@ fn main() -> Result<()> {
         Task::PapiSynth(args) => papi::synth(&args),
         Task::FetchModel { model: name, out, float_copy } => {
             let dir = model::fetch(model::source(&name)?, out)?;
-            if float_copy && llm_burn::convert::ensure_float_copy(&dir)? {
-                eprintln!("wrote {}", dir.join(llm_burn::gguf_model::FLOAT_COPY).display());
+            if float_copy && llm_burn::formats::convert::ensure_float_copy(&dir)? {
+                eprintln!("wrote {}", dir.join(llm_burn::formats::gguf_model::FLOAT_COPY).display());
             }
             println!("{}", dir.display());
             Ok(())

@@ -46,6 +46,13 @@ const fn part(package: &'static str, path: &'static str, len: u64, sha256: &'sta
 /// The default model: what CI and the tests use.
 pub const DEFAULT: &str = "smollm2-135m-instruct";
 
+/// The backend, picked here by cargo feature: CUDA with `--features cuda`, else the CPU.
+#[cfg(feature = "cuda")]
+pub type Backend = llm_burn::CudaBackend;
+/// The backend, picked here by cargo feature: CUDA with `--features cuda`, else the CPU.
+#[cfg(not(feature = "cuda"))]
+pub type Backend = llm_burn::CpuBackend;
+
 /// The model a command loads: the same two flags, with one default each, in every command
 /// that runs a model.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -73,10 +80,10 @@ impl ModelArgs {
     }
 
     /// The folder, its prompt encoder and the model loaded in [`ModelArgs::dtype`].
-    pub fn load(&self) -> Result<(PathBuf, llm_burn::PromptEncoder, llm_burn::Llama<crate::logits::Backend>)> {
+    pub fn load(&self) -> Result<(PathBuf, llm_burn::PromptEncoder, llm_burn::Decoder<Backend>)> {
         let dir = self.dir()?;
         let prompts = llm_burn::PromptEncoder::from_dir(&dir).with_context(|| format!("reading the tokenizer and chat template of {}", dir.display()))?;
-        let model = llm_burn::Llama::load_as(&dir, &Default::default(), self.dtype()).with_context(|| format!("loading {} as {}", dir.display(), self.dtype()))?;
+        let model = llm_burn::Decoder::load_as(&dir, &Default::default(), self.dtype()).with_context(|| format!("loading {} as {}", dir.display(), self.dtype()))?;
         Ok((dir, prompts, model))
     }
 }
@@ -181,7 +188,7 @@ pub fn resolve(model: &Option<PathBuf>) -> Result<PathBuf> {
 
 fn is_complete(dir: &Path) -> bool {
     ["config.json", "tokenizer.json", "tokenizer_config.json", STAMP].iter().all(|f| dir.join(f).is_file())
-        && (dir.join(llm_burn::file_weights::GGUF_FILE).is_file() || dir.join(llm_burn::gguf_model::FLOAT_COPY).is_file())
+        && (dir.join(llm_burn::formats::GGUF_FILE).is_file() || dir.join(llm_burn::formats::gguf_model::FLOAT_COPY).is_file())
 }
 
 /// Brings a pinned model into `out` (default: its cache folder) and returns the folder: its
@@ -204,7 +211,7 @@ pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
     if partial.exists() {
         std::fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
     }
-    let converted = llm_burn::convert::gguf_to_folder(&gguf, &partial).with_context(|| format!("reading {}", gguf.display()))?;
+    let converted = llm_burn::formats::convert::gguf_to_folder(&gguf, &partial).with_context(|| format!("reading {}", gguf.display()))?;
     link_gguf(&gguf, &partial)?;
     std::fs::write(partial.join(STAMP), format!("{}\n{}\nsha256:{}\n", m.name, gguf.display(), m.sha256))?;
     if out.exists() {
@@ -226,7 +233,7 @@ pub fn fetch(m: &ModelSource, out: Option<PathBuf>) -> Result<PathBuf> {
 /// Puts the model's GGUF file in its folder as `model.gguf` (what `--dtype file` reads): a
 /// hard link, or a copy where the file system has none. Nothing is done when it is there.
 fn link_gguf(gguf: &Path, dir: &Path) -> Result<()> {
-    let to = dir.join(llm_burn::file_weights::GGUF_FILE);
+    let to = dir.join(llm_burn::formats::GGUF_FILE);
     if to.is_file() {
         return Ok(());
     }

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use eval::align::{Answers, align};
 use eval::{Method, RunConfig};
-use llm_burn::{Generation, Llama, Message, Sampling, TextStream};
+use llm_burn::{Generation, Decoder, Message, Sampling, TextStream};
 use pas_core::{Intervention, Positions};
 
-use crate::logits::Backend;
+use crate::model::Backend;
 
 /// Arguments of `align`.
 #[derive(Args)]
@@ -99,8 +99,8 @@ pub struct ChatArgs {
 }
 
 /// A persona file's steering for the model in `dir`, at its own or the given strength.
-fn load_persona(path: &Path, dir: &Path, model: &Llama<Backend>, alpha: Option<f32>) -> Result<Arc<pas_core::Steering>> {
-    let id = llm_burn::identity::identity(dir, model.config())?;
+fn load_persona(path: &Path, dir: &Path, model: &Decoder<Backend>, alpha: Option<f32>) -> Result<Arc<pas_core::Steering>> {
+    let id = llm_burn::formats::identity::identity(dir, model.config())?;
     let (iv, meta) = Intervention::load_for(path, &id)?;
     let a = alpha.unwrap_or(meta.alpha.unwrap_or(1.0) as f32);
     eprintln!("persona {}: {} heads, {}, strength {a}", path.display(), iv.len(), meta.method);
@@ -223,7 +223,7 @@ pub fn start_server(model: &crate::model::ModelArgs, personas: &Path, max_person
         bail!("{} is not a folder (create it and put persona files in it)", personas.display());
     }
     let (dir, prompts, model) = model.load()?;
-    let identity = llm_burn::identity::identity(&dir, model.config())?;
+    let identity = llm_burn::formats::identity::identity(&dir, model.config())?;
     let model_id = identity.model_id.clone();
     let personas = serve::Personas::new(personas.to_owned(), identity).max_loaded(max_personas);
     let config = serve::ServerConfig { model_id: model_id.clone(), ..config };

@@ -1,5 +1,5 @@
 //! `quantize`: a model folder with its GGUF file requantized to `q4_k` or `q8_0`
-//! ([`llm_burn::requantize`]), beside the original's config, tokenizer and float weights
+//! ([`llm_burn::formats::requantize`]), beside the original's config, tokenizer and float weights
 //! (hard links): for `--dtype file` here and for llama.cpp on the same blocks.
 
 use std::path::{Path, PathBuf};
@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use llm_burn::file_weights::GGUF_FILE;
-use llm_burn::gguf::TensorType;
+use llm_burn::formats::GGUF_FILE;
+use llm_burn::quant::TensorType;
 
 /// Arguments of `quantize`.
 #[derive(Args)]
@@ -44,13 +44,13 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     link_others(&src, &out)?;
     eprintln!("requantizing {} to {} ...", gguf.display(), args.kind);
     let t = Instant::now();
-    let plan = llm_burn::requantize::requantize(&gguf, &out.join(GGUF_FILE), kind, &mut |done, total| {
+    let plan = llm_burn::formats::requantize::requantize(&gguf, &out.join(GGUF_FILE), kind, &mut |done, total| {
         if done % 32 == 0 || done == total {
             eprintln!("  {done}/{total} tensors");
         }
     })?;
     let bytes: usize = plan.iter().map(|p| p.bytes()).sum();
-    let types = llm_burn::gguf::type_counts(plan.iter().filter(|p| p.shape.len() == 2).map(|p| p.kind));
+    let types = llm_burn::formats::gguf::type_counts(plan.iter().filter(|p| p.shape.len() == 2).map(|p| p.kind));
     eprintln!("done in {:.1} s: {:.1} MB of tensors; matrices {types}", t.elapsed().as_secs_f64(), bytes as f64 / 1e6);
     println!("{}", out.display());
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use llm_burn::gguf::TensorType;
+use llm_burn::quant::TensorType;
 use llm_burn::random::{RandomWeights, Shape, write_model_as};
 
 /// Arguments of `random-model`.

@@ -10,7 +10,7 @@ use eval::stats::Bootstrap;
 use dpo_baseline::ppo::{AdaptiveKl, Baseline};
 use dpo_baseline::{DpoConfig, LoraConfig, PpoConfig, Rejected, SystemPrompt};
 use eval::{AlphaSelection, Decision, Evaluator, Method, Provenance, RunConfig, Scoring};
-use llm_burn::lora::Target;
+use llm_burn::model::lora::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 use papi_data::reference::RidgeConfig;
 use papi_data::{Dataset, Keying};
@@ -129,7 +129,7 @@ pub struct ReproduceArgs {
     #[arg(long, default_value_t = DpoConfig::default().epochs)]
     dpo_epochs: usize,
     /// DPO: AdamW learning rate (constant).
-    #[arg(long, default_value_t = DpoConfig::default().learning_rate)]
+    #[arg(long, default_value_t = DpoConfig::default().optimiser.learning_rate)]
     dpo_lr: f64,
     /// DPO: beta, the strength of the tie to the reference model.
     #[arg(long, default_value_t = DpoConfig::default().beta)]
@@ -168,7 +168,7 @@ pub struct ReproduceArgs {
     #[arg(long, default_value_t = PpoConfig::default().epochs)]
     ppo_epochs: usize,
     /// PPO: AdamW learning rate (constant).
-    #[arg(long, default_value_t = PpoConfig::default().learning_rate)]
+    #[arg(long, default_value_t = PpoConfig::default().optimiser.learning_rate)]
     ppo_lr: f64,
     /// PPO: prompts per rollout batch.
     #[arg(long, default_value_t = PpoConfig::default().batch_size)]
@@ -360,7 +360,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         ridge: RidgeConfig { seed: args.seed, ..Default::default() },
         dpo: DpoConfig {
             beta: args.dpo_beta,
-            learning_rate: args.dpo_lr,
+            optimiser: dpo_baseline::OptimiserConfig { learning_rate: args.dpo_lr, ..Default::default() },
             epochs: args.dpo_epochs,
             batch_size: args.dpo_batch,
             held_out_fraction: args.dpo_held_out,
@@ -372,7 +372,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         },
         dpo_items: args.dpo_items,
         ppo: PpoConfig {
-            learning_rate: args.ppo_lr,
+            optimiser: dpo_baseline::OptimiserConfig { learning_rate: args.ppo_lr, ..Default::default() },
             epochs: args.ppo_epochs,
             batch_size: args.ppo_batch,
             num_ppo_epochs: args.ppo_updates,

@@ -39,9 +39,9 @@ pub struct ServeBenchArgs {
 }
 
 /// Writes `n` random personas (PAS's default 24 heads each, strength 4) for the model.
-fn write_personas(dir: &Path, model_dir: &Path, config: &llm_burn::LlamaConfig, n: usize) -> Result<Vec<String>> {
+fn write_personas(dir: &Path, model_dir: &Path, config: &llm_burn::ModelConfig, n: usize) -> Result<Vec<String>> {
     let g = config.geometry();
-    let id = llm_burn::identity::identity(model_dir, config)?;
+    let id = llm_burn::formats::identity::identity(model_dir, config)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut names = Vec::new();
     for p in 0..n {
@@ -166,7 +166,7 @@ pub fn run(args: &ServeBenchArgs) -> Result<()> {
     let clients: Vec<usize> = args.clients.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
     let dir = tempfile_dir()?;
     let model_dir = args.model.dir()?;
-    let config = llm_burn::LlamaConfig::load(&model_dir.join("config.json"))?;
+    let config = llm_burn::ModelConfig::load(&model_dir.join("config.json"))?;
     let names = write_personas(&dir, &model_dir, &config, 16)?;
     let server = serve::ServerConfig { model_id: String::new(), max_tokens: 256, default_max_tokens: 64, max_batch: 32, max_waiting: 32, ..Default::default() };
     let (running, model_id) = crate::personas::start_server(&args.model, &dir, serve::personas::DEFAULT_MAX_LOADED, "127.0.0.1:0", server, |_| {})?;

@@ -126,7 +126,7 @@ fn client(url: &str, c: usize, end: Instant, personas: &[String], tally: &Mutex<
                 let refused = outcomes.iter().any(|o| matches!(o, Outcome::Refused(429)));
                 outcomes.into_iter().for_each(|o| tally.lock().expect("tally").add(o));
                 if refused {
-                    std::thread::sleep(Duration::from_secs(serve::admission::RETRY_AFTER_S));
+                    std::thread::sleep(Duration::from_secs(serve::api::RETRY_AFTER_S));
                 }
                 i += 64;
                 continue;
@@ -136,7 +136,7 @@ fn client(url: &str, c: usize, end: Instant, personas: &[String], tally: &Mutex<
         let wait = matches!(o, Outcome::Refused(429));
         tally.lock().expect("tally").add(o);
         if wait {
-            std::thread::sleep(Duration::from_secs(serve::admission::RETRY_AFTER_S));
+            std::thread::sleep(Duration::from_secs(serve::api::RETRY_AFTER_S));
         }
         i += 64;
     }

@@ -8,9 +8,9 @@ use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use dpo_baseline::data::{Rejected, option_of_answer, pairs, preference, split_held_out};
 use dpo_baseline::train::{self, LogLine, dpo_loss, evaluate, option_logprobs, reference_logprobs};
-use dpo_baseline::{DpoConfig, Example, LoraConfig, adapters};
-use llm_burn::lora::{Lora, Target};
-use llm_burn::{CpuBackend, ForwardOptions, Llama, LoraPass, PromptEncoder, tiny};
+use dpo_baseline::{DpoConfig, Example, LoraConfig, OptimiserConfig, PpoConfig, adapters};
+use llm_burn::model::lora::{Lora, Target};
+use llm_burn::{CpuBackend, ForwardOptions, Decoder, LoraPass, PromptEncoder, tiny};
 use proptest::prelude::*;
 
 mod ppo;
@@ -18,10 +18,10 @@ mod ppo;
 type B = CpuBackend;
 type AD = Autodiff<CpuBackend>;
 
-fn tiny_model() -> (tempfile::TempDir, Llama<B>) {
+fn tiny_model() -> (tempfile::TempDir, Decoder<B>) {
     let dir = tempfile::tempdir().unwrap();
     tiny::write_model(dir.path(), 5).unwrap();
-    let model = Llama::load(dir.path(), &Default::default()).unwrap();
+    let model = Decoder::load(dir.path(), &Default::default()).unwrap();
     (dir, model)
 }
 
@@ -42,10 +42,10 @@ fn toy_examples(n: usize, rule: Rejected) -> Vec<Example> {
 }
 
 fn small_config() -> DpoConfig {
-    DpoConfig { learning_rate: 1e-2, epochs: 1, batch_size: 4, held_out_fraction: 0.0, lora: LoraConfig { rank: 4, alpha: 8.0, ..Default::default() }, ..Default::default() }
+    DpoConfig { optimiser: OptimiserConfig { learning_rate: 1e-2, ..Default::default() }, epochs: 1, batch_size: 4, held_out_fraction: 0.0, lora: LoraConfig { rank: 4, alpha: 8.0, ..Default::default() }, ..Default::default() }
 }
 
-fn logits(model: &Llama<B>, rows: &[&[u32]]) -> Vec<f32> {
+fn logits(model: &Decoder<B>, rows: &[&[u32]]) -> Vec<f32> {
     let mut cache = model.new_cache();
     model.forward(rows, &mut cache, ForwardOptions::default()).unwrap().logits.into_data().to_vec::<f32>().unwrap()
 }
@@ -61,7 +61,7 @@ fn the_first_step_loss_is_ln_2_and_its_log_has_trl_names() {
     let mut lines = Vec::new();
     let trained = train::train::<AD>(&model, &examples, &[], &options(), &small_config(), |l| lines.push(l.clone())).unwrap();
     assert!((trained.report.first_loss - std::f64::consts::LN_2).abs() < 1e-6, "{}", trained.report.first_loss);
-    let LogLine::Step { step, metrics, .. } = &lines[0] else { panic!("first line is a step: {:?}", lines[0]) };
+    let LogLine::Step { step, stats: metrics, .. } = &lines[0] else { panic!("first line is a step: {:?}", lines[0]) };
     assert_eq!(*step, 1);
     // Policy = reference: zero rewards (to rounding: the reference ran in other batches).
     assert!(metrics.rewards_chosen.abs() < 1e-5 && metrics.rewards_rejected.abs() < 1e-5, "{metrics:?}");
@@ -134,7 +134,7 @@ fn the_loss_gradient_matches_finite_differences() {
         let (loss, _, _) = dpo_loss(lp, &batch, &reference, beta).unwrap();
         f64::from(loss.into_scalar())
     };
-    let ad_model = Llama::<AD>::from_inner(&model);
+    let ad_model = Decoder::<AD>::from_inner(&model);
     let trainable = Lora::<AD>::trainable(&lora);
     let (lp, _) = option_logprobs(&ad_model, Some(LoraPass::new(&trainable)), &prompts, &options()).unwrap();
     let (loss, _, _) = dpo_loss(lp, &batch, &reference, beta).unwrap();
@@ -170,7 +170,7 @@ fn held_out_early_stopping_keeps_the_best_epoch_and_training_is_deterministic() 
     let (_d, model) = tiny_model();
     let (train_set, held) = split_held_out(toy_examples(20, Rejected::OppositeExtreme), 0.25, 1);
     assert_eq!(held.len(), 5);
-    let config = DpoConfig { epochs: 6, learning_rate: 5e-2, patience: 1, ..small_config() };
+    let config = DpoConfig { epochs: 6, optimiser: OptimiserConfig { learning_rate: 5e-2, ..Default::default() }, patience: 1, ..small_config() };
     let run = || {
         let mut evals = Vec::new();
         let t = train::train::<AD>(&model, &train_set, &held, &options(), &config, |l| {
@@ -221,7 +221,7 @@ fn adapters_round_trip_through_safetensors_with_metadata() {
     // A model of another shape is refused, naming the tensor.
     let other = tempfile::tempdir().unwrap();
     tiny::write_weights(other.path(), 1, 40).unwrap();
-    let mut cfg = llm_burn::LlamaConfig::load(&other.path().join("config.json")).unwrap();
+    let mut cfg = llm_burn::ModelConfig::load(&other.path().join("config.json")).unwrap();
     cfg.intermediate = 20;
     let err = adapters::load::<B>(&path, &cfg, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("gate_proj") && err.contains("expected"), "{err}");
@@ -298,7 +298,7 @@ fn model_dir() -> Option<PathBuf> {
 #[test]
 fn a_few_steps_on_the_default_model_give_a_finite_loss() {
     let Some(dir) = model_dir() else { return };
-    let model = Llama::<B>::load(&dir, &Default::default()).unwrap();
+    let model = Decoder::<B>::load(&dir, &Default::default()).unwrap();
     let prompts = PromptEncoder::from_dir(&dir).unwrap();
     let options = [" A", " B", " C", " D", " E"].map(|t| prompts.single_token(t).unwrap());
     let items = ["I worry about things.", "I make friends easily.", "I love to read challenging material.", "I trust others.", "I complete tasks successfully.", "I get angry easily."];
@@ -317,4 +317,18 @@ fn a_few_steps_on_the_default_model_give_a_finite_loss() {
     assert_eq!(trained.report.steps, 2);
     assert!((trained.report.first_loss - std::f64::consts::LN_2).abs() < 1e-4, "{}", trained.report.first_loss);
     assert!(trained.report.last_epoch.loss.is_finite());
+}
+
+/// The shared optimiser settings keep their keys where run files have them (a published
+/// `run.json` reads back and is written again unchanged, so its folder still resumes).
+#[test]
+fn the_optimiser_keys_stay_where_published_run_files_have_them() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/published/qwen2.5-coder-1.5b-10-kl/run.json");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let dpo: DpoConfig = serde_json::from_value(run["dpo"].clone()).unwrap();
+    let ppo: PpoConfig = serde_json::from_value(run["ppo"].clone()).unwrap();
+    assert_eq!(serde_json::to_value(&dpo).unwrap(), run["dpo"]);
+    assert_eq!(serde_json::to_value(&ppo).unwrap(), run["ppo"]);
+    assert_eq!((dpo.optimiser, ppo.optimiser), (OptimiserConfig::default(), OptimiserConfig::default()));
+    assert_eq!(run["dpo"]["learning_rate"], 5e-4);
 }

@@ -5,13 +5,13 @@ use burn::tensor::{Tensor, TensorData, activation};
 use dpo_baseline::adapters;
 use dpo_baseline::data::Rejected;
 use dpo_baseline::ppo::{self, Baseline, PpoConfig, PpoLogLine, ppo_loss, rollout};
-use dpo_baseline::{Example, LoraConfig};
-use llm_burn::{Llama, PromptEncoder};
+use dpo_baseline::{Example, LoraConfig, OptimiserConfig};
+use llm_burn::{Decoder, PromptEncoder};
 
 use super::{AD, B, model_dir, options, tiny_model, toy_examples};
 
 fn small() -> PpoConfig {
-    PpoConfig { learning_rate: 2e-2, epochs: 3, batch_size: 4, held_out_fraction: 0.0, lora: LoraConfig { rank: 4, alpha: 8.0, ..Default::default() }, ..Default::default() }
+    PpoConfig { optimiser: OptimiserConfig { learning_rate: 2e-2, ..Default::default() }, epochs: 3, batch_size: 4, held_out_fraction: 0.0, lora: LoraConfig { rank: 4, alpha: 8.0, ..Default::default() }, ..Default::default() }
 }
 
 /// Log-softmax of rows of logits, on the host.
@@ -108,7 +108,7 @@ fn training_raises_the_mean_reward_keeps_the_kl_finite_and_is_deterministic() {
         assert!(lines[0].contains(&format!("\"{name}\"")), "{name} missing from {}", lines[0]);
     }
     let parsed: Vec<PpoLogLine> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(parsed.iter().all(|l| matches!(l, PpoLogLine::Step { policy, .. } if policy.loss.is_finite())));
+    assert!(parsed.iter().all(|l| matches!(l, PpoLogLine::Step { stats, .. } if stats.policy.loss.is_finite())));
     // Deterministic under the seed.
     let (lora2, report2, lines2) = run();
     assert_eq!((report2.steps, &lines2.iter().map(|l| l.split("\"seconds\"").next().unwrap().to_owned()).collect::<Vec<_>>()), (report.steps, &lines.iter().map(|l| l.split("\"seconds\"").next().unwrap().to_owned()).collect::<Vec<_>>()));
@@ -140,7 +140,7 @@ fn an_adaptive_kl_coefficient_moves_and_bad_settings_are_refused() {
 #[test]
 fn a_few_ppo_steps_on_the_default_model_log_finite_values() {
     let Some(dir) = model_dir() else { return };
-    let model = Llama::<B>::load(&dir, &Default::default()).unwrap();
+    let model = Decoder::<B>::load(&dir, &Default::default()).unwrap();
     let prompts = PromptEncoder::from_dir(&dir).unwrap();
     let options = [" A", " B", " C", " D", " E"].map(|t| prompts.single_token(t).unwrap());
     let examples: Vec<Example> = ["worry about things", "make friends easily", "love to read challenging material", "trust others"]
@@ -157,7 +157,7 @@ fn a_few_ppo_steps_on_the_default_model_log_finite_values() {
     let (_, report) = ppo::train::<AD>(&model, &examples, &[], &options, &config, |l| lines.push(l.clone())).unwrap();
     assert_eq!(report.steps, 2);
     for l in &lines {
-        let PpoLogLine::Step { objective, policy, grad_norm, .. } = l else { panic!("a step line") };
+        let PpoLogLine::Step { stats: ppo::PpoStep { objective, policy, .. }, grad_norm, .. } = l else { panic!("a step line") };
         assert!([objective.kl, objective.entropy, objective.scores, policy.loss, policy.approxkl, policy.clipfrac, *grad_norm].iter().all(|x| x.is_finite()), "{l:?}");
     }
 }

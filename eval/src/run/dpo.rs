@@ -151,8 +151,8 @@ impl<B: Backend> Evaluator<'_, B> {
         let out = match method {
             Method::Ppo => {
                 let (lora, r) = dpo_baseline::ppo::train::<Autodiff<B>>(self.model, train, held_out, options, &self.config.ppo, |line| {
-                    if let PpoLogLine::Step { step, objective, .. } = line {
-                        progress.set_message(format!("case {case} · ppo step {step} · mean reward {:.3} · KL {:.4}", objective.scores, objective.kl));
+                    if let PpoLogLine::Step { step, stats, .. } = line {
+                        progress.set_message(format!("case {case} · ppo step {step} · mean reward {:.3} · KL {:.4}", stats.objective.scores, stats.objective.kl));
                     }
                     log.line(line);
                 })?;
@@ -160,7 +160,7 @@ impl<B: Backend> Evaluator<'_, B> {
             }
             _ => {
                 let t = dpo_baseline::train::train::<Autodiff<B>>(self.model, train, held_out, options, &self.config.dpo, |line| {
-                    if let LogLine::Step { step, metrics, .. } = line {
+                    if let LogLine::Step { step, stats: metrics, .. } = line {
                         progress.set_message(format!("case {case} · dpo step {step} · loss {:.3} · accuracy {:.2}", metrics.loss, metrics.rewards_accuracies));
                     }
                     log.line(line);

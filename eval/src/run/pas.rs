@@ -7,12 +7,12 @@ use burn::tensor::backend::Backend;
 use papi_data::{Domain, Folds, MissingAnswers, Protocol, Subject};
 use pas_core::{ContrastPair, InterventionMeta, PasFit, Positions, Preference, Search, SearchResult, Selection, Steering, StrengthUnit, fit_intervention, labelled_samples};
 
-use super::steer::FoldPlan;
+use super::steer::{Cost, FoldPlan};
 use super::{Contrast, Evaluator, balanced};
 use crate::error::Result;
 use crate::method::Method;
 use crate::prompt::DEFAULT_SYSTEM;
-use crate::results::{PasRecord, Phases, SubjectResult};
+use crate::results::{PasRecord, SubjectResult};
 use crate::request::{Executor, Request, Steer};
 use crate::score::{ItemScore, Scored};
 
@@ -50,13 +50,6 @@ impl Searched {
     fn steering(&self) -> Steering {
         self.fit.intervention.at(self.alpha as f32, self.positions)
     }
-}
-
-/// Time and tokens of one subject's phases, added up as the work goes.
-#[derive(Default)]
-pub(super) struct Cost {
-    pub seconds: Phases<f64>,
-    pub tokens: Phases<u64>,
 }
 
 impl<B: Backend> Evaluator<'_, B> {
@@ -246,7 +239,7 @@ impl<B: Backend> Evaluator<'_, B> {
                     return Ok(Searched { fit: s.fit, search: Some(s.result), alpha: s.alpha, rule: s.rule, positions: s.positions, steering: Some(s.record) });
                 }
                 let t_fit = Instant::now();
-                let fold_fits: Vec<(PasFit, String, Vec<u16>)> = pas_core::search::fit_held_out_folds(&contrast.acts, &samples, cfg, &group_folds)?
+                let fold_fits: Vec<(PasFit, String, Vec<u16>)> = pas_core::fit::fit_held_out_folds(&contrast.acts, &samples, cfg, &group_folds)?
                     .into_iter()
                     .enumerate()
                     .map(|(f, fold)| {

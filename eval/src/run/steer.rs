@@ -13,13 +13,20 @@ use pas_core::calibrate::option_kl;
 use pas_core::{HeadActivations, Intervention, KlCurve, LabelledSample, PasFit, Positions, Search, SearchResult, Steering, StrengthUnit, fit_intervention};
 
 use super::Evaluator;
-use super::pas::Cost;
 use crate::decision::RuleChoice;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::request::{Executor, Request, Steer};
-use crate::results::{Candidate, SteeringSearch};
+use crate::results::{Candidate, Phases, SteeringSearch};
 use crate::score::{ItemScore, Scored};
+
+/// Time and tokens of one subject's phases, added up as the work goes (the search spends
+/// them; the methods that search start them).
+#[derive(Default)]
+pub(super) struct Cost {
+    pub seconds: Phases<f64>,
+    pub tokens: Phases<u64>,
+}
 
 /// The folds of a held-out search: each fold's prompt (which leaves its answers out), the
 /// held-out items scored, and the labelled groups held out of its intervention.
@@ -106,7 +113,7 @@ impl<B: Backend> Evaluator<'_, B> {
         let mut by_window: BTreeMap<pas_core::LayerWindow, Vec<PasFit>> = BTreeMap::new();
         for s in &settings {
             if let std::collections::btree_map::Entry::Vacant(e) = by_window.entry(s.window) {
-                e.insert(pas_core::search::fit_held_out_folds(acts, samples, &cfg.at(*s), &plan.groups)?.into_iter().map(|f| f.fit).collect());
+                e.insert(pas_core::fit::fit_held_out_folds(acts, samples, &cfg.at(*s), &plan.groups)?.into_iter().map(|f| f.fit).collect());
             }
         }
         cost.seconds.probes += t.elapsed().as_secs_f64();

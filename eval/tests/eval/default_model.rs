@@ -3,7 +3,7 @@
 
 
 use eval::{Evaluator, Method};
-use llm_burn::{Llama, PromptEncoder};
+use llm_burn::{Decoder, PromptEncoder};
 use papi_data::reference::{self, Reference, RidgeConfig};
 use papi_data::{Dataset, Keying, Protocol};
 use pas_core::Search;
@@ -45,7 +45,7 @@ fn one_real_subject_runs_every_method() {
     let (Some(data_dir), Some(model_dir)) = (papi_dir(), model_dir()) else { return };
     let data = Dataset::load(&data_dir, None).unwrap();
     let p2 = eval::run::load_p2(&data_dir.join("personality-prompts-dev-200.json")).unwrap();
-    let model = Llama::<TestBackend>::load(&model_dir, &Default::default()).unwrap();
+    let model = Decoder::<TestBackend>::load(&model_dir, &Default::default()).unwrap();
     let prompts = PromptEncoder::from_dir(&model_dir).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut config = quick_config(&Method::ALL, 1);

@@ -5,7 +5,7 @@
 
 use eval::{Evaluator, Method};
 use llm_burn::random::{Shape, write_model};
-use llm_burn::{Llama, PromptEncoder};
+use llm_burn::{Decoder, PromptEncoder};
 
 use crate::{TestBackend, one_person_cheap_run, provenance};
 
@@ -14,7 +14,7 @@ fn a_llama_3_shaped_model_runs_the_pas_path() {
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape::llama_3_8b().with_layers(2);
     write_model(dir.path(), &shape, 5).unwrap();
-    let model = Llama::<TestBackend>::load(dir.path(), &Default::default()).unwrap();
+    let model = Decoder::<TestBackend>::load(dir.path(), &Default::default()).unwrap();
     let c = model.config();
     assert_eq!((c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab), (2, 4096, 32, 8, 128, 14336, 128_256));
     assert_eq!(c.heads / c.kv_heads, 4, "grouped-query attention at 4:1");

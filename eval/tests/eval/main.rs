@@ -19,7 +19,7 @@ mod tiny_run;
 use std::path::{Path, PathBuf};
 
 use eval::{Method, Provenance, RunConfig};
-use llm_burn::{CpuBackend, Llama, PromptEncoder};
+use llm_burn::{CpuBackend, Decoder, PromptEncoder};
 use papi_data::synthetic::{SyntheticConfig, generate};
 use papi_data::{Dataset, Inventory, Split};
 use pas_core::Search;
@@ -28,13 +28,13 @@ use pas_core::Search;
 pub type TestBackend = CpuBackend;
 
 /// A tiny random model folder, loaded.
-pub fn tiny_model(dir: &Path) -> (Llama<TestBackend>, PromptEncoder) {
+pub fn tiny_model(dir: &Path) -> (Decoder<TestBackend>, PromptEncoder) {
     llm_burn::tiny::write_model(dir, 11).expect("write tiny model");
-    (Llama::load(dir, &Default::default()).expect("load"), PromptEncoder::from_dir(dir).expect("prompts"))
+    (Decoder::load(dir, &Default::default()).expect("load"), PromptEncoder::from_dir(dir).expect("prompts"))
 }
 
 /// A seeded intervention on two heads of the tiny model.
-pub fn tiny_intervention(model: &Llama<TestBackend>) -> pas_core::Intervention {
+pub fn tiny_intervention(model: &Decoder<TestBackend>) -> pas_core::Intervention {
     use pas_core::{HeadId, Intervention, SteeredHead};
     let heads = vec![
         SteeredHead { head: HeadId::new(0, 1), direction: vec![0.5, 0.5, 0.5, 0.5], sigma: 2.0 },
@@ -77,9 +77,9 @@ pub fn quick_config(methods: &[Method], subjects: usize) -> RunConfig {
     c.pas.search = Search::Grid { alphas: vec![0.0, 1.0, 4.0] };
     c.pas.selection = pas_core::Selection::HeldOut { folds: 2, seed: 0 };
     c.bootstrap.resamples = 200;
-    c.dpo = dpo_baseline::DpoConfig { epochs: 2, learning_rate: 1e-2, ..Default::default() };
+    c.dpo = dpo_baseline::DpoConfig { epochs: 2, optimiser: dpo_baseline::OptimiserConfig { learning_rate: 1e-2, ..Default::default() }, ..Default::default() };
     c.dpo_items = Some(20);
-    c.ppo = dpo_baseline::PpoConfig { epochs: 2, learning_rate: 1e-2, num_ppo_epochs: 2, ..Default::default() };
+    c.ppo = dpo_baseline::PpoConfig { epochs: 2, optimiser: dpo_baseline::OptimiserConfig { learning_rate: 1e-2, ..Default::default() }, num_ppo_epochs: 2, ..Default::default() };
     c
 }
 

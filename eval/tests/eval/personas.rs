@@ -17,7 +17,7 @@ fn a_run_saves_each_subjects_intervention_with_its_strength_for_this_model_only(
     let out = tempfile::tempdir().unwrap();
     let config = quick_config(&[Method::Pas, Method::PasOnly], 2);
     let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();
-    let identity = llm_burn::identity::identity(model_dir.path(), model.config()).unwrap();
+    let identity = llm_burn::formats::identity::identity(model_dir.path(), model.config()).unwrap();
     assert!(identity.config_hash.starts_with("sha256:") && identity.config_hash.len() == 7 + 64);
     for method in [Method::Pas, Method::PasOnly] {
         for s in &data.subjects[..2] {
@@ -34,7 +34,7 @@ fn a_run_saves_each_subjects_intervention_with_its_strength_for_this_model_only(
     // Another model of the same shape (other weights) refuses the file.
     let other_dir = tempfile::tempdir().unwrap();
     llm_burn::tiny::write_model(other_dir.path(), 12).unwrap();
-    let other = llm_burn::identity::identity(other_dir.path(), model.config()).unwrap();
+    let other = llm_burn::formats::identity::identity(other_dir.path(), model.config()).unwrap();
     assert_eq!(other.geometry, identity.geometry);
     let path = out.path().join(format!("pas/{}.safetensors", data.subjects[0].case));
     let err = Intervention::load_for(&path, &other).unwrap_err().to_string();
@@ -96,7 +96,7 @@ fn align_fits_a_persona_from_an_answers_file_and_saves_it_for_the_model() {
     let aligned = align(&model, &prompts, model_dir.path(), inv, &answers, Method::PasOnly, config.clone(), &dir.path().join("work"), &out).unwrap();
     assert_eq!(aligned.answers, answers.answers.len());
     assert!(aligned.pairs > 0 && aligned.heads > 0 && aligned.search.is_some());
-    let identity = llm_burn::identity::identity(model_dir.path(), model.config()).unwrap();
+    let identity = llm_burn::formats::identity::identity(model_dir.path(), model.config()).unwrap();
     let (iv, meta) = Intervention::load_for(&out, &identity).unwrap();
     assert_eq!((iv.len(), meta.alpha, meta.method.as_str()), (aligned.heads, Some(aligned.search.unwrap().alpha), "pas-only/mass-mean"));
     // Deterministic: the same answers give the same persona.

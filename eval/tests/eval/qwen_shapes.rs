@@ -5,7 +5,7 @@
 
 use eval::{Evaluator, Method};
 use llm_burn::random::{Shape, write_model};
-use llm_burn::{Architecture, Llama, Message, PromptEncoder};
+use llm_burn::{Architecture, Decoder, Message, PromptEncoder};
 
 use crate::{TestBackend, one_person_cheap_run, provenance};
 
@@ -13,7 +13,7 @@ use crate::{TestBackend, one_person_cheap_run, provenance};
 fn a_qwen2_shaped_model_runs_the_pas_path() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &Shape::qwen2_5_1_5b().with_layers(2), 3).unwrap();
-    let model = Llama::<TestBackend>::load(dir.path(), &Default::default()).unwrap();
+    let model = Decoder::<TestBackend>::load(dir.path(), &Default::default()).unwrap();
     let c = model.config();
     assert_eq!(c.arch, Architecture::Qwen2);
     assert_eq!((c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab), (2, 1536, 12, 2, 128, 8960, 151_936));
@@ -37,7 +37,7 @@ fn a_qwen2_shaped_model_runs_the_pas_path() {
     // One subject through no-change, few-shot, PAS-only and DPO (LoRA on the biased
     // projections), with few items.
     let (data, mut config) = one_person_cheap_run(&[Method::NoChange, Method::FewShot, Method::PasOnly, Method::Dpo], 4);
-    config.dpo = dpo_baseline::DpoConfig { epochs: 1, learning_rate: 1e-2, batch_size: 2, ..Default::default() };
+    config.dpo = dpo_baseline::DpoConfig { epochs: 1, optimiser: dpo_baseline::OptimiserConfig { learning_rate: 1e-2, ..Default::default() }, batch_size: 2, ..Default::default() };
     config.dpo_items = Some(5);
     let out = tempfile::tempdir().unwrap();
     let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(dir.path()), out.path()).unwrap().run().unwrap();

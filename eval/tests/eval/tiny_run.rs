@@ -367,7 +367,7 @@ fn half_precision_weights_run_every_model_method() {
     let data = synthetic_dataset(4);
     let prompts = llm_burn::PromptEncoder::from_dir(model_dir.path()).unwrap();
     for dtype in [llm_burn::Dtype::Bf16, llm_burn::Dtype::F16] {
-        let model = llm_burn::Llama::<crate::TestBackend>::load_as(model_dir.path(), &Default::default(), dtype).unwrap();
+        let model = llm_burn::Decoder::<crate::TestBackend>::load_as(model_dir.path(), &Default::default(), dtype).unwrap();
         let out = tempfile::tempdir().unwrap();
         let config = quick_config(&[Method::NoChange, Method::FewShot, Method::Pas, Method::PasDomain, Method::Dpo], 1);
         let results = Evaluator::new(&model, &prompts, &data, None, config, provenance(model_dir.path()), out.path()).unwrap().run().unwrap();

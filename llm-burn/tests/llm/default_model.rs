@@ -80,13 +80,13 @@ fn the_converted_config_matches_the_fixture_geometry() {
 #[test]
 fn logits_head_outputs_and_greedy_text_match_hugging_face() {
     use crate::TestBackend;
-    use llm_burn::{ForwardOptions, Llama};
+    use llm_burn::{ForwardOptions, Decoder};
     let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
     let fixtures_dir = std::env::var_os("FIXTURES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
     let device = Default::default();
-    let model = Llama::<TestBackend>::load(&dir, &device).expect("load the default model");
+    let model = Decoder::<TestBackend>::load(&dir, &device).expect("load the default model");
     for p in fx["prompts"].as_array().expect("prompts") {
         let name = p["name"].as_str().unwrap();
         let ids = ids(&p["token_ids"]);
@@ -124,13 +124,13 @@ fn logits_head_outputs_and_greedy_text_match_hugging_face() {
 #[test]
 fn half_precision_and_quantized_weights_stay_near_hugging_faces_float32_logits() {
     use crate::TestBackend;
-    use llm_burn::{Dtype, ForwardOptions, Llama};
+    use llm_burn::{Dtype, ForwardOptions, Decoder};
     let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
     let fixtures_dir = std::env::var_os("FIXTURES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
     for dtype in [Dtype::Bf16, Dtype::F16, Dtype::Q8_0, Dtype::Q4K] {
-        let model = Llama::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
+        let model = Decoder::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
         assert_eq!(model.dtype(), dtype);
         for p in fx["prompts"].as_array().expect("prompts") {
             let name = p["name"].as_str().unwrap();
@@ -163,18 +163,18 @@ fn half_precision_and_quantized_weights_stay_near_hugging_faces_float32_logits()
 #[test]
 fn the_gguf_files_own_blocks_give_the_float32_logits() {
     use crate::TestBackend;
-    use llm_burn::{Dtype, ForwardOptions, Llama};
+    use llm_burn::{Dtype, ForwardOptions, Decoder};
     let (Some(dir), Some(fx)) = (model_dir(), fixtures()) else { return };
-    if !dir.join(llm_burn::file_weights::GGUF_FILE).is_file() {
+    if !dir.join(llm_burn::formats::GGUF_FILE).is_file() {
         eprintln!("skipped: no model.gguf in {} (`cargo xtask fetch-model` links it)", dir.display());
         return;
     }
     let dev = Default::default();
-    let (f32, file) = (Llama::<TestBackend>::load(&dir, &dev).expect("load"), Llama::<TestBackend>::load_as(&dir, &dev, Dtype::File).expect("load the file's blocks"));
+    let (f32, file) = (Decoder::<TestBackend>::load(&dir, &dev).expect("load"), Decoder::<TestBackend>::load_as(&dir, &dev, Dtype::File).expect("load the file's blocks"));
     for p in fx["prompts"].as_array().expect("prompts") {
         let ids = ids(&p["token_ids"]);
-        let run = |m: &Llama<TestBackend>| m.forward(&[&ids], &mut m.new_cache(), ForwardOptions::default()).expect("forward").logits.into_data().to_vec::<f32>().unwrap();
-        let (a, b) = (run(&f32), llm_burn::qmatrix::with_float_products(|| run(&file)));
+        let run = |m: &Decoder<TestBackend>| m.forward(&[&ids], &mut m.new_cache(), ForwardOptions::default()).expect("forward").logits.into_data().to_vec::<f32>().unwrap();
+        let (a, b) = (run(&f32), llm_burn::quant::qmatrix::with_float_products(|| run(&file)));
         let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         eprintln!("file {}: max |logit diff| against float32 {max:.2e}", p["name"]);
         assert!(max < 2e-3, "{}: the file's blocks give logits {max} away from its float32 values", p["name"]);

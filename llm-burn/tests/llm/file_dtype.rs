@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use llm_burn::file_weights::GGUF_FILE;
-use llm_burn::qmatrix::QMatrix;
+use llm_burn::formats::GGUF_FILE;
+use llm_burn::quant::qmatrix::QMatrix;
 use llm_burn::random::{SPECIAL_TOKENS, Shape};
-use llm_burn::{Architecture, Dtype, ForwardOptions, Llama};
+use llm_burn::{Architecture, Dtype, ForwardOptions, Decoder};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype as StDtype, SafeTensors};
 
@@ -94,25 +94,28 @@ fn write_both(from: &Path, file: &Path, deq: &Path, arch: Architecture, heads: (
     safetensors::serialize_to_file(views, None, &deq.join("model.safetensors")).unwrap();
 }
 
-fn logits(model: &Llama<TestBackend>, rows: &[&[u32]]) -> Vec<f32> {
+fn logits(model: &Decoder<TestBackend>, rows: &[&[u32]]) -> Vec<f32> {
     let out = model.forward(rows, &mut model.new_cache(), ForwardOptions::default()).unwrap();
     out.logits.into_data().to_vec::<f32>().unwrap()
 }
 
 #[test]
-fn a_model_in_its_files_blocks_gives_the_float_model_of_the_same_values() {
-    let small = |s: Shape| Shape { hidden: 64, intermediate: 160, layers: 2, heads: 4, kv_heads: 2, vocab: 288 + SPECIAL_TOKENS, ..s };
-    for shape in [small(Shape::qwen2_5_0_5b()), small(Shape::llama_3_8b())] {
+fn every_familys_model_in_its_files_blocks_gives_the_float_model_of_the_same_values() {
+    // Every family of the architecture table, each with its own row's layout (biases,
+    // permuted Q/K rows in its files): a new row is tested here as it is added.
+    let small = |arch: Architecture| Shape { hidden: 64, intermediate: 160, layers: 2, heads: 4, kv_heads: 2, vocab: 288 + SPECIAL_TOKENS, arch, ..Shape::qwen2_5_0_5b() };
+    assert!(llm_burn::model::config::ARCHITECTURES.len() >= 2);
+    for shape in llm_burn::model::config::ARCHITECTURES.iter().map(|f| small(f.arch)) {
         let dir = tempfile::tempdir().unwrap();
         let (orig, file, deq) = (dir.path().join("orig"), dir.path().join("file"), dir.path().join("deq"));
         llm_burn::random::write_model(&orig, &shape, 5).unwrap();
         write_both(&orig, &file, &deq, shape.arch, (shape.heads, shape.kv_heads));
         let dev = Default::default();
-        let f = Llama::<TestBackend>::load_as(&file, &dev, Dtype::File).unwrap();
-        let d = Llama::<TestBackend>::load(&deq, &dev).unwrap();
+        let f = Decoder::<TestBackend>::load_as(&file, &dev, Dtype::File).unwrap();
+        let d = Decoder::<TestBackend>::load(&deq, &dev).unwrap();
         assert_eq!((f.dtype(), f.config().arch), (Dtype::File, shape.arch));
         let rows: [&[u32]; 3] = [&[5, 9, 13, 21, 8, 40, 2], &[7, 7, 100], &[250, 3, 17, 90]];
-        let (lf, ld) = (llm_burn::qmatrix::with_float_products(|| logits(&f, &rows)), logits(&d, &rows));
+        let (lf, ld) = (llm_burn::quant::qmatrix::with_float_products(|| logits(&f, &rows)), logits(&d, &rows));
         let diff = lf.iter().zip(&ld).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let range = ld.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(diff < 1e-4 && range > 1e-3, "{:?}: file vs its dequantized float model: {diff} (logits up to {range})", shape.arch);
@@ -128,6 +131,20 @@ fn a_folder_without_its_gguf_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape { hidden: 64, intermediate: 160, layers: 1, heads: 4, kv_heads: 2, vocab: 288 + SPECIAL_TOKENS, ..Shape::qwen2_5_0_5b() };
     llm_burn::random::write_model(dir.path(), &shape, 1).unwrap();
-    let err = Llama::<TestBackend>::load_as(dir.path(), &Default::default(), Dtype::File).unwrap_err().to_string();
+    let err = Decoder::<TestBackend>::load_as(dir.path(), &Default::default(), Dtype::File).unwrap_err().to_string();
     assert!(err.contains("model.gguf") && err.contains("fetch-model"), "{err}");
+}
+
+#[test]
+fn the_architecture_table_reads_back_every_name_it_writes() {
+    use llm_burn::model::config::ARCHITECTURES;
+    for f in ARCHITECTURES {
+        assert_eq!(Architecture::from_gguf(f.gguf), Some(f.arch));
+        for t in f.model_types {
+            assert_eq!(Architecture::from_model_type(t), Some(f.arch), "{t}");
+        }
+        assert_eq!(f.arch.model_type(), f.model_types[0]);
+        assert_eq!(f.arch.family(), f);
+    }
+    assert!(Architecture::supported().contains("qwen2") && Architecture::from_model_type("gpt_neox").is_none());
 }

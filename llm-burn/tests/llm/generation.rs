@@ -3,16 +3,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use llm_burn::{Batcher, Finish, ForwardOptions, Generation, KvCache, Kernels, Llama, Sampler, Sampling};
+use llm_burn::{Batcher, Finish, ForwardOptions, Generation, KvCache, Kernels, Decoder, Sampler, Sampling};
 use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steering};
 use proptest::prelude::*;
 
 use crate::TestBackend;
 
-fn tiny(kernels: Option<Kernels>) -> (tempfile::TempDir, Llama<TestBackend>) {
+fn tiny(kernels: Option<Kernels>) -> (tempfile::TempDir, Decoder<TestBackend>) {
     let dir = tempfile::tempdir().unwrap();
     llm_burn::tiny::write_weights(dir.path(), 11, 50).unwrap();
-    let model = Llama::load(dir.path(), &Default::default()).unwrap();
+    let model = Decoder::load(dir.path(), &Default::default()).unwrap();
     let model = match kernels {
         Some(k) => model.with_kernels(k),
         None => model,
@@ -20,7 +20,7 @@ fn tiny(kernels: Option<Kernels>) -> (tempfile::TempDir, Llama<TestBackend>) {
     (dir, model)
 }
 
-fn steering(model: &Llama<TestBackend>, alpha: f32, positions: Positions) -> Arc<Steering> {
+fn steering(model: &Decoder<TestBackend>, alpha: f32, positions: Positions) -> Arc<Steering> {
     let iv = Intervention::new(
         model.config().geometry(),
         vec![
@@ -32,7 +32,7 @@ fn steering(model: &Llama<TestBackend>, alpha: f32, positions: Positions) -> Arc
     Arc::new(iv.at(alpha, positions))
 }
 
-fn last_logits(model: &Llama<TestBackend>, cache: &mut KvCache<TestBackend>, rows: &[&[u32]]) -> Vec<Vec<f32>> {
+fn last_logits(model: &Decoder<TestBackend>, cache: &mut KvCache<TestBackend>, rows: &[&[u32]]) -> Vec<Vec<f32>> {
     let out = model.forward(rows, cache, ForwardOptions::default()).unwrap();
     out.logits.into_data().to_vec::<f32>().unwrap().chunks(50).map(<[f32]>::to_vec).collect()
 }
@@ -116,7 +116,7 @@ proptest! {
 }
 
 /// Each request alone: its tokens and how it ended.
-fn alone(model: &Llama<TestBackend>, g: &Generation) -> (Vec<u32>, Finish) {
+fn alone(model: &Decoder<TestBackend>, g: &Generation) -> (Vec<u32>, Finish) {
     let mut tokens = Vec::new();
     let finish = model.generate(g.clone(), |t| {
         tokens.push(t);

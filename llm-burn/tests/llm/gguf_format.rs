@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use llm_burn::gguf::{Gguf, TensorType, Value, dequantize, unpermute_rows};
+use llm_burn::formats::gguf::{Gguf, Value, unpermute_rows};
+use llm_burn::quant::dequantize;
+use llm_burn::quant::TensorType;
 use proptest::prelude::*;
 
 /// A minimal GGUF writer for the tests.
@@ -165,7 +167,7 @@ proptest! {
         let w: Vec<f32> = (0..rows * cols).map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seed) as f32).collect();
         prop_assert_eq!(unpermute_rows(&permute(&w, n_heads, rows, cols), n_heads, rows, cols), w.clone());
         // The library's permutation (what random-model writes) is llama.cpp's.
-        prop_assert_eq!(llm_burn::gguf::permute_rows(&w, n_heads, rows, cols), permute(&w, n_heads, rows, cols));
+        prop_assert_eq!(llm_burn::formats::gguf::permute_rows(&w, n_heads, rows, cols), permute(&w, n_heads, rows, cols));
     }
 
     #[test]

@@ -4,17 +4,17 @@
 
 use std::path::Path;
 
-use llm_burn::gguf::TensorType;
-use llm_burn::gguf_model::{FLOAT_COPY, GgufModel};
-use llm_burn::identity::{content_hash, float_weights_len};
+use llm_burn::quant::TensorType;
+use llm_burn::formats::gguf_model::{FLOAT_COPY, GgufModel};
+use llm_burn::formats::identity::{content_hash, float_weights_len};
 use llm_burn::random::{RandomWeights, SPECIAL_TOKENS, Shape, write_model_as};
-use llm_burn::{Dtype, ForwardOptions, Llama, LlamaConfig};
+use llm_burn::{Dtype, ForwardOptions, Decoder, ModelConfig};
 use safetensors::SafeTensors;
 
 use crate::TestBackend;
 
 fn logits(dir: &Path, dtype: Dtype) -> Vec<f32> {
-    let model = Llama::<TestBackend>::load_as(dir, &Default::default(), dtype).unwrap();
+    let model = Decoder::<TestBackend>::load_as(dir, &Default::default(), dtype).unwrap();
     let rows: [&[u32]; 2] = [&[5, 9, 13, 21, 8, 40, 2], &[250, 3, 17]];
     let out = model.forward(&rows, &mut model.new_cache(), ForwardOptions::default()).unwrap();
     out.logits.into_data().to_vec::<f32>().unwrap()
@@ -37,8 +37,8 @@ fn a_folder_with_only_its_gguf_file_is_its_float32_copy_in_every_respect() {
     let (from_file, q8_from_file) = (logits(d, Dtype::F32), logits(d, Dtype::Q8_0));
     let (hash, len) = (fresh_hash(d), float_weights_len(d).unwrap());
 
-    assert!(llm_burn::convert::ensure_float_copy(d).unwrap(), "the copy is written when missing");
-    assert!(!llm_burn::convert::ensure_float_copy(d).unwrap(), "and only once");
+    assert!(llm_burn::formats::convert::ensure_float_copy(d).unwrap(), "the copy is written when missing");
+    assert!(!llm_burn::formats::convert::ensure_float_copy(d).unwrap(), "and only once");
     let bytes = std::fs::read(d.join(FLOAT_COPY)).unwrap();
     assert_eq!(len, bytes.len() as u64, "the size measured without the copy is the copy's");
     assert_eq!(hash, fresh_hash(d), "the identity does not depend on whether the copy exists");
@@ -59,10 +59,10 @@ fn a_gguf_file_without_hyper_parameters_or_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     write_model_as(dir.path(), &shape, 1, RandomWeights::Gguf(TensorType::Q8_0)).unwrap();
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
-    let err = Llama::<TestBackend>::load_as(dir.path(), &Default::default(), Dtype::F32).unwrap_err().to_string();
+    let err = Decoder::<TestBackend>::load_as(dir.path(), &Default::default(), Dtype::F32).unwrap_err().to_string();
     assert!(err.contains("model.gguf") && err.contains("hyper-parameters"), "{err}");
     let empty = tempfile::tempdir().unwrap();
-    let err = Llama::<TestBackend>::load(empty.path(), &Default::default()).unwrap_err().to_string();
+    let err = Decoder::<TestBackend>::load(empty.path(), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("config.json"), "{err}");
 }
 
@@ -74,7 +74,7 @@ fn the_default_models_metadata_is_its_config() {
         eprintln!("skipped: the default model is not fetched");
         return;
     };
-    let gguf = dir.join(llm_burn::file_weights::GGUF_FILE);
+    let gguf = dir.join(llm_burn::formats::GGUF_FILE);
     if !gguf.is_file() {
         eprintln!("skipped: no model.gguf in {}", dir.display());
         return;
@@ -83,6 +83,6 @@ fn the_default_models_metadata_is_its_config() {
     let link = alone.path().join("model.gguf");
     std::fs::hard_link(&gguf, &link).or_else(|_| std::fs::copy(&gguf, &link).map(|_| ())).unwrap();
     let from_metadata = GgufModel::open(&link, None).unwrap().config().clone();
-    assert_eq!(from_metadata, LlamaConfig::load(&dir.join("config.json")).unwrap());
+    assert_eq!(from_metadata, ModelConfig::load(&dir.join("config.json")).unwrap());
     assert_eq!(from_metadata.layers, 30, "SmolLM2-135M has 30 layers");
 }

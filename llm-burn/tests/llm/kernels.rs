@@ -1,16 +1,16 @@
 //! The host kernels against the tensor kernels, and the prefix sharing built on the cache:
 //! each must give what the plain computation gives, to float rounding.
 
-use llm_burn::{ForwardOptions, Kernels, Llama};
+use llm_burn::{ForwardOptions, Kernels, Decoder};
 use pas_core::{HeadId, Intervention, Positions, Steerable, SteeredHead, Steering};
 use proptest::prelude::*;
 
 use crate::TestBackend;
 
-fn tiny(kernels: Kernels) -> (tempfile::TempDir, Llama<TestBackend>) {
+fn tiny(kernels: Kernels) -> (tempfile::TempDir, Decoder<TestBackend>) {
     let dir = tempfile::tempdir().unwrap();
     crate::tiny_model::write_tiny_model(dir.path(), 11);
-    let model = Llama::load(dir.path(), &Default::default()).expect("load tiny model").with_kernels(kernels);
+    let model = Decoder::load(dir.path(), &Default::default()).expect("load tiny model").with_kernels(kernels);
     (dir, model)
 }
 
@@ -19,7 +19,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-fn steering(model: &Llama<TestBackend>, alpha: f32, positions: Positions) -> Steering {
+fn steering(model: &Decoder<TestBackend>, alpha: f32, positions: Positions) -> Steering {
     let heads = vec![
         SteeredHead { head: HeadId::new(0, 2), direction: vec![0.5, -0.5, 0.5, 0.5], sigma: 1.0 },
         SteeredHead { head: HeadId::new(1, 0), direction: vec![0.0, 1.0, 0.0, 0.0], sigma: 2.0 },
@@ -28,7 +28,7 @@ fn steering(model: &Llama<TestBackend>, alpha: f32, positions: Positions) -> Ste
 }
 
 /// A shared prefix, ragged steered continuations, a second step, with capture: every output.
-fn run(model: &Llama<TestBackend>) -> Vec<f32> {
+fn run(model: &Decoder<TestBackend>) -> Vec<f32> {
     let (all, last) = (steering(model, 2.0, Positions::All), steering(model, -1.0, Positions::Last));
     let mut cache = model.new_cache();
     model.forward(&[&[5, 9, 13, 2, 7]], &mut cache, ForwardOptions::default()).unwrap();
@@ -85,7 +85,7 @@ fn forked_rows_continue_as_their_source_rows() {
 }
 
 /// Captures `prompts` together and each alone; the largest difference.
-fn capture_vs_alone(model: &Llama<TestBackend>, prompts: &[Vec<u32>], positions: &[usize]) -> f32 {
+fn capture_vs_alone(model: &Decoder<TestBackend>, prompts: &[Vec<u32>], positions: &[usize]) -> f32 {
     let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
     let acts = model.capture(&refs, positions).unwrap();
     let sample = acts.data().len() / refs.len();

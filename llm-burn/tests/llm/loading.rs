@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use llm_burn::{ForwardOptions, Llama};
+use llm_burn::{ForwardOptions, Decoder};
 use pas_core::{HeadId, Intervention, Positions, SteeredHead};
 use safetensors::{Dtype, SafeTensors};
 
@@ -65,7 +65,7 @@ fn write(dir: &Path, tensors: &Tensors, config: &serde_json::Value, dtype: Dtype
 }
 
 fn logits_of(dir: &Path) -> Vec<f32> {
-    let model = Llama::<TestBackend>::load(dir, &Default::default()).unwrap();
+    let model = Decoder::<TestBackend>::load(dir, &Default::default()).unwrap();
     let mut cache = model.new_cache();
     model.forward(&ROWS, &mut cache, ForwardOptions::default()).unwrap().logits.into_data().to_vec::<f32>().unwrap()
 }
@@ -104,7 +104,7 @@ fn qkv_biases_load_and_a_v_bias_equals_steering_every_head_by_it() {
     // A missing bias is an error that names it.
     let missing = tempfile::tempdir().unwrap();
     write(missing.path(), &tensors, &config, Dtype::F32, 1);
-    let err = Llama::<TestBackend>::load(missing.path(), &Default::default()).unwrap_err().to_string();
+    let err = Decoder::<TestBackend>::load(missing.path(), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("self_attn.q_proj.bias"), "{err}");
     // Zero biases change nothing, bit for bit.
     for l in 0..layers {
@@ -125,7 +125,7 @@ fn qkv_biases_load_and_a_v_bias_equals_steering_every_head_by_it() {
     let vb = tempfile::tempdir().unwrap();
     write(vb.path(), &tensors, &config, Dtype::F32, 1);
     let with_bias = logits_of(vb.path());
-    let model = Llama::<TestBackend>::load(plain.path(), &Default::default()).unwrap();
+    let model = Decoder::<TestBackend>::load(plain.path(), &Default::default()).unwrap();
     let group = heads / kv;
     let mut steered = Vec::new();
     for (l, b) in biases.iter().enumerate() {
@@ -159,7 +159,7 @@ fn llama3_rope_scaling_is_read_and_scales_only_long_wavelengths() {
         c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": original});
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &tensors, &c, Dtype::F32, 1);
-        let cfg = llm_burn::LlamaConfig::load(&dir.path().join("config.json")).unwrap();
+        let cfg = llm_burn::ModelConfig::load(&dir.path().join("config.json")).unwrap();
         let r = cfg.rope_scaling.expect("rope scaling read");
         assert_eq!((r.factor, r.low_freq_factor, r.high_freq_factor, r.original_max_position_embeddings), (8.0, 1.0, 4.0, original));
         logits_of(dir.path())

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llm_burn::{Architecture, Dtype, ForwardOptions, Llama, PromptEncoder};
+use llm_burn::{Architecture, Dtype, ForwardOptions, Decoder, PromptEncoder};
 use serde_json::Value;
 
 use crate::TestBackend;
@@ -92,10 +92,10 @@ fn logits_and_head_outputs_match_transformers() {
     for (Pinned { dir, fx, arch }, dtype) in fetched().into_iter().flat_map(|p| {
         // The GGUF file's own blocks (`--dtype file`) hold the values the float32 weights were
         // converted from: the same bounds hold for both.
-        let file = p.dir.join(llm_burn::file_weights::GGUF_FILE).is_file();
+        let file = p.dir.join(llm_burn::formats::GGUF_FILE).is_file();
         [Some(Dtype::F32), file.then_some(Dtype::File)].into_iter().flatten().map(move |d| (p.clone(), d))
     }) {
-        let model = Llama::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
+        let model = Decoder::<TestBackend>::load_as(&dir, &Default::default(), dtype).expect("load");
         assert_eq!(model.config().arch, arch);
         let width = model.config().heads * model.config().head_dim;
         for p in fx["prompts"].as_array().expect("prompts") {
@@ -118,7 +118,7 @@ fn logits_and_head_outputs_match_transformers() {
                 assert!(ranked.iter().any(|&(id, l)| id == top && l >= ranked[0].1 - 0.5), "{name}: integer products chose {top}, not a near-tie of transformers' top-5 {ranked:?}");
             }
             // The file's values with float products: transformers' logits to float rounding.
-            let out = llm_burn::qmatrix::with_float_products(run);
+            let out = llm_burn::quant::qmatrix::with_float_products(run);
             let logits = out.logits.into_data().to_vec::<f32>().unwrap();
             let sample: Vec<usize> = serde_json::from_value(p["logit_sample_ids"].clone()).unwrap();
             let expected: Vec<f32> = serde_json::from_value(p["logit_sample"].clone()).unwrap();

@@ -2,9 +2,10 @@
 //! GGUF file (`random-model --weights q4_k`, loaded with `--dtype file`) hold the same blocks,
 //! stay near the float32 model, and every path that acts on activations keeps working.
 
-use llm_burn::gguf::{Gguf, TensorType};
+use llm_burn::formats::gguf::Gguf;
+use llm_burn::quant::TensorType;
 use llm_burn::random::{RandomWeights, SPECIAL_TOKENS, Shape, write_model_as};
-use llm_burn::{Dtype, ForwardOptions, Llama};
+use llm_burn::{Dtype, ForwardOptions, Decoder};
 use pas_core::{HeadId, Intervention, SteeredHead};
 
 use crate::TestBackend;
@@ -17,7 +18,7 @@ fn shapes() -> [Shape; 2] {
     [small(Shape::qwen2_5_0_5b(), 512), small(Shape::llama_3_8b(), 320)]
 }
 
-fn logits(model: &Llama<TestBackend>, rows: &[&[u32]], steering: &[&pas_core::Steering]) -> Vec<f32> {
+fn logits(model: &Decoder<TestBackend>, rows: &[&[u32]], steering: &[&pas_core::Steering]) -> Vec<f32> {
     let out = model.forward(rows, &mut model.new_cache(), ForwardOptions { steering, ..Default::default() }).unwrap();
     out.logits.into_data().to_vec::<f32>().unwrap()
 }
@@ -40,15 +41,15 @@ fn q4_k_at_load_and_the_written_q4_k_file_are_the_same_model_near_float32() {
         let (bf16, gguf) = (dir.path().join("bf16"), dir.path().join("gguf"));
         write_model_as(&bf16, &shape, 4, RandomWeights::Bf16).unwrap();
         write_model_as(&gguf, &shape, 4, RandomWeights::Gguf(TensorType::Q4_K)).unwrap();
-        let g = Gguf::open_header(gguf.join(llm_burn::file_weights::GGUF_FILE)).unwrap();
+        let g = Gguf::open_header(gguf.join(llm_burn::formats::GGUF_FILE)).unwrap();
         let kind = |n: &str| g.tensor(n).unwrap().kind;
         assert_eq!((kind("blk.0.attn_q.weight"), kind("token_embd.weight"), kind("output_norm.weight")), (TensorType::Q4_K, TensorType::Q4_K, TensorType::F32));
         let down = if shape.intermediate % 256 == 0 { TensorType::Q4_K } else { TensorType::Q8_0 };
         assert_eq!(kind("blk.1.ffn_down.weight"), down, "{:?}", shape.arch);
         let dev = Default::default();
-        let q = Llama::<TestBackend>::load_as(&bf16, &dev, Dtype::Q4K).unwrap();
-        let file = Llama::<TestBackend>::load_as(&gguf, &dev, Dtype::File).unwrap();
-        let f = Llama::<TestBackend>::load(&bf16, &dev).unwrap();
+        let q = Decoder::<TestBackend>::load_as(&bf16, &dev, Dtype::Q4K).unwrap();
+        let file = Decoder::<TestBackend>::load_as(&gguf, &dev, Dtype::File).unwrap();
+        let f = Decoder::<TestBackend>::load(&bf16, &dev).unwrap();
         assert_eq!(q.dtype(), Dtype::Q4K);
         let (lq, lfile, lf) = (logits(&q, &ROWS, &[]), logits(&file, &ROWS, &[]), logits(&f, &ROWS, &[]));
         // The same blocks (the file's Q/K rows permuted, then put back): the same products.
@@ -65,15 +66,15 @@ fn steering_capture_generation_and_lora_run_on_q4_k_weights() {
     let dir = tempfile::tempdir().unwrap();
     write_model_as(dir.path(), &shape, 9, RandomWeights::Bf16).unwrap();
     let dev = Default::default();
-    let q = Llama::<TestBackend>::load_as(dir.path(), &dev, Dtype::Q4K).unwrap();
-    let f = Llama::<TestBackend>::load(dir.path(), &dev).unwrap();
+    let q = Decoder::<TestBackend>::load_as(dir.path(), &dev, Dtype::Q4K).unwrap();
+    let f = Decoder::<TestBackend>::load(dir.path(), &dev).unwrap();
     let hd = q.config().head_dim;
     let steer = Intervention::new(q.config().geometry(), vec![SteeredHead { head: HeadId::new(1, 2), direction: vec![1.0 / (hd as f32).sqrt(); hd], sigma: 3.0 }])
         .unwrap()
         .at(4.0, pas_core::Positions::All);
     let row: &[u32] = &[12, 40, 77, 5, 9];
     // What the steering changes is what it changes in float32, to the quantization's error.
-    let shift = |m: &Llama<TestBackend>| -> Vec<f32> { logits(m, &[row], &[&steer]).iter().zip(logits(m, &[row], &[])).map(|(a, b)| a - b).collect() };
+    let shift = |m: &Decoder<TestBackend>| -> Vec<f32> { logits(m, &[row], &[&steer]).iter().zip(logits(m, &[row], &[])).map(|(a, b)| a - b).collect() };
     let (sq, sf) = (shift(&q), shift(&f));
     assert!(spread(&sq) > 1e-3 && max_diff(&sq, &sf) < 0.2 * spread(&sf), "steering shift: {} against {}", max_diff(&sq, &sf), spread(&sf));
     // Head capture: the heads of a row alone are those of the row in a batch.

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use llm_burn::gguf::{Gguf, TensorType, dequantize};
+use llm_burn::formats::gguf::Gguf;
+use llm_burn::quant::dequantize;
+use llm_burn::quant::TensorType;
 use sha2::{Digest, Sha256};
 
 fn kind(name: &str) -> TensorType {

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use llm_burn::qmatrix::QMatrix;
+use llm_burn::quant::qmatrix::QMatrix;
 use llm_burn::random::{SPECIAL_TOKENS, Shape};
-use llm_burn::weights::WeightFiles;
-use llm_burn::{Architecture, Dtype, ForwardOptions, Llama};
+use llm_burn::formats::weight_files::WeightFiles;
+use llm_burn::{Architecture, Dtype, ForwardOptions, Decoder};
 use pas_core::{HeadId, Intervention, SteeredHead, Steering};
 use safetensors::Dtype as StDtype;
 use safetensors::tensor::TensorView;
@@ -31,7 +31,7 @@ fn write_dequantized(from: &Path, to: &Path) {
         }
     }
     let files = WeightFiles::open(from).unwrap();
-    let config = llm_burn::LlamaConfig::load(&from.join("config.json")).unwrap();
+    let config = llm_burn::ModelConfig::load(&from.join("config.json")).unwrap();
     let shape_of = |name: &str| -> Vec<usize> {
         let (h, v, ff, hd) = (config.hidden, config.vocab, config.intermediate, config.head_dim);
         let (q, kv) = (config.heads * hd, config.kv_heads * hd);
@@ -55,8 +55,8 @@ fn write_dequantized(from: &Path, to: &Path) {
         let mut v = files.read(name, &s).unwrap();
         if s.len() == 2 {
             // Quantized in the engine's layout ([in, out], blocks along out), then back.
-            let t = llm_burn::weights::transpose(&v, s[0], s[1]);
-            v = llm_burn::weights::transpose(&QMatrix::quantize_q8_0(&t, s[1], s[0]).unwrap().dequantize(), s[1], s[0]);
+            let t = llm_burn::formats::weight_files::transpose(&v, s[0], s[1]);
+            v = llm_burn::formats::weight_files::transpose(&QMatrix::quantize_q8_0(&t, s[1], s[0]).unwrap().dequantize(), s[1], s[0]);
         }
         tensors.insert(name.to_owned(), (s, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
     }
@@ -64,7 +64,7 @@ fn write_dequantized(from: &Path, to: &Path) {
     safetensors::serialize_to_file(views, None, &to.join("model.safetensors")).unwrap();
 }
 
-fn logits(model: &Llama<TestBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<f32> {
+fn logits(model: &Decoder<TestBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<f32> {
     let out = model.forward(rows, &mut model.new_cache(), ForwardOptions { steering, ..Default::default() }).unwrap();
     out.logits.into_data().to_vec::<f32>().unwrap()
 }
@@ -76,15 +76,15 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// A random model (`seed`) loaded three ways: Q8_0, the float model of its dequantized
 /// values, and the original float model (the folder is deleted with the returned guard).
-fn three_ways(seed: u64) -> (tempfile::TempDir, [Llama<TestBackend>; 3]) {
+fn three_ways(seed: u64) -> (tempfile::TempDir, [Decoder<TestBackend>; 3]) {
     let dir = tempfile::tempdir().unwrap();
     let (orig, deq) = (dir.path().join("orig"), dir.path().join("deq"));
     llm_burn::random::write_model(&orig, &shape(), seed).unwrap();
     write_dequantized(&orig, &deq);
     let dev = Default::default();
-    let q = Llama::<TestBackend>::load_as(&orig, &dev, Dtype::Q8_0).unwrap();
-    let d = Llama::<TestBackend>::load(&deq, &dev).unwrap();
-    let f = Llama::<TestBackend>::load(&orig, &dev).unwrap();
+    let q = Decoder::<TestBackend>::load_as(&orig, &dev, Dtype::Q8_0).unwrap();
+    let d = Decoder::<TestBackend>::load(&deq, &dev).unwrap();
+    let f = Decoder::<TestBackend>::load(&orig, &dev).unwrap();
     (dir, [q, d, f])
 }
 
@@ -120,7 +120,7 @@ fn capture_steering_generation_and_lora_run_on_quantized_weights() {
     let (sq, sd) = (logits(&q, &[row], &[&steer]), logits(&d, &[row], &[&steer]));
     assert!(max_diff(&sq, &sd) < 1e-4, "steered: {}", max_diff(&sq, &sd));
     assert!(max_diff(&sq, &logits(&q, &[row], &[])) > 1e-3, "the steering changes the quantized model");
-    let cap = |m: &Llama<TestBackend>| {
+    let cap = |m: &Decoder<TestBackend>| {
         let out = m.forward(&[row], &mut m.new_cache(), ForwardOptions { capture: true, ..Default::default() }).unwrap();
         out.heads.unwrap().into_iter().flat_map(|t| t.into_data().to_vec::<f32>().unwrap()).collect::<Vec<f32>>()
     };

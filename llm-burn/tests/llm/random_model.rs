@@ -1,8 +1,8 @@
 //! Random models of real shapes: the configuration they declare, and their tokenizer and
 //! template on a small vocabulary (the full Llama-3 shapes run in eval's tests).
 
-use llm_burn::LlamaConfig;
-use llm_burn::config::HfConfig;
+use llm_burn::ModelConfig;
+use llm_burn::model::config::HfConfig;
 use llm_burn::random::{SPECIAL_TOKENS, Shape, special_name, tokenizer_json};
 
 #[test]
@@ -10,7 +10,7 @@ fn the_llama_3_configuration_parses_with_and_without_rope_scaling() {
     for scaling in [false, true] {
         let shape = Shape { rope_scaling: scaling, ..Shape::llama_3_8b() };
         let hf: HfConfig = serde_json::from_value(shape.config_json()).unwrap();
-        let c = LlamaConfig::try_from(hf).unwrap();
+        let c = ModelConfig::try_from(hf).unwrap();
         assert_eq!((c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab), (32, 4096, 32, 8, 128, 14336, 128_256));
         assert_eq!((c.rope_theta, c.tied, c.qkv_bias), (500_000.0, false, false));
         assert_eq!(c.rope_scaling.map(|r| (r.factor, r.low_freq_factor, r.high_freq_factor, r.original_max_position_embeddings)), scaling.then_some((8.0, 1.0, 4.0, 8192.0)));

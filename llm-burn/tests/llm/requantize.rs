@@ -1,16 +1,17 @@
 //! `requantize`: a GGUF file re-encoded to Q4_K or Q8_0 keeps every metadata entry as stored,
 //! its names and shapes, and stays the same model to the quantization's error.
 
-use llm_burn::gguf::{Gguf, TensorType};
-use llm_burn::gguf_write::{GgufWriter, Meta, Planned};
+use llm_burn::formats::gguf::Gguf;
+use llm_burn::quant::TensorType;
+use llm_burn::formats::gguf_write::{GgufWriter, Meta, Planned};
 use llm_burn::random::{RandomWeights, SPECIAL_TOKENS, Shape, write_model_as};
-use llm_burn::requantize::{requantize, target_type};
-use llm_burn::{Dtype, ForwardOptions, Llama};
+use llm_burn::formats::requantize::{requantize, target_type};
+use llm_burn::{Dtype, ForwardOptions, Decoder};
 
 use crate::TestBackend;
 
 fn logits(dir: &std::path::Path) -> Vec<f32> {
-    let model = Llama::<TestBackend>::load_as(dir, &Default::default(), Dtype::File).unwrap();
+    let model = Decoder::<TestBackend>::load_as(dir, &Default::default(), Dtype::File).unwrap();
     let rows: [&[u32]; 2] = [&[5, 9, 13, 21, 8, 40, 2], &[250, 3, 17]];
     let out = model.forward(&rows, &mut model.new_cache(), ForwardOptions::default()).unwrap();
     out.logits.into_data().to_vec::<f32>().unwrap()
@@ -22,7 +23,7 @@ fn folder_with(src: &std::path::Path, dst: &std::path::Path) -> std::path::PathB
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
-    dst.join(llm_burn::file_weights::GGUF_FILE)
+    dst.join(llm_burn::formats::GGUF_FILE)
 }
 
 #[test]
@@ -32,11 +33,11 @@ fn a_q8_0_file_requantized_to_q4_k_is_the_same_model_to_the_quantization_error()
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("q8");
     write_model_as(&src, &shape, 3, RandomWeights::Gguf(TensorType::Q8_0)).unwrap();
-    let src_file = src.join(llm_burn::file_weights::GGUF_FILE);
+    let src_file = src.join(llm_burn::formats::GGUF_FILE);
     let q4 = dir.path().join("q4");
     let mut seen = 0;
     let plan = requantize(&src_file, &folder_with(&src, &q4), TensorType::Q4_K, &mut |done, _| seen = done).unwrap();
-    let (a, b) = (Gguf::open(&src_file).unwrap(), Gguf::open(q4.join(llm_burn::file_weights::GGUF_FILE)).unwrap());
+    let (a, b) = (Gguf::open(&src_file).unwrap(), Gguf::open(q4.join(llm_burn::formats::GGUF_FILE)).unwrap());
     assert_eq!(seen, a.tensors.len());
     for (s, (t, p)) in a.tensors.iter().zip(b.tensors.iter().zip(&plan)) {
         assert_eq!((&t.name, &t.shape, t.kind), (&s.name, &s.shape, target_type(&s.shape, s.kind, TensorType::Q4_K)));

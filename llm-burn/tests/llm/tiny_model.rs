@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use llm_burn::{ForwardOptions, Llama};
+use llm_burn::{ForwardOptions, Decoder};
 
 use crate::TestBackend;
 use pas_core::{HeadId, Intervention, Positions, SteeredHead, Steering};
@@ -13,14 +13,14 @@ pub fn write_tiny_model(dir: &Path, seed: u64) {
     llm_burn::tiny::write_weights(dir, seed, 50).expect("write tiny model");
 }
 
-fn tiny() -> (tempfile::TempDir, Llama<TestBackend>) {
+fn tiny() -> (tempfile::TempDir, Decoder<TestBackend>) {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path(), 7);
-    let model = Llama::load(dir.path(), &Default::default()).expect("load tiny model");
+    let model = Decoder::load(dir.path(), &Default::default()).expect("load tiny model");
     (dir, model)
 }
 
-fn logits(model: &Llama<TestBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<Vec<f32>> {
+fn logits(model: &Decoder<TestBackend>, rows: &[&[u32]], steering: &[&Steering]) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache();
     let out = model.forward(rows, &mut cache, ForwardOptions { steering, ..Default::default() }).unwrap();
     let v = out.logits.into_data().to_vec::<f32>().unwrap();
@@ -31,7 +31,7 @@ fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
     a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
 
-fn intervention(model: &Llama<TestBackend>) -> Intervention {
+fn intervention(model: &Decoder<TestBackend>) -> Intervention {
     let g = model.config().geometry();
     Intervention::new(
         g,
@@ -139,7 +139,7 @@ fn bad_inputs_are_errors() {
     // A mis-shaped tensor is named with both shapes.
     let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap().replace("\"intermediate_size\":24", "\"intermediate_size\":25");
     std::fs::write(dir.path().join("config.json"), text).unwrap();
-    let err = Llama::<TestBackend>::load(dir.path(), &Default::default()).unwrap_err().to_string();
+    let err = Decoder::<TestBackend>::load(dir.path(), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("gate_proj") && err.contains("[24, 16]") && err.contains("[25, 16]"), "{err}");
 }
 
@@ -181,20 +181,20 @@ fn the_model_is_steerable_through_pas_core() {
 }
 
 mod lora {
-    use llm_burn::lora::{Adapter, Lora, LoraSpec, Target};
-    use llm_burn::{ForwardOptions, Llama, LoraPass};
+    use llm_burn::model::lora::{Adapter, Lora, LoraSpec, Target};
+    use llm_burn::{ForwardOptions, Decoder, LoraPass};
 
     use super::{close, tiny};
     use crate::TestBackend;
 
-    fn lora_logits(model: &Llama<TestBackend>, rows: &[&[u32]], lora: Option<&Lora<TestBackend>>) -> Vec<f32> {
+    fn lora_logits(model: &Decoder<TestBackend>, rows: &[&[u32]], lora: Option<&Lora<TestBackend>>) -> Vec<f32> {
         let mut cache = model.new_cache();
         let options = ForwardOptions { lora: lora.map(LoraPass::new), ..Default::default() };
         model.forward(rows, &mut cache, options).unwrap().logits.into_data().to_vec::<f32>().unwrap()
     }
 
     /// Adapters with a non-zero `B`, so they change the model.
-    fn nonzero(model: &Llama<TestBackend>, targets: &[Target]) -> Lora<TestBackend> {
+    fn nonzero(model: &Decoder<TestBackend>, targets: &[Target]) -> Lora<TestBackend> {
         let spec = LoraSpec { rank: 2, alpha: 4.0, targets: targets.to_vec() };
         let fresh = Lora::<TestBackend>::init(model.config(), &spec, 3, &Default::default()).unwrap();
         let mut k = 0.0f32;

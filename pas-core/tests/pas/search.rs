@@ -1,6 +1,7 @@
 //! Strength search and the held-out objective.
 
-use pas_core::search::{fit_held_out_folds, held_out_objective, kfold_groups};
+use pas_core::fit::{fit_held_out_folds, held_out_objective};
+use pas_core::search::kfold_groups;
 use pas_core::{Geometry, PasConfig, Search};
 
 use crate::common::planted;

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use llm_burn::{CpuBackend, Generation, Llama, Message, PromptEncoder, Sampling, TextStream};
+use llm_burn::{CpuBackend, Generation, Decoder, Message, PromptEncoder, Sampling, TextStream};
 use pas_core::{HeadId, Intervention, InterventionMeta, Positions, SteeredHead};
 use serde_json::{Value, json};
 use serve::{Personas, ServerConfig};
@@ -13,7 +13,7 @@ use serve::{Personas, ServerConfig};
 pub struct Fixture {
     pub _model_dir: tempfile::TempDir,
     pub personas_dir: tempfile::TempDir,
-    pub model: Llama<CpuBackend>,
+    pub model: Decoder<CpuBackend>,
     pub prompts: PromptEncoder,
     pub url: String,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -21,7 +21,7 @@ pub struct Fixture {
 }
 
 /// A persona: two heads steered at strength `alpha`, saved for the model in `dir`.
-pub fn write_persona(dir: &Path, name: &str, model_dir: &Path, model: &Llama<CpuBackend>, seed: u32, alpha: f64, positions: Positions) {
+pub fn write_persona(dir: &Path, name: &str, model_dir: &Path, model: &Decoder<CpuBackend>, seed: u32, alpha: f64, positions: Positions) {
     let g = model.config().geometry();
     let dir_of = |k: u32| -> Vec<f32> {
         let v: Vec<f32> = (0..4).map(|i| ((seed * 7 + k * 3 + i) % 5) as f32 - 1.5).collect();
@@ -36,7 +36,7 @@ pub fn write_persona(dir: &Path, name: &str, model_dir: &Path, model: &Llama<Cpu
         ],
     )
     .unwrap();
-    let id = llm_burn::identity::identity(model_dir, model.config()).unwrap();
+    let id = llm_burn::formats::identity::identity(model_dir, model.config()).unwrap();
     let meta = InterventionMeta { model_id: id.model_id, config_hash: id.config_hash, method: "pas-only/mass-mean".into(), top_k: 2, seed: 0, sigma_ddof: 0, positions, alpha: Some(alpha) };
     iv.save(dir.join(format!("{name}.safetensors")), &meta).unwrap();
 }
@@ -50,13 +50,13 @@ pub fn start(max_batch: usize) -> Fixture {
 pub fn start_with(config: ServerConfig) -> Fixture {
     let model_dir = tempfile::tempdir().unwrap();
     llm_burn::tiny::write_model(model_dir.path(), 5).unwrap();
-    let load = || Llama::<CpuBackend>::load(model_dir.path(), &Default::default()).unwrap();
+    let load = || Decoder::<CpuBackend>::load(model_dir.path(), &Default::default()).unwrap();
     let model = load();
     let personas_dir = tempfile::tempdir().unwrap();
     for (k, (name, alpha, pos)) in [("alice", 4.0, Positions::All), ("bob", -6.0, Positions::Last), ("carol", 8.0, Positions::All)].into_iter().enumerate() {
         write_persona(personas_dir.path(), name, model_dir.path(), &model, k as u32 + 1, alpha, pos);
     }
-    let identity = llm_burn::identity::identity(model_dir.path(), model.config()).unwrap();
+    let identity = llm_burn::formats::identity::identity(model_dir.path(), model.config()).unwrap();
     let personas = Personas::new(personas_dir.path().to_owned(), identity);
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = log.clone();
@@ -90,7 +90,7 @@ pub fn request(user: &str, persona: Option<&str>, max_tokens: usize) -> Value {
 /// What the model alone generates for a request: (text, tokens, finish).
 pub fn expected(f: &Fixture, user: &str, persona: Option<&str>, max_tokens: usize) -> (String, Vec<u32>, String) {
     let steering = persona.map(|p| {
-        let id = llm_burn::identity::identity(f._model_dir.path(), f.model.config()).unwrap();
+        let id = llm_burn::formats::identity::identity(f._model_dir.path(), f.model.config()).unwrap();
         let (iv, meta) = Intervention::load_for(f.personas_dir.path().join(format!("{p}.safetensors")), &id).unwrap();
         std::sync::Arc::new(iv.at(meta.alpha.unwrap() as f32, meta.positions))
     });

@@ -1,6 +1,6 @@
 //! Batching laws, streaming, personas, and every refusal with its status and body.
 
-use llm_burn::{CpuBackend, Llama};
+use llm_burn::{CpuBackend, Decoder};
 use pas_core::Positions;
 use serde_json::{Value, json};
 
@@ -70,7 +70,7 @@ fn bad_requests_get_their_status_and_error_body_and_the_server_stays_up() {
     // A persona made for another model (same shape, other weights).
     let other = tempfile::tempdir().unwrap();
     llm_burn::tiny::write_model(other.path(), 6).unwrap();
-    let other_model = Llama::<CpuBackend>::load(other.path(), &Default::default()).unwrap();
+    let other_model = Decoder::<CpuBackend>::load(other.path(), &Default::default()).unwrap();
     write_persona(f.personas_dir.path(), "stranger", other.path(), &other_model, 1, 1.0, Positions::All);
     let long = "x".repeat(f.model.config().context + 10);
     let cases: Vec<(String, u16, &str)> = vec![

@@ -151,7 +151,7 @@ fn sigterm_with_a_stream_in_flight_lets_it_finish_and_refuses_new_requests() {
 fn the_persona_cache_is_bounded_and_strength_zero_is_marked() {
     let f = start(2);
     write_persona(f.personas_dir.path(), "zero", f._model_dir.path(), &f.model, 4, 0.0, Positions::All);
-    let identity = llm_burn::identity::identity(f._model_dir.path(), f.model.config()).unwrap();
+    let identity = llm_burn::formats::identity::identity(f._model_dir.path(), f.model.config()).unwrap();
     let personas = serve::Personas::new(f.personas_dir.path().to_owned(), identity).max_loaded(2);
     for name in ["alice", "bob", "carol", "alice"] {
         personas.get(name, None).unwrap();

@@ -7,9 +7,9 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// The decoder architectures this crate runs, chosen in this one place from a Hugging Face
-/// `model_type` or a GGUF `general.architecture`. They share the decoder ([`crate::Llama`]);
-/// what differs is held here.
+/// The decoder architectures this crate runs. They share the decoder ([`crate::Decoder`]);
+/// what differs between them is one row of [`ARCHITECTURES`], so that a new family is a new
+/// variant and its row (plus, if it has any, its own differences in the forward pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     /// Llama 2/3, Mistral, SmolLM2, TinyLlama: no projection biases; llama.cpp stores Q/K rows
@@ -20,49 +20,71 @@ pub enum Architecture {
     Qwen2,
 }
 
+/// What differs between the decoder families: names in each file format and the weights'
+/// layout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Family {
+    /// The architecture.
+    pub arch: Architecture,
+    /// Hugging Face `model_type`s read as this family (the first is the one written).
+    pub model_types: &'static [&'static str],
+    /// Hugging Face's model class (`architectures` in `config.json`).
+    pub hf_class: &'static str,
+    /// GGUF `general.architecture`, also the prefix of its hyper-parameter keys
+    /// (`{gguf}.block_count`, ...).
+    pub gguf: &'static str,
+    /// Whether the q/k/v projections carry biases when the config does not say.
+    pub qkv_bias: bool,
+    /// Whether llama.cpp's GGUF files store the Q/K rows permuted (interleaved RoPE pairs):
+    /// readers put them back in Hugging Face order, writers permute them.
+    pub gguf_permutes_qk: bool,
+}
+
+/// One row per family: the architecture table every reader and writer goes through.
+pub const ARCHITECTURES: &[Family] = &[
+    Family { arch: Architecture::Llama, model_types: &["llama", "mistral"], hf_class: "LlamaForCausalLM", gguf: "llama", qkv_bias: false, gguf_permutes_qk: true },
+    Family { arch: Architecture::Qwen2, model_types: &["qwen2"], hf_class: "Qwen2ForCausalLM", gguf: "qwen2", qkv_bias: true, gguf_permutes_qk: false },
+];
+
 impl Architecture {
+    /// This architecture's row of [`ARCHITECTURES`].
+    pub fn family(self) -> &'static Family {
+        ARCHITECTURES.iter().find(|f| f.arch == self).expect("every architecture has its row")
+    }
+
     /// The architecture of a Hugging Face `model_type` (`llama`, `mistral`, `qwen2`).
     pub fn from_model_type(name: &str) -> Option<Self> {
-        match name {
-            "llama" | "mistral" => Some(Architecture::Llama),
-            "qwen2" => Some(Architecture::Qwen2),
-            _ => None,
-        }
+        ARCHITECTURES.iter().find(|f| f.model_types.contains(&name)).map(|f| f.arch)
     }
 
     /// The architecture of a GGUF `general.architecture` (`llama`, `qwen2`).
     pub fn from_gguf(name: &str) -> Option<Self> {
-        match name {
-            "llama" => Some(Architecture::Llama),
-            "qwen2" => Some(Architecture::Qwen2),
-            _ => None,
-        }
+        ARCHITECTURES.iter().find(|f| f.gguf == name).map(|f| f.arch)
+    }
+
+    /// The names a reader accepts, for error messages (`llama, mistral, qwen2`).
+    pub fn supported() -> String {
+        ARCHITECTURES.iter().flat_map(|f| f.model_types.iter().copied()).collect::<Vec<_>>().join(", ")
     }
 
     /// Hugging Face's `model_type`.
     pub fn model_type(self) -> &'static str {
-        match self {
-            Architecture::Llama => "llama",
-            Architecture::Qwen2 => "qwen2",
-        }
+        self.family().model_types[0]
     }
 
     /// Hugging Face's model class (`architectures` in `config.json`).
     pub fn hf_class(self) -> &'static str {
-        match self {
-            Architecture::Llama => "LlamaForCausalLM",
-            Architecture::Qwen2 => "Qwen2ForCausalLM",
-        }
+        self.family().hf_class
     }
 
     /// Whether the q/k/v projections carry biases when the config does not say.
     pub fn default_qkv_bias(self) -> bool {
-        self == Architecture::Qwen2
+        self.family().qkv_bias
     }
 
     /// Whether llama.cpp's GGUF files store the Q/K rows permuted (interleaved RoPE pairs).
     pub fn gguf_permutes_qk(self) -> bool {
-        self == Architecture::Llama
+        self.family().gguf_permutes_qk
     }
 }
 
@@ -128,7 +150,7 @@ pub struct RopeScaling {
 
 /// A validated model configuration.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
+pub struct ModelConfig {
     /// The architecture (Llama when the config names none).
     pub arch: Architecture,
     /// Residual width.
@@ -161,7 +183,7 @@ pub struct LlamaConfig {
     pub context: usize,
 }
 
-impl LlamaConfig {
+impl ModelConfig {
     /// Reads and validates `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -175,13 +197,13 @@ impl LlamaConfig {
     }
 }
 
-impl TryFrom<HfConfig> for LlamaConfig {
+impl TryFrom<HfConfig> for ModelConfig {
     type Error = String;
     fn try_from(c: HfConfig) -> std::result::Result<Self, String> {
         let arch = match &c.model_type {
             None => Architecture::Llama,
             Some(t) => Architecture::from_model_type(t)
-                .ok_or_else(|| format!("model_type `{t}` is not supported (llama, mistral, qwen2)"))?,
+                .ok_or_else(|| format!("model_type `{t}` is not supported ({})", Architecture::supported()))?,
         };
         let heads = c.num_attention_heads;
         let kv_heads = c.num_key_value_heads.unwrap_or(heads);
@@ -208,7 +230,7 @@ impl TryFrom<HfConfig> for LlamaConfig {
                 })
             }
         };
-        Ok(LlamaConfig {
+        Ok(ModelConfig {
             arch,
             hidden: c.hidden_size,
             intermediate: c.intermediate_size,

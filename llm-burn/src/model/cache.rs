@@ -1,5 +1,5 @@
 //! The KV cache: keys and values of the positions seen so far, passed into
-//! [`Llama::forward`](crate::Llama::forward) and never held by the model.
+//! [`Decoder::forward`](crate::Decoder::forward) and never held by the model.
 
 use std::sync::Arc;
 

@@ -5,8 +5,9 @@
 //! [`GgufWriter::finish`]: an interrupted write leaves nothing under the final name.
 //!
 //! ```
-//! use llm_burn::gguf::{Gguf, TensorType};
-//! use llm_burn::gguf_write::{GgufWriter, Meta, Planned};
+//! use llm_burn::formats::gguf::Gguf;
+//! use llm_burn::quant::TensorType;
+//! use llm_burn::formats::gguf_write::{GgufWriter, Meta, Planned};
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("m.gguf");
 //! let plan = [Planned { name: "output_norm.weight".into(), shape: vec![4], kind: TensorType::F32 }];
@@ -21,7 +22,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::gguf::TensorType;
+use crate::quant::TensorType;
 
 /// Alignment of the tensor data (GGUF's default).
 const ALIGN: usize = 32;
@@ -36,7 +37,7 @@ pub enum Meta {
     /// A UTF-8 string.
     Str(String),
     /// A value copied from another file as stored: its GGUF type id and bytes
-    /// ([`crate::gguf::Gguf::raw_metadata`]).
+    /// ([`crate::formats::gguf::Gguf::raw_metadata`]).
     Raw {
         /// GGUF type id.
         kind: u32,
@@ -189,7 +190,7 @@ impl GgufWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::Gguf;
+    use crate::formats::gguf::Gguf;
 
     /// Tensors of odd sizes, written in pieces, read back in place with their metadata; a
     /// short or overlong write is an error naming the tensor, and leaves no file.
@@ -207,7 +208,7 @@ mod tests {
         let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         w.write(&f(&[1.0, 2.0])).unwrap();
         w.write(&f(&[3.0])).unwrap();
-        let q = crate::qmatrix::QMatrix::quantize_q8_0(&(0..64).map(|i| i as f32 / 64.0).collect::<Vec<_>>(), 2, 32).unwrap();
+        let q = crate::quant::qmatrix::QMatrix::quantize_q8_0(&(0..64).map(|i| i as f32 / 64.0).collect::<Vec<_>>(), 2, 32).unwrap();
         w.write(&q.blocks()[..30]).unwrap();
         w.write(&q.blocks()[30..]).unwrap();
         assert!(!path.exists(), "the file appears only when finished");

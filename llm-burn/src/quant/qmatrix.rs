@@ -11,7 +11,7 @@
 //! cores): small next to a batch of many tokens, the larger share for one token.
 //!
 //! ```
-//! use llm_burn::qmatrix::QMatrix;
+//! use llm_burn::quant::qmatrix::QMatrix;
 //! let w: Vec<f32> = (0..2 * 64).map(|i| i as f32 / 100.0).collect(); // [rows = 2, cols = 64]
 //! let q = QMatrix::quantize_q8_0(&w, 2, 64).unwrap();
 //! assert_eq!(q.bytes(), 2 * 2 * 34); // two blocks of 32 per row, 34 bytes each
@@ -25,8 +25,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::gguf::TensorType;
-use crate::quant::dequantize_into;
+use crate::quant::types::TensorType;
+use crate::quant::dequant::dequantize_into;
 
 /// Rows dequantized per parallel task.
 const ROWS_PER_TASK: usize = 16;
@@ -68,7 +68,7 @@ impl QMatrix {
     }
 
     /// Quantizes a row-major `[rows, cols]` float matrix to `kind` (`Q8_0` or `Q4_K`), its
-    /// blocks along the rows ([`crate::quantize`]), in parallel over rows.
+    /// blocks along the rows ([`crate::quant::quantize`]), in parallel over rows.
     pub fn quantize(kind: TensorType, w: &[f32], rows: usize, cols: usize) -> Result<Self, String> {
         if w.len() != rows * cols {
             return Err(format!("a [{rows}, {cols}] matrix holds {} values, not {}", rows * cols, w.len()));
@@ -80,7 +80,7 @@ impl QMatrix {
         let row_bytes = cols / per_block * block_bytes;
         let mut data = vec![0u8; rows * row_bytes];
         if rows > 0 && cols > 0 {
-            data.par_chunks_mut(row_bytes).zip(w.par_chunks(cols)).try_for_each(|(out, x)| crate::quantize::quantize_row(kind, x, out))?;
+            data.par_chunks_mut(row_bytes).zip(w.par_chunks(cols)).try_for_each(|(out, x)| crate::quant::quantize::quantize_row(kind, x, out))?;
         }
         QMatrix::from_blocks(kind, rows, cols, data)
     }
@@ -108,6 +108,11 @@ impl QMatrix {
     /// The blocks, row after row (a GGUF tensor's data when the rows are its outputs).
     pub fn blocks(&self) -> &[u8] {
         &self.data
+    }
+
+    /// The blocks as a borrowed view (what the integer products read).
+    pub fn view(&self) -> crate::quant::types::Blocks<'_> {
+        crate::quant::types::Blocks::new(self.kind, self.rows, self.cols, &self.data)
     }
 
     /// The blocks, taken.
@@ -160,7 +165,7 @@ impl QMatrix {
 
     /// `x · Qᵀ` (`x`: `[m, cols]` float32; returns `[m, rows]`): the product with a weight
     /// kept as a GGUF file holds it (`[out, in]`, blocks along `in`): integer products where
-    /// [`integer_products`] and the type allow ([`crate::intdot`]), else
+    /// [`integer_products`] and the type allow ([`crate::quant::intdot`]), else
     /// [`QMatrix::product_t_dequantized`], a panel of rows (outputs) at a time. Below [`FEW_ROWS`] activation rows it is computed as `(Q · xᵀ)ᵀ`,
     /// each panel dequantized as it lies and multiplied as the left operand; from there each
     /// panel is dequantized transposed into `[in, out]` (Qwen2.5-1.5B prefill on this AMD
@@ -198,16 +203,16 @@ impl QMatrix {
         yt.transpose()
     }
 
-    /// [`QMatrix::product_t`] as integer products ([`crate::intdot`]) where they are on,
+    /// [`QMatrix::product_t`] as integer products ([`crate::quant::intdot`]) where they are on,
     /// the type has them, and the activations are float32 host memory (the CPU backend, no
     /// autodiff): `None` otherwise.
     fn integer_product_t<B: Backend>(&self, x: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        if !integer_products() || std::any::TypeId::of::<B>() != std::any::TypeId::of::<crate::CpuBackend>() || !crate::intdot::available(self.kind) {
+        if !integer_products() || std::any::TypeId::of::<B>() != std::any::TypeId::of::<crate::CpuBackend>() || !crate::quant::intdot::available(self.kind) {
             return None;
         }
         let [m, _] = x.dims();
         let values = x.clone().into_data().into_vec::<f32>().ok()?;
-        let y = crate::intdot::product_t(self, &values, m)?;
+        let y = crate::quant::intdot::product_t(self.view(), &values, m)?;
         Some(Tensor::from_data(TensorData::new(y, [m, self.rows]), &x.device()))
     }
 
@@ -254,7 +259,7 @@ impl QMatrix {
 }
 
 /// Whether file-layout products of Q4_K, Q6_K and Q8_0 weights on this thread round the
-/// activations to 8 bits and multiply in integers ([`crate::intdot`], as llama.cpp does; the
+/// activations to 8 bits and multiply in integers ([`crate::quant::intdot`], as llama.cpp does; the
 /// default), or multiply the float32 activations by dequantized weights
 /// (`LLM_BURN_FLOAT_PRODUCTS=1` in the environment, or inside [`with_float_products`]).
 pub fn integer_products() -> bool {
@@ -280,7 +285,7 @@ pub fn with_float_products<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The AVX2 token of the k-quant kernels ([`crate::quant::q4_k_avx2`]), where the CPU has AVX2.
+/// The AVX2 token of the k-quant kernels ([`crate::quant::dequant::q4_k_avx2`]), where the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 type Avx2 = pulp::x86::V3;
 /// No AVX2 kernels off x86-64.
@@ -293,9 +298,9 @@ type Avx2 = std::convert::Infallible;
 fn dequantize_blocks(simd: Option<Avx2>, kind: TensorType, bytes: &[u8], out: &mut [f32]) {
     match (simd, kind) {
         #[cfg(target_arch = "x86_64")]
-        (Some(simd), TensorType::Q4_K) => crate::quant::q4_k_avx2(simd, bytes, out),
+        (Some(simd), TensorType::Q4_K) => crate::quant::dequant::q4_k_avx2(simd, bytes, out),
         #[cfg(target_arch = "x86_64")]
-        (Some(simd), TensorType::Q6_K) => crate::quant::q6_k_avx2(simd, bytes, out),
+        (Some(simd), TensorType::Q6_K) => crate::quant::dequant::q6_k_avx2(simd, bytes, out),
         _ => dequantize_into(kind, bytes, out),
     }
 }
@@ -513,7 +518,7 @@ pub(crate) mod tests {
                 }
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let want = bits(&crate::quant::dequantize(kind, &data));
+            let want = bits(&crate::quant::dequant::dequantize(kind, &data));
             let q = QMatrix::from_blocks(kind, 1, blocks * per_block, data).unwrap();
             proptest::prop_assert_eq!(bits(&q.dequantize()), want.clone());
             let mut part = vec![0.0; per_block];

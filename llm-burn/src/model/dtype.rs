@@ -3,7 +3,7 @@
 //! log-probabilities and the head outputs handed to pas-core. With a float type, activations
 //! are cast to it for each matrix product and the product back to float32; a quantized type
 //! stays in blocks in memory and is dequantized a panel at a time inside each product
-//! ([`crate::qmatrix`]).
+//! ([`crate::quant::qmatrix`]).
 
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ pub enum Dtype {
     #[serde(rename = "q4_k")]
     Q4K,
     /// Each weight as the model's GGUF file holds it (Q4_K, Q6_K, Q8_0, ...), kept in its
-    /// blocks ([`crate::file_weights`]).
+    /// blocks ([`crate::model::load_gguf`]).
     File,
 }
 

@@ -17,8 +17,8 @@ use pulp::x86::V3;
 
 use super::Act;
 use super::kernels::load;
-use crate::gguf::TensorType;
-use crate::quant::{f16, scale_min_k4};
+use crate::quant::types::TensorType;
+use crate::quant::dequant::{f16, scale_min_k4};
 
 /// Outputs interleaved.
 pub(super) const WIDTH: usize = 8;

@@ -4,16 +4,16 @@
 //! a GGUF file's blocks get.
 //!
 //! ```
-//! use llm_burn::gguf::TensorType;
-//! use llm_burn::quantize::quantize_row;
+//! use llm_burn::quant::TensorType;
+//! use llm_burn::quant::quantize::quantize_row;
 //! let x: Vec<f32> = (0..256).map(|i| (i as f32 / 40.0).sin()).collect();
 //! let mut blocks = vec![0u8; 144]; // one Q4_K super-block
 //! quantize_row(TensorType::Q4_K, &x, &mut blocks).unwrap();
-//! let back = llm_burn::gguf::dequantize(TensorType::Q4_K, &blocks);
+//! let back = llm_burn::formats::gguf::dequantize(TensorType::Q4_K, &blocks);
 //! assert!(x.iter().zip(&back).all(|(a, b)| (a - b).abs() < 0.08));
 //! ```
 
-use crate::gguf::TensorType;
+use crate::quant::types::TensorType;
 
 /// Quantizes `x` (whole blocks) into `out` (`x.len() / per_block * block_bytes` bytes), for
 /// the types this crate writes: `Q8_0` and `Q4_K`.
@@ -95,7 +95,7 @@ fn q4_k(x: &[f32], b: &mut [u8]) {
     b[..2].copy_from_slice(&d.to_le_bytes());
     b[2..4].copy_from_slice(&dmin.to_le_bytes());
     for j in 0..8 {
-        let (sc, m) = crate::quant::scale_min_k4(j, &b[4..16]);
+        let (sc, m) = crate::quant::dequant::scale_min_k4(j, &b[4..16]);
         let dj = d.to_f32() * f32::from(sc);
         if dj == 0.0 {
             continue;
@@ -174,9 +174,9 @@ fn fit_scale_min(x: &[f32], w: &[f32], levels: &mut [u8]) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::dequantize;
+    use crate::quant::dequant::dequantize;
 
-    use crate::qmatrix::tests::lcg;
+    use crate::quant::qmatrix::tests::lcg;
 
     proptest::proptest! {
         /// Q4_K keeps each sub-block of 32 within one 4-bit step of its range (the step grows

@@ -1,4 +1,4 @@
-//! [`Llama::forward`] in named steps, in the order they run: step inputs (positions, masks,
+//! [`Decoder::forward`] in named steps, in the order they run: step inputs (positions, masks,
 //! RoPE), attention (its output is the PAS site; the shared-prefix merge), row steering, the
 //! MLP (each projection with its LoRA adapter), and the head.
 //!
@@ -13,11 +13,11 @@ use burn::tensor::{Bool, Tensor, TensorData, activation};
 use pas_core::Steering;
 use rand::{Rng, SeedableRng};
 
-use crate::cache::{KvCache, LayerKv};
+use crate::model::cache::{KvCache, LayerKv};
 use crate::error::{Error, Result};
 use crate::host::{self, AttentionShape, RowKv};
-use crate::lora::Target;
-use crate::model::{ForwardOptions, Kernels, Layer, Llama, LoraPass, Output};
+use crate::model::lora::Target;
+use crate::model::{ForwardOptions, Kernels, Layer, Decoder, LoraPass, Output};
 
 /// What every layer of one forward step needs.
 struct Step<B: Backend> {
@@ -56,7 +56,7 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().expect("the model computes in f32")
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: Backend> Decoder<B> {
     /// Runs new tokens through the model, appending them to `cache`.
     ///
     /// Rows may differ in length: shorter rows are left-padded for this step and the padding
@@ -278,7 +278,7 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// [`Llama::attention`] on the host kernels; `q` holds the queries of all `s` new
+    /// [`Decoder::attention`] on the host kernels; `q` holds the queries of all `s` new
     /// positions, or of the last one only.
     fn attention_host(&self, l: usize, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, step: &Step<B>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let c = &self.config;
@@ -308,7 +308,7 @@ impl<B: Backend> Llama<B> {
         Ok(Tensor::from_data(TensorData::new(out, [b, queries, c.heads * hd]), &self.device))
     }
 
-    /// [`Llama::attention`] on tensor operations. Grouped-query attention without copying
+    /// [`Decoder::attention`] on tensor operations. Grouped-query attention without copying
     /// keys and values per query head: the `group` query heads of each key/value head are
     /// stacked along the query axis. A shared prefix is attended by every row's queries in
     /// one product and merged with the rows' own part by log-sum-exp.

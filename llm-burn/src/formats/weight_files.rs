@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::LlamaConfig;
+use crate::model::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::gguf_model::{FLOAT_COPY, GgufModel};
+use crate::formats::gguf_model::{FLOAT_COPY, GgufModel};
 
 #[derive(Debug, Clone, Deserialize)]
 struct Entry {
@@ -116,15 +116,15 @@ pub(crate) enum FloatSource {
 impl FloatSource {
     /// The folder's weights and the configuration to read them with (`config.json` beside
     /// safetensors files; the GGUF file's own metadata otherwise).
-    pub(crate) fn open(dir: &Path) -> Result<(Self, LlamaConfig)> {
+    pub(crate) fn open(dir: &Path) -> Result<(Self, ModelConfig)> {
         let has_files = dir.join(FLOAT_COPY).is_file() || dir.join("model.safetensors.index.json").is_file();
-        let gguf = dir.join(crate::file_weights::GGUF_FILE);
+        let gguf = dir.join(crate::formats::GGUF_FILE);
         if !has_files && gguf.is_file() {
             let model = GgufModel::open(&gguf, Some(&dir.join("config.json")))?;
             let config = model.config().clone();
             return Ok((FloatSource::Gguf(Box::new(model)), config));
         }
-        let config = LlamaConfig::load(&dir.join("config.json"))?;
+        let config = ModelConfig::load(&dir.join("config.json"))?;
         if !has_files {
             return Err(Error::Input(format!("{} holds no weights: neither model.safetensors nor model.gguf (`cargo xtask fetch-model` brings the pinned models)", dir.display())));
         }

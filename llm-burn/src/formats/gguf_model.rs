@@ -13,11 +13,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value as Json, json};
 
-use crate::config::{Architecture, HfConfig, LlamaConfig};
-use crate::convert::{Permute, hf_name};
+use crate::model::config::{ARCHITECTURES, Architecture, HfConfig, ModelConfig};
+use crate::formats::names::{Permute, hf_name};
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, TensorInfo, unpermute_rows};
-use crate::qmatrix::QMatrix;
+use crate::formats::gguf::{Gguf, TensorInfo, unpermute_rows};
+use crate::quant::qmatrix::QMatrix;
+
+/// The GGUF file a model folder holds, what every dtype loads from when the folder has no
+/// safetensors weights.
+pub const GGUF_FILE: &str = "model.gguf";
 
 /// The float32 copy's file name in a model folder.
 pub const FLOAT_COPY: &str = "model.safetensors";
@@ -27,7 +31,7 @@ pub const FLOAT_COPY: &str = "model.safetensors";
 pub struct GgufModel {
     gguf: Gguf,
     by_name: BTreeMap<String, (TensorInfo, Permute)>,
-    config: LlamaConfig,
+    config: ModelConfig,
 }
 
 impl GgufModel {
@@ -39,10 +43,10 @@ impl GgufModel {
         let config = match hf_config(&gguf)? {
             Some(json) => {
                 let hf: HfConfig = serde_json::from_value(json).map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
-                LlamaConfig::try_from(hf).map_err(|message| Error::Config { path: path.to_owned(), message })?
+                ModelConfig::try_from(hf).map_err(|message| Error::Config { path: path.to_owned(), message })?
             }
             None => match fallback_config.filter(|p| p.is_file()) {
-                Some(p) => LlamaConfig::load(p)?,
+                Some(p) => ModelConfig::load(p)?,
                 None => {
                     return Err(Error::Metadata { path: path.to_owned(), key: "general.architecture".into(), message: "the file holds no hyper-parameters and no config.json lies beside it".into() });
                 }
@@ -57,7 +61,7 @@ impl GgufModel {
     }
 
     /// The configuration the tensors are read with.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -82,12 +86,7 @@ impl GgufModel {
 
     /// The head count whose rows llama.cpp permuted in this tensor, if any.
     fn permuted_heads(&self, permute: Permute) -> Option<usize> {
-        match permute {
-            _ if !self.config.arch.gguf_permutes_qk() => None,
-            Permute::None => None,
-            Permute::Query => Some(self.config.heads),
-            Permute::Key => Some(self.config.kv_heads),
-        }
+        permute.heads(self.config.arch, self.config.heads, self.config.kv_heads)
     }
 
     /// The tensor `name`, checked to be `shape`, as a block matrix `[shape[0], rest]` with
@@ -198,7 +197,7 @@ pub(crate) fn hf_config(g: &Gguf) -> Result<Option<Json>> {
         return Ok(None);
     }
     let path = g.path().to_owned();
-    let architecture = Architecture::from_gguf(&arch).ok_or_else(|| Error::Metadata { path: path.clone(), key: "general.architecture".into(), message: format!("`{arch}` is not supported (llama, qwen2)") })?;
+    let architecture = Architecture::from_gguf(&arch).ok_or_else(|| Error::Metadata { path: path.clone(), key: "general.architecture".into(), message: format!("`{arch}` is not supported ({})", ARCHITECTURES.iter().map(|f| f.gguf).collect::<Vec<_>>().join(", ")) })?;
     if let Some(kind) = g.metadata.get(&key("rope.scaling.type")).and_then(|v| v.as_str())
         && kind != "none"
     {

@@ -5,7 +5,7 @@
 //! Block layouts (ggml's `ggml-common.h`): every block starts or ends with `f16` scales;
 //! k-quants (`Q4_K`, `Q6_K`) are super-blocks of 256 values with per-sub-block scales.
 
-use crate::gguf::TensorType;
+use crate::quant::types::TensorType;
 
 /// A little-endian f16 as f32.
 #[inline(always)]

@@ -9,12 +9,12 @@
 //! AVX2 and FMA run it ([`product_t`] answers `None` elsewhere, and the caller dequantizes).
 //!
 //! ```
-//! use llm_burn::gguf::TensorType;
-//! use llm_burn::qmatrix::QMatrix;
+//! use llm_burn::quant::TensorType;
+//! use llm_burn::quant::qmatrix::QMatrix;
 //! let w: Vec<f32> = (0..4 * 256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
 //! let q = QMatrix::quantize(TensorType::Q4_K, &w, 4, 256).unwrap(); // 4 outputs, 256 inputs
 //! let x: Vec<f32> = (0..256).map(|i| (i as f32 / 64.0).sin()).collect(); // one row
-//! if let Some(y) = llm_burn::intdot::product_t(&q, &x, 1) {
+//! if let Some(y) = llm_burn::quant::intdot::product_t(q.view(), &x, 1) {
 //!     let exact: Vec<f32> = q.dequantize().chunks(256).map(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum()).collect();
 //!     assert!(y.iter().zip(&exact).all(|(a, b)| (a - b).abs() < 0.05));
 //! }
@@ -22,8 +22,8 @@
 
 use rayon::prelude::*;
 
-use crate::gguf::TensorType;
-use crate::qmatrix::QMatrix;
+use crate::quant::types::TensorType;
+use crate::quant::types::Blocks;
 
 /// Whether weights of `kind` have an integer product here (and the CPU runs it).
 pub fn available(kind: TensorType) -> bool {
@@ -43,7 +43,7 @@ pub const Q8_0_INTEGER_ROWS: usize = 512;
 /// `x · Wᵀ` for `x` `[m, w.cols()]` (row-major) and `w` `[out, in]` in blocks along `in`:
 /// `[m, w.rows()]`, or `None` when [`available`] is false for its type (or the weight is
 /// Q8_0 and `m` exceeds [`Q8_0_INTEGER_ROWS`]).
-pub fn product_t(w: &QMatrix, x: &[f32], m: usize) -> Option<Vec<f32>> {
+pub fn product_t(w: Blocks<'_>, x: &[f32], m: usize) -> Option<Vec<f32>> {
     assert_eq!(x.len(), m * w.cols(), "[{m}, {}] activations hold {} values", w.cols(), m * w.cols());
     if !available(w.kind()) || (w.kind() == TensorType::Q8_0 && m > Q8_0_INTEGER_ROWS) {
         return None;
@@ -56,7 +56,7 @@ pub fn product_t(w: &QMatrix, x: &[f32], m: usize) -> Option<Vec<f32>> {
 
 /// [`product_t`] with AVX2.
 #[cfg(target_arch = "x86_64")]
-fn x86_product_t(w: &QMatrix, x: &[f32], m: usize, simd: pulp::x86::V3) -> Vec<f32> {
+fn x86_product_t(w: Blocks<'_>, x: &[f32], m: usize, simd: pulp::x86::V3) -> Vec<f32> {
     let block = if w.kind() == TensorType::Q8_0 { 32 } else { 256 };
     let acts = QActs::quantize(x, m, w.cols(), block);
     let n = w.rows();
@@ -357,17 +357,16 @@ fn dot<const R: usize>(simd: pulp::x86::V3, kind: TensorType, w: &[u8], prep: &[
 }
 
 #[cfg(target_arch = "x86_64")]
-#[path = "intdot_packed.rs"]
 mod packed;
 
 #[cfg(target_arch = "x86_64")]
-#[path = "intdot_kernels.rs"]
 mod kernels;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qmatrix::tests::lcg;
+    use crate::quant::qmatrix::QMatrix;
+    use crate::quant::qmatrix::tests::lcg;
 
     /// Weights of `kind`, `rows` by `blocks` blocks: Q4_K and Q8_0 quantized from seeded values,
     /// Q6_K arbitrary bytes with a finite f16 scale.
@@ -394,7 +393,7 @@ mod tests {
             let w = weights(kind, rows, blocks * if kind == TensorType::Q8_0 { 8 } else { 1 }, seed);
             let cols = w.cols();
             let x: Vec<f32> = lcg(seed + 1, m * cols).iter().map(|v| v * 4.0).collect();
-            let Some(y) = product_t(&w, &x, m) else { return Ok(()) };
+            let Some(y) = product_t(w.view(), &x, m) else { return Ok(()) };
             let rounded = QActs::quantize(&x, m, cols, if kind == TensorType::Q8_0 { 32 } else { 256 }).dequantize();
             let wf = w.dequantize();
             for r in 0..m {
@@ -414,14 +413,14 @@ mod tests {
     #[test]
     fn other_types_and_empty_inputs_are_answered() {
         let w = QMatrix::from_blocks(TensorType::Q4_0, 1, 32, vec![0; 18]).unwrap();
-        assert_eq!(product_t(&w, &[0.0; 32], 1), None);
+        assert_eq!(product_t(w.view(), &[0.0; 32], 1), None);
         let w = weights(TensorType::Q8_0, 3, 1, 0);
         if available(TensorType::Q8_0) {
-            assert_eq!(product_t(&w, &[], 0), Some(vec![]));
-            assert_eq!(product_t(&w, &[0.0; 32], 1), Some(vec![0.0; 3]));
+            assert_eq!(product_t(w.view(), &[], 0), Some(vec![]));
+            assert_eq!(product_t(w.view(), &[0.0; 32], 1), Some(vec![0.0; 3]));
             let many = Q8_0_INTEGER_ROWS + 1; // Q8_0 beyond its rows: the caller's float product
-            assert_eq!(product_t(&w, &vec![0.0; many * 32], many), None);
-            assert!(product_t(&w, &vec![0.0; Q8_0_INTEGER_ROWS * 32], Q8_0_INTEGER_ROWS).is_some());
+            assert_eq!(product_t(w.view(), &vec![0.0; many * 32], many), None);
+            assert!(product_t(w.view(), &vec![0.0; Q8_0_INTEGER_ROWS * 32], Q8_0_INTEGER_ROWS).is_some());
         }
     }
 }

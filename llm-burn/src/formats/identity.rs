@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use pas_core::ModelIdentity;
 use sha2::{Digest, Sha256};
 
-use crate::config::LlamaConfig;
+use crate::model::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::gguf_model::{FLOAT_COPY, GgufModel};
+use crate::formats::gguf_model::{FLOAT_COPY, GgufModel};
 
 /// The file (in the model's folder) that keeps the last hash with the sizes and times it was
 /// computed for, so that a multi-gigabyte model is read once, not at every start.
@@ -43,7 +43,7 @@ fn stamp(files: &[PathBuf]) -> Result<String> {
 /// hashed as if written ([`GgufModel::stream_float_copy`]), so the identity does not depend on
 /// whether the copy exists.
 fn gguf_only(dir: &Path, files: &[PathBuf]) -> Option<PathBuf> {
-    let gguf = dir.join(crate::file_weights::GGUF_FILE);
+    let gguf = dir.join(crate::formats::GGUF_FILE);
     (files.len() == 1 && gguf.is_file()).then_some(gguf)
 }
 
@@ -101,7 +101,7 @@ pub fn content_hash(dir: &Path) -> Result<String> {
 }
 
 /// The size of the model's float32 weights: its safetensors files', or, for a folder with only
-/// `model.gguf`, the float32 copy's that [`crate::convert::gguf_to_hf`] would write.
+/// `model.gguf`, the float32 copy's that [`crate::formats::convert::gguf_to_hf`] would write.
 pub fn float_weights_len(dir: &Path) -> Result<u64> {
     let files = hashed_files(dir)?;
     if let Some(gguf) = gguf_only(dir, &files) {
@@ -112,7 +112,7 @@ pub fn float_weights_len(dir: &Path) -> Result<u64> {
 
 /// The identity saved with an intervention and checked when it is loaded: the folder's name,
 /// [`content_hash`], and the head geometry.
-pub fn identity(dir: &Path, config: &LlamaConfig) -> Result<ModelIdentity> {
+pub fn identity(dir: &Path, config: &ModelConfig) -> Result<ModelIdentity> {
     let model_id = dir.canonicalize().unwrap_or_else(|_| dir.to_owned()).file_name().map_or("model".into(), |f| f.to_string_lossy().into_owned());
     Ok(ModelIdentity { model_id, config_hash: content_hash(dir)?, geometry: config.geometry() })
 }

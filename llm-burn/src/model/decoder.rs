@@ -1,23 +1,20 @@
 //! A Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM2, TinyLlama) on burn, generic
 //! over the backend. The model is immutable: the KV cache and the steering are values passed
-//! into [`Llama::forward`].
+//! into [`Decoder::forward`].
 
-use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, activation};
 use pas_core::{Positions, Steering};
 
-use crate::cache::KvCache;
-use crate::config::LlamaConfig;
-use crate::dtype::Dtype;
+use crate::model::cache::KvCache;
+use crate::model::config::ModelConfig;
+use crate::model::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::gguf::TensorType;
-use crate::linear::{Table, Weight};
-use crate::lora::{Lora, Target};
-use crate::qmatrix::QMatrix;
-use crate::weights::{FloatSource, transpose};
+use crate::model::linear::{Table, Weight};
+use crate::model::lora::{Lora, Target};
+use crate::quant::qmatrix::QMatrix;
 
 /// The name table of a layer, relative to `model.layers.{i}.`: the two norms (`[hidden]`);
 /// every projection of [`Target::ALL`] as `{target.module()}.weight` (`[out, in]` in the file,
@@ -67,8 +64,8 @@ impl Kernels {
 
 /// A loaded model.
 #[derive(Debug, Clone)]
-pub struct Llama<B: Backend> {
-    pub(crate) config: LlamaConfig,
+pub struct Decoder<B: Backend> {
+    pub(crate) config: ModelConfig,
     /// `[vocab, hidden]`.
     pub(crate) embed: Table<B>,
     /// `[vocab, hidden]` (the embedding when tied).
@@ -105,7 +102,7 @@ pub struct OProjBias<B: Backend> {
 pub struct ForwardOptions<'a, B: Backend> {
     /// No steering (empty), one for every row, or one per row (in head space).
     pub steering: &'a [&'a Steering],
-    /// A steering already folded through `o_proj` (see [`Llama::o_proj_bias`]).
+    /// A steering already folded through `o_proj` (see [`Decoder::o_proj_bias`]).
     pub o_proj_bias: Option<&'a OProjBias<B>>,
     /// Capture the head outputs at the last position.
     pub capture: bool,
@@ -145,105 +142,9 @@ impl<'a, B: Backend> LoraPass<'a, B> {
     }
 }
 
-impl<B: Backend> Llama<B> {
-    /// Loads a Hugging Face folder (`config.json` and safetensors weights). Every tensor of
-    /// the table must be present with its shape, and every tensor in the files must be used
-    /// (except `lm_head.weight` of a tied model and rotary caches).
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        Self::load_as(dir, device, Dtype::F32)
-    }
-
-    /// [`Llama::load`] with the linear, embedding and output weights stored (and multiplied)
-    /// in `dtype`; norms stay float32. The float values come from the folder's safetensors
-    /// files or, where it has none, from its `model.gguf` dequantized (the same values as the
-    /// float32 copy [`crate::convert::gguf_to_hf`] writes).
-    /// [`Dtype::File`] reads `model.gguf` and keeps its blocks ([`crate::file_weights`]).
-    pub fn load_as(dir: &Path, device: &B::Device, dtype: Dtype) -> Result<Self> {
-        if dtype == Dtype::File {
-            return crate::file_weights::load(dir, device);
-        }
-        let (files, config) = FloatSource::open(dir)?;
-        let c = &config;
-        let h = c.hidden;
-        let mut used = std::collections::BTreeSet::new();
-        let mut read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
-            let v = files.read(&name, shape)?;
-            used.insert(name);
-            Ok(v)
-        };
-        let t1 = |v: Vec<f32>| {
-            let n = v.len();
-            Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device)
-        };
-        let quantize = |name: &str, v: &[f32], rows: usize, cols: usize| {
-            QMatrix::quantize_q8_0(v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
-        };
-        // Q4_K keeps the file layout ([out, in], blocks along `in`); Q8_0 where a row is not
-        // whole super-blocks.
-        let q4_k = |name: &str, v: &[f32], rows: usize, cols: usize| {
-            QMatrix::quantize(crate::quantize::row_type(cols, TensorType::Q4_K), v, rows, cols).map(Arc::new).map_err(|message| Error::Tensor { name: name.to_owned(), message })
-        };
-        // Float linear weights are [out, in] in the file; stored [in, out] for `x.matmul(w)`.
-        let typed = |t: Tensor<B, 2>| if dtype == Dtype::F32 { t } else { t.cast(dtype.burn()) };
-        // Quantized ones too, in blocks along `out`.
-        let lin = |name: &str, v: Vec<f32>, out: usize, inp: usize| -> Result<Weight<B>> {
-            if dtype == Dtype::Q4K {
-                return Ok(Weight::Gguf(q4_k(name, &v, out, inp)?));
-            }
-            let t = transpose(&v, out, inp);
-            Ok(match dtype.is_quantized() {
-                true => Weight::Quant(quantize(name, &t, inp, out)?),
-                false => Weight::Dense(typed(Tensor::<B, 2>::from_data(TensorData::new(t, [inp, out]), device))),
-            })
-        };
-        let table = |name: &str, v: Vec<f32>| -> Result<Table<B>> {
-            if dtype == Dtype::Q4K {
-                return Ok(Table::Gguf(q4_k(name, &v, c.vocab, h)?));
-            }
-            Ok(match dtype.is_quantized() {
-                true => Table::Quant(quantize(name, &transpose(&v, c.vocab, h), h, c.vocab)?),
-                false => Table::Dense(typed(Tensor::<B, 2>::from_data(TensorData::new(v, [c.vocab, h]), device))),
-            })
-        };
-        let embed = table("model.embed_tokens.weight", read("model.embed_tokens.weight".into(), &[c.vocab, h])?)?;
-        let lm_head = if c.tied { embed.clone() } else { table("lm_head.weight", read("lm_head.weight".into(), &[c.vocab, h])?)? };
-        let norm = t1(read("model.norm.weight".into(), &[h])?);
-        let mut layers = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            let p = |s: &str| format!("model.layers.{i}.{s}");
-            let [input_norm, post_norm] = NORMS.map(&p);
-            let (input_norm, post_norm) = (t1(read(input_norm, &[h])?), t1(read(post_norm, &[h])?));
-            let mut linear = Vec::with_capacity(Target::ALL.len());
-            for t in Target::ALL {
-                let (inp, out) = t.dims(c);
-                let name = p(&format!("{}.weight", t.module()));
-                linear.push(lin(&name, read(name.clone(), &[out, inp])?, out, inp)?);
-            }
-            let mut bias = [None, None, None];
-            if c.qkv_bias {
-                for (slot, t) in bias.iter_mut().zip(BIASED) {
-                    *slot = Some(t1(read(p(&format!("{}.bias", t.module())), &[t.dims(c).1])?));
-                }
-            }
-            let linear = linear.try_into().unwrap_or_else(|_| unreachable!("one weight per target"));
-            layers.push(Layer { input_norm, post_norm, linear, bias });
-        }
-        let unused: Vec<&str> = files
-            .names()
-            .filter(|n| {
-                let allowed = (c.tied && *n == "lm_head.weight") || n.contains("rotary_emb.inv_freq");
-                !used.contains(*n) && !allowed
-            })
-            .collect();
-        if let Some(name) = unused.first() {
-            return Err(Error::Tensor { name: (*name).to_owned(), message: format!("unused by the model ({} unused tensors)", unused.len()) });
-        }
-        let inv_freq = rope_inv_freq(c);
-        Ok(Llama { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>(), dtype })
-    }
-
+impl<B: Backend> Decoder<B> {
     /// The configuration.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -282,7 +183,7 @@ impl<B: Backend> Llama<B> {
 
     /// A copy of the model with `lora` merged into its weights (`W + scale · A·B`), which
     /// runs at the base model's speed and gives the same logits as passing the adapters to
-    /// [`Llama::forward`] (to rounding). The base weights are shared, not copied, where no
+    /// [`Decoder::forward`] (to rounding). The base weights are shared, not copied, where no
     /// adapter sits.
     pub fn merged(&self, lora: &Lora<B>) -> Result<Self> {
         if lora.num_layers() != self.config.layers {
@@ -316,7 +217,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// The model with every tensor passed through `f`, possibly onto another backend.
-    fn map_tensors<C: Backend>(&self, device: &C::Device, f1: impl Fn(Tensor<B, 1>) -> Tensor<C, 1>, f2: impl Fn(Tensor<B, 2>) -> Tensor<C, 2>) -> Llama<C> {
+    fn map_tensors<C: Backend>(&self, device: &C::Device, f1: impl Fn(Tensor<B, 1>) -> Tensor<C, 1>, f2: impl Fn(Tensor<B, 2>) -> Tensor<C, 2>) -> Decoder<C> {
         let layers = self
             .layers
             .iter()
@@ -327,7 +228,7 @@ impl<B: Backend> Llama<B> {
                 bias: l.bias.clone().map(|b| b.map(&f1)),
             })
             .collect();
-        Llama {
+        Decoder {
             config: self.config.clone(),
             embed: self.embed.map(&f2),
             lm_head: self.lm_head.map(&f2),
@@ -372,36 +273,12 @@ impl<B: Backend> Llama<B> {
         let out = self.forward(rows, &mut cache, ForwardOptions { steering, ..Default::default() })?;
         logprobs_of(out.logits, choices)
     }
-
-    /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping after an
-    /// end-of-sequence token (`stop`, or the config's EOS ids when empty), which is included.
-    /// The same decoding loop as [`Llama::generate`] (one request of a
-    /// [`crate::generate::Batcher`]).
-    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32], steering: Option<&Steering>) -> Result<Vec<u32>> {
-        if max_new == 0 {
-            return Ok(Vec::new());
-        }
-        let stop: Vec<u32> = if stop.is_empty() { self.config.eos.clone() } else { stop.to_vec() };
-        let g = crate::generate::Generation {
-            prompt: prompt.to_vec(),
-            steering: steering.map(|s| std::sync::Arc::new(s.clone())),
-            sampling: crate::generate::Sampling::default(),
-            max_new,
-            stop: Vec::new(),
-        };
-        let mut out = Vec::new();
-        self.generate(g, |id| {
-            out.push(id);
-            !stop.contains(&id)
-        })?;
-        Ok(out)
-    }
 }
 
-impl<A: AutodiffBackend> Llama<A> {
+impl<A: AutodiffBackend> Decoder<A> {
     /// The model on an autodiff backend, sharing `inner`'s weights (no copy). Its weights
     /// are constants: gradients flow only to tensors that require them (adapters).
-    pub fn from_inner(inner: &Llama<A::InnerBackend>) -> Self {
+    pub fn from_inner(inner: &Decoder<A::InnerBackend>) -> Self {
         inner.map_tensors(inner.device(), Tensor::from_inner, Tensor::from_inner)
     }
 }
@@ -422,7 +299,7 @@ pub fn logprobs_of<B: Backend>(logits: Tensor<B, 2>, choices: &[u32]) -> Result<
 }
 
 /// RoPE inverse frequencies in `f32` as Hugging Face computes them (with Llama-3 scaling).
-pub(crate) fn rope_inv_freq(c: &LlamaConfig) -> Vec<f32> {
+pub(crate) fn rope_inv_freq(c: &ModelConfig) -> Vec<f32> {
     let d = c.head_dim;
     let base = c.rope_theta as f32;
     let mut inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();

@@ -7,61 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value as Json, json};
 
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
-use crate::gguf_model::{FLOAT_COPY, GgufModel, hf_config};
-
-/// How a GGUF tensor maps to a Hugging Face one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Permute {
-    /// Copied as is.
-    None,
-    /// Q projection rows: undo llama.cpp's permutation with the query head count.
-    Query,
-    /// K projection rows: likewise with the key/value head count.
-    Key,
-}
-
-/// The name table: GGUF name (with `{i}` for the layer) → Hugging Face name, and the
-/// row permutation to undo.
-const NAMES: &[(&str, &str, Permute)] = &[
-    ("token_embd.weight", "model.embed_tokens.weight", Permute::None),
-    ("output_norm.weight", "model.norm.weight", Permute::None),
-    ("output.weight", "lm_head.weight", Permute::None),
-    ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight", Permute::None),
-    ("blk.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight", Permute::None),
-    ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight", Permute::Query),
-    ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight", Permute::Key),
-    ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight", Permute::None),
-    ("blk.{i}.attn_q.bias", "model.layers.{i}.self_attn.q_proj.bias", Permute::Query),
-    ("blk.{i}.attn_k.bias", "model.layers.{i}.self_attn.k_proj.bias", Permute::Key),
-    ("blk.{i}.attn_v.bias", "model.layers.{i}.self_attn.v_proj.bias", Permute::None),
-    ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight", Permute::None),
-    ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight", Permute::None),
-    ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight", Permute::None),
-    ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight", Permute::None),
-];
-
-/// Maps a GGUF tensor name to its Hugging Face name and permutation.
-pub(crate) fn hf_name(gguf_name: &str) -> Option<(String, Permute)> {
-    NAMES.iter().find_map(|&(g, hf, permute)| rename(gguf_name, g, hf).map(|n| (n, permute)))
-}
-
-/// Maps a Hugging Face tensor name to its GGUF name and the rows llama.cpp permutes: the
-/// inverse of [`hf_name`], from the same table.
-pub(crate) fn gguf_name(hf_name: &str) -> Option<(String, Permute)> {
-    NAMES.iter().find_map(|&(g, hf, permute)| rename(hf_name, hf, g).map(|n| (n, permute)))
-}
-
-/// `name` matched against `from` (a pattern with `{i}` for the layer) and written as `to`.
-fn rename(name: &str, from: &str, to: &str) -> Option<String> {
-    match from.split_once("{i}") {
-        Some((prefix, suffix)) => {
-            let layer = name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse::<usize>().ok()?;
-            Some(to.replace("{i}", &layer.to_string()))
-        }
-        None => (name == from).then(|| to.to_owned()),
-    }
-}
+use crate::formats::gguf::Gguf;
+use crate::formats::gguf_model::{FLOAT_COPY, GgufModel, hf_config};
 
 /// What a conversion produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +33,7 @@ pub fn gguf_to_hf(gguf_path: &Path, out: &Path) -> Result<Converted> {
 }
 
 /// [`gguf_to_hf`] without the float32 weights: the folder's configuration and tokenizer, for
-/// a model loaded from its GGUF file ([`crate::gguf_model`]; every dtype reads it).
+/// a model loaded from its GGUF file ([`crate::formats::gguf_model`]; every dtype reads it).
 pub fn gguf_to_folder(gguf_path: &Path, out: &Path) -> Result<Converted> {
     convert(gguf_path, out, false)
 }
@@ -97,7 +44,7 @@ pub fn ensure_float_copy(dir: &Path) -> Result<bool> {
     if dir.join(FLOAT_COPY).is_file() || dir.join("model.safetensors.index.json").is_file() {
         return Ok(false);
     }
-    let gguf = dir.join(crate::file_weights::GGUF_FILE);
+    let gguf = dir.join(crate::formats::GGUF_FILE);
     GgufModel::open(&gguf, Some(&dir.join("config.json")))?.write_float_copy(dir)?;
     Ok(true)
 }

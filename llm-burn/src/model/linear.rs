@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
 
-use crate::qmatrix::QMatrix;
+use crate::quant::qmatrix::QMatrix;
 
 /// A linear layer's weight.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ mod tests {
         let q = Arc::new(QMatrix::quantize_q8_0(&w, out, inp).unwrap());
         let dev = Default::default();
         let dense = Tensor::<B, 2>::from_data(TensorData::new(q.dequantize(), [out, inp]), &dev); // [out, in]
-        for m in [1, 5, crate::qmatrix::FEW_ROWS + 3] {
+        for m in [1, 5, crate::quant::qmatrix::FEW_ROWS + 3] {
             let x: Vec<f32> = (0..m * inp).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
             let xt = Tensor::<B, 2>::from_data(TensorData::new(x, [m, inp]), &dev);
             let got = q.product_t_dequantized(xt.clone()).into_data().to_vec::<f32>().unwrap();
@@ -158,7 +158,7 @@ mod tests {
             // bounds them against this one), else the same float product.
             let applied = Weight::<B>::Gguf(q.clone()).apply(xt.clone(), FloatDType::F32).into_data().to_vec::<f32>().unwrap();
             let x = xt.into_data().to_vec::<f32>().unwrap();
-            let expected = if crate::qmatrix::integer_products() { crate::intdot::product_t(&q, &x, m).unwrap_or(got) } else { got };
+            let expected = if crate::quant::qmatrix::integer_products() { crate::quant::intdot::product_t(q.view(), &x, m).unwrap_or(got) } else { got };
             assert_eq!(applied, expected, "m = {m}");
         }
         let table = Table::<B>::Gguf(q.clone());

@@ -9,7 +9,7 @@ use pulp::bytemuck::cast;
 use pulp::x86::V3;
 
 use super::Act;
-use crate::quant::{f16, scale_min_k4};
+use crate::quant::dequant::{f16, scale_min_k4};
 
 /// 32 bytes from the start of `b`.
 #[inline(always)]
@@ -42,8 +42,8 @@ pub(super) struct Prep {
 }
 
 /// The scales of a row's blocks of `kind` appended to `out`.
-pub(super) fn prepare(kind: crate::gguf::TensorType, row: &[u8], out: &mut Vec<Prep>) {
-    use crate::gguf::TensorType;
+pub(super) fn prepare(kind: crate::quant::types::TensorType, row: &[u8], out: &mut Vec<Prep>) {
+    use crate::quant::types::TensorType;
     match kind {
         TensorType::Q4_K => out.extend(row.chunks_exact(144).map(|b| {
             let mut p = Prep { d: f16(b), dmin: f16(&b[2..4]), ..Prep::default() };

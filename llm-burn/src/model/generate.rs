@@ -15,9 +15,9 @@ use pas_core::Steering;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::cache::KvCache;
+use crate::model::cache::KvCache;
 use crate::error::{Error, Result};
-use crate::model::{ForwardOptions, Llama, argmax};
+use crate::model::{ForwardOptions, Decoder, argmax};
 
 /// How the next token is chosen: greedy when `temperature` is 0, else sampled from the
 /// softmax of `logits / temperature` restricted to the smallest set of most likely tokens
@@ -169,7 +169,7 @@ impl Row {
 /// Continuous batching over one model: [`Batcher::add`] queues requests, each
 /// [`Batcher::step`] decodes a token for every running row and admits waiting ones.
 pub struct Batcher<'m, B: Backend> {
-    model: &'m Llama<B>,
+    model: &'m Decoder<B>,
     unsteered: Arc<Steering>,
     pending: VecDeque<(u64, Generation)>,
     rows: Vec<Row>,
@@ -179,7 +179,7 @@ pub struct Batcher<'m, B: Backend> {
 
 impl<'m, B: Backend> Batcher<'m, B> {
     /// A batcher running at most `max_rows` requests at once (others wait their turn).
-    pub fn new(model: &'m Llama<B>, max_rows: usize) -> Self {
+    pub fn new(model: &'m Decoder<B>, max_rows: usize) -> Self {
         let unsteered = Arc::new(Steering::none(model.config().geometry()));
         Batcher { model, unsteered, pending: VecDeque::new(), rows: Vec::new(), cache: None, max_rows: max_rows.max(1) }
     }
@@ -340,7 +340,31 @@ impl<'m, B: Backend> Batcher<'m, B> {
     }
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: Backend> Decoder<B> {
+    /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping after an
+    /// end-of-sequence token (`stop`, or the config's EOS ids when empty), which is included.
+    /// The same decoding loop as [`Decoder::generate`] (one request of a
+    /// [`crate::model::generate::Batcher`]).
+    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32], steering: Option<&Steering>) -> Result<Vec<u32>> {
+        if max_new == 0 {
+            return Ok(Vec::new());
+        }
+        let stop: Vec<u32> = if stop.is_empty() { self.config.eos.clone() } else { stop.to_vec() };
+        let g = crate::model::generate::Generation {
+            prompt: prompt.to_vec(),
+            steering: steering.map(|s| std::sync::Arc::new(s.clone())),
+            sampling: crate::model::generate::Sampling::default(),
+            max_new,
+            stop: Vec::new(),
+        };
+        let mut out = Vec::new();
+        self.generate(g, |id| {
+            out.push(id);
+            !stop.contains(&id)
+        })?;
+        Ok(out)
+    }
+
     /// Generates for one request, calling `on_token` with each new token as it comes (return
     /// `false` to stop early); returns why it ended (`None`: stopped by `on_token`).
     pub fn generate(&self, g: Generation, mut on_token: impl FnMut(u32) -> bool) -> Result<Option<Finish>> {

@@ -5,12 +5,12 @@ use burn::tensor::backend::Backend;
 use pas_core::{Geometry, HeadActivations, Steerable, Steering};
 
 use crate::error::{Error, Result};
-use crate::model::{ForwardOptions, Llama, logprobs_of};
+use crate::model::{ForwardOptions, Decoder, logprobs_of};
 
 /// Prompts run together in one forward pass by [`Steerable::capture`].
 const CAPTURE_BATCH: usize = 16;
 
-impl<B: Backend> Steerable for Llama<B> {
+impl<B: Backend> Steerable for Decoder<B> {
     type Error = Error;
 
     fn geometry(&self) -> Geometry {
@@ -31,7 +31,7 @@ impl<B: Backend> Steerable for Llama<B> {
     }
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: Backend> Decoder<B> {
     /// [`Steerable::capture`], calling `progress(prompts done, prompts)` after each batch
     /// (a long capture can then say how far it is).
     pub fn capture_with_progress(&self, prompts: &[&[u32]], positions: &[usize], progress: &mut dyn FnMut(usize, usize)) -> Result<HeadActivations> {

@@ -5,16 +5,17 @@
 //! loads in llama.cpp and here (`--dtype file`), so both engines can multiply the same blocks.
 //!
 //! ```no_run
-//! use llm_burn::gguf::TensorType;
-//! let plan = llm_burn::requantize::requantize("in.gguf".as_ref(), "out.gguf".as_ref(), TensorType::Q4_K, &mut |_, _| {}).unwrap();
+//! use llm_burn::quant::TensorType;
+//! let plan = llm_burn::formats::requantize::requantize("in.gguf".as_ref(), "out.gguf".as_ref(), TensorType::Q4_K, &mut |_, _| {}).unwrap();
 //! println!("{} tensors, {} bytes", plan.len(), plan.iter().map(|p| p.bytes()).sum::<usize>());
 //! ```
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, TensorType};
-use crate::gguf_write::{GgufWriter, Meta, Planned};
+use crate::formats::gguf::Gguf;
+use crate::quant::TensorType;
+use crate::formats::gguf_write::{GgufWriter, Meta, Planned};
 
 /// Values dequantized and requantized per piece of a tensor.
 const PIECE: usize = 1 << 22;
@@ -33,7 +34,7 @@ fn file_type(kind: TensorType) -> Option<u32> {
 /// rows are not whole `Q8_0` blocks either, keep their type.
 pub fn target_type(shape: &[usize], from: TensorType, to: TensorType) -> TensorType {
     match shape {
-        [_, cols] if cols.is_multiple_of(TensorType::Q8_0.block().0) => crate::quantize::row_type(*cols, to),
+        [_, cols] if cols.is_multiple_of(TensorType::Q8_0.block().0) => crate::quant::quantize::row_type(*cols, to),
         _ => from,
     }
 }
@@ -66,7 +67,7 @@ pub fn requantize(src: &Path, dst: &Path, to: TensorType, progress: &mut dyn FnM
                 let v = crate::quant::dequantize(t.kind, piece);
                 let (n, (per, out_block)) = (v.len(), p.kind.block());
                 let mut out = vec![0u8; n / per * out_block];
-                crate::quantize::quantize_row(p.kind, &v, &mut out).map_err(|message| Error::Tensor { name: t.name.clone(), message })?;
+                crate::quant::quantize::quantize_row(p.kind, &v, &mut out).map_err(|message| Error::Tensor { name: t.name.clone(), message })?;
                 w.write(&out)?;
             }
         }
@@ -88,6 +89,6 @@ mod tests {
         assert_eq!(target_type(&[64, 576], F32, Q8_0), Q8_0);
         assert_eq!(target_type(&[64, 40], F16, Q8_0), F16);
         assert_eq!(target_type(&[576], F32, Q4_K), F32);
-        assert_eq!(crate::gguf::type_counts([Q4_K, Q8_0, Q8_0, F32]), "Q8_0 2, F32 1, Q4_K 1");
+        assert_eq!(crate::formats::gguf::type_counts([Q4_K, Q8_0, Q8_0, F32]), "Q8_0 2, F32 1, Q4_K 1");
     }
 }

@@ -1,14 +1,14 @@
 //! A reader for GGUF files (llama.cpp's format) and dequantisation to `f32`.
 //!
 //! Supported tensor types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K
-//! (dequantised in [`crate::quant`]). Shapes are reported in
+//! ([`crate::quant::TensorType`], dequantised in [`crate::quant`]). Shapes are reported in
 //! PyTorch order (GGUF stores them innermost first; this reader reverses them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-pub use crate::quant::dequantize;
+use crate::quant::TensorType;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,77 +68,6 @@ impl Value {
         match self {
             Value::Array(v) => Some(v),
             _ => None,
-        }
-    }
-}
-
-/// A tensor's element type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(non_camel_case_types)] // ggml's names
-pub enum TensorType {
-    /// 32-bit float.
-    F32,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// 4-bit, blocks of 32 with a scale.
-    Q4_0,
-    /// 4-bit, blocks of 32 with a scale and a minimum.
-    Q4_1,
-    /// 5-bit, blocks of 32 with a scale (the fifth bits packed apart).
-    Q5_0,
-    /// 8-bit, blocks of 32 with a scale.
-    Q8_0,
-    /// 4-bit k-quant: super-blocks of 256, eight sub-blocks with 6-bit scales and minimums.
-    Q4_K,
-    /// 6-bit k-quant: super-blocks of 256, sixteen sub-blocks with 8-bit scales.
-    Q6_K,
-}
-
-impl TensorType {
-    /// The type of a ggml type id, if this crate reads it.
-    pub fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => TensorType::F32,
-            1 => TensorType::F16,
-            2 => TensorType::Q4_0,
-            3 => TensorType::Q4_1,
-            6 => TensorType::Q5_0,
-            8 => TensorType::Q8_0,
-            12 => TensorType::Q4_K,
-            14 => TensorType::Q6_K,
-            30 => TensorType::BF16,
-            _ => return None,
-        })
-    }
-
-    /// ggml's type id (what a GGUF tensor table stores).
-    pub fn id(self) -> u32 {
-        match self {
-            TensorType::F32 => 0,
-            TensorType::F16 => 1,
-            TensorType::Q4_0 => 2,
-            TensorType::Q4_1 => 3,
-            TensorType::Q5_0 => 6,
-            TensorType::Q8_0 => 8,
-            TensorType::Q4_K => 12,
-            TensorType::Q6_K => 14,
-            TensorType::BF16 => 30,
-        }
-    }
-
-    /// (elements per block, bytes per block).
-    pub fn block(self) -> (usize, usize) {
-        match self {
-            TensorType::F32 => (1, 4),
-            TensorType::F16 | TensorType::BF16 => (1, 2),
-            TensorType::Q4_0 => (32, 18),
-            TensorType::Q4_1 => (32, 20),
-            TensorType::Q5_0 => (32, 22),
-            TensorType::Q8_0 => (32, 34),
-            TensorType::Q4_K => (256, 144),
-            TensorType::Q6_K => (256, 210),
         }
     }
 }
@@ -369,7 +298,7 @@ impl Gguf {
     }
 
     /// Every metadata entry as stored, in file order: key, GGUF type id and the value's bytes
-    /// (what a writer copies to keep each entry's exact type, [`crate::gguf_write::Meta::Raw`]).
+    /// (what a writer copies to keep each entry's exact type, [`crate::formats::gguf_write::Meta::Raw`]).
     pub fn raw_metadata(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
         self.raw.iter().map(|(k, kind, r)| (k.as_str(), *kind, &self.bytes[r.clone()]))
     }

@@ -1,7 +1,7 @@
 //! LoRA adapters: low-rank updates `W + (alpha / rank) · A · B` of chosen projections,
-//! applied inside [`Llama::forward`](crate::Llama::forward) (pass them in
+//! applied inside [`Decoder::forward`](crate::Decoder::forward) (pass them in
 //! [`ForwardOptions::lora`](crate::ForwardOptions)) or merged into a copy of the weights
-//! ([`Llama::merged`](crate::Llama::merged)). The base weights are never changed.
+//! ([`Decoder::merged`](crate::Decoder::merged)). The base weights are never changed.
 //!
 //! Shapes follow this crate's `[in, out]` storage: `A` is `[in, rank]`, `B` is `[rank, out]`.
 //! (PEFT stores them transposed, `lora_A.weight` `[rank, in]` and `lora_B.weight`
@@ -10,13 +10,13 @@
 //! # Example
 //!
 //! ```
-//! use llm_burn::lora::{Lora, LoraSpec, Target};
-//! use llm_burn::{CpuBackend, LlamaConfig, tiny};
+//! use llm_burn::model::lora::{Lora, LoraSpec, Target};
+//! use llm_burn::{CpuBackend, ModelConfig, tiny};
 //!
 //! let dir = std::env::temp_dir().join(format!("lora-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! tiny::write_weights(&dir, 7, tiny::VOCAB)?;
-//! let config = LlamaConfig::load(&dir.join("config.json"))?;
+//! let config = ModelConfig::load(&dir.join("config.json"))?;
 //! let spec = LoraSpec { rank: 4, alpha: 8.0, targets: Target::ALL.to_vec() };
 //! let lora = Lora::<CpuBackend>::init(&config, &spec, 7, &Default::default())?;
 //! assert_eq!(lora.scale(), 2.0);
@@ -31,7 +31,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::config::LlamaConfig;
+use crate::model::config::ModelConfig;
 use crate::error::{Error, Result};
 
 /// A projection an adapter can sit on (serialised as PEFT's `target_modules` names).
@@ -100,7 +100,7 @@ impl Target {
     }
 
     /// The projection's `(in, out)` widths.
-    pub fn dims(self, c: &LlamaConfig) -> (usize, usize) {
+    pub fn dims(self, c: &ModelConfig) -> (usize, usize) {
         let (h, q, kv, i) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim, c.intermediate);
         match self {
             Target::Q => (h, q),
@@ -148,7 +148,7 @@ pub struct Lora<B: Backend> {
 impl<B: Backend> Lora<B> {
     /// PEFT's initialisation: `A` uniform in `±1/√in` (Kaiming-uniform with `a = √5`), `B`
     /// zero, so fresh adapters leave the model unchanged. Seeded.
-    pub fn init(config: &LlamaConfig, spec: &LoraSpec, seed: u64, device: &B::Device) -> Result<Self> {
+    pub fn init(config: &ModelConfig, spec: &LoraSpec, seed: u64, device: &B::Device) -> Result<Self> {
         if spec.rank == 0 {
             return Err(Error::Input("LoRA rank must be at least 1".into()));
         }
@@ -185,7 +185,7 @@ impl<B: Backend> Lora<B> {
     }
 
     /// Builds adapters from per-layer tensors, checking every shape against the model.
-    pub fn from_parts(config: &LlamaConfig, rank: usize, alpha: f64, layers: Vec<BTreeMap<Target, Adapter<B>>>) -> Result<Self> {
+    pub fn from_parts(config: &ModelConfig, rank: usize, alpha: f64, layers: Vec<BTreeMap<Target, Adapter<B>>>) -> Result<Self> {
         if layers.len() != config.layers {
             return Err(Error::Input(format!("adapters for {} layers on a model of {}", layers.len(), config.layers)));
         }
