@@ -190,6 +190,8 @@ pub struct Scorer<'m, B: Backend> {
     /// prompt asked just before (the folds' unsteered, calibration and grid passes) starts
     /// from its cache instead of running the prompt again.
     prefixes: std::sync::Mutex<Vec<(Vec<u32>, KvCache<B>)>>,
+    /// Prompts scored so far (jobs, a prompt under one steering each), for progress reports.
+    scored: std::sync::atomic::AtomicUsize,
 }
 
 /// Unsteered prefixes kept (each a few hundred MB for a 1.5B model's few-shot prompt).
@@ -216,7 +218,13 @@ impl<'m, B: Backend> Scorer<'m, B> {
         if batch == 0 {
             return Err(Error::Config("the batch size must be at least 1".into()));
         }
-        Ok(Scorer { model, prompts, options: OptionTokens::new(prompts)?, scoring, batch, prefixes: Default::default() })
+        Ok(Scorer { model, prompts, options: OptionTokens::new(prompts)?, scoring, batch, prefixes: Default::default(), scored: Default::default() })
+    }
+
+    /// Prompts scored so far by this scorer (each batch adds its prompts as it finishes): a
+    /// long request's progress, read from another thread.
+    pub fn prompts_scored(&self) -> usize {
+        self.scored.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The option tokens.
@@ -358,6 +366,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
             let (first, mut cache, run) = self.first_step(p, &prefix, &chunk_jobs, share_bodies)?;
             let (scores, steps) = self.read(first, &mut cache, &steer)?;
             tokens += run + steps;
+            self.scored.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
             for (&j, mut s) in chunk.iter().zip(scores) {
                 s.prompt_hash = short_hash(&p.rendered[jobs[j].0]);
                 items[j] = Some(s);

@@ -73,14 +73,29 @@ impl<B: Backend> Evaluator<'_, B> {
         let t = Instant::now();
         // Test items apart, in the order and batches every method asks them: no-change's
         // answers are then exactly what scoring the test items alone gives. Progress is told
-        // per part (run in pieces, a piece's shared prefix, and so its rounding, would differ).
+        // batch by batch (running the parts in pieces instead would change each piece's
+        // shared prefix, and so its rounding).
         self.phase(PLAIN, 0, items.len(), t);
         let (mut scores, mut tokens) = (Vec::with_capacity(items.len()), 0);
         for part in [self.data.split.known.clone(), self.test_items()] {
             if part.is_empty() {
                 continue;
             }
-            let scored = exec.one(&Request::plain(DEFAULT_SYSTEM, &part))?;
+            let before = (exec.scorer().prompts_scored(), scores.len());
+            // The part runs on a scoped thread while this one reports its batches as they end.
+            let scored = std::thread::scope(|s| {
+                let job = s.spawn(|| exec.one(&Request::plain(DEFAULT_SYSTEM, &part)));
+                let mut told = before.1;
+                while !job.is_finished() {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let done = before.1 + (exec.scorer().prompts_scored() - before.0).min(part.len());
+                    if done > told && done < items.len() {
+                        self.phase(PLAIN, done, items.len(), t);
+                        told = done;
+                    }
+                }
+                job.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })?;
             scores.extend(scored.items);
             tokens += scored.tokens;
             self.phase(PLAIN, scores.len(), items.len(), t);

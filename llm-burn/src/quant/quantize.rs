@@ -9,7 +9,7 @@
 //! let x: Vec<f32> = (0..256).map(|i| (i as f32 / 40.0).sin()).collect();
 //! let mut blocks = vec![0u8; 144]; // one Q4_K super-block
 //! quantize_row(TensorType::Q4_K, &x, &mut blocks).unwrap();
-//! let back = llm_burn::formats::gguf::dequantize(TensorType::Q4_K, &blocks);
+//! let back = llm_burn::quant::dequantize(TensorType::Q4_K, &blocks);
 //! assert!(x.iter().zip(&back).all(|(a, b)| (a - b).abs() < 0.08));
 //! ```
 
