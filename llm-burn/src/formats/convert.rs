@@ -51,8 +51,8 @@ pub fn ensure_float_copy(dir: &Path) -> Result<bool> {
 
 fn convert(gguf_path: &Path, out: &Path, float_copy: bool) -> Result<Converted> {
     let model = GgufModel::open(gguf_path, None)?;
-    let g = Gguf::open_header(gguf_path)?;
-    let config = hf_config(&g)?.ok_or_else(|| Error::Metadata { path: gguf_path.to_owned(), key: "general.architecture".into(), message: "missing, or the file holds no hyper-parameters".into() })?;
+    let g = model.gguf();
+    let config = hf_config(g)?.ok_or_else(|| Error::Metadata { path: gguf_path.to_owned(), key: "general.architecture".into(), message: "missing, or the file holds no hyper-parameters".into() })?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if float_copy {
         model.write_float_copy(out)?;
@@ -61,7 +61,7 @@ fn convert(gguf_path: &Path, out: &Path, float_copy: bool) -> Result<Converted> 
 
     // tokenizer.json and tokenizer_config.json.
     let tokens = g.get_strings("tokenizer.ggml.tokens")?;
-    let tokenizer = tokenizer_json(&g)?;
+    let tokenizer = tokenizer_json(g)?;
     let text = serde_json::to_string(&tokenizer).map_err(|e| Error::Tokenizer(e.to_string()))?;
     tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|e| Error::Tokenizer(format!("the rebuilt tokenizer does not load: {e}")))?;
     std::fs::write(out.join("tokenizer.json"), text).map_err(|e| Error::io(out.join("tokenizer.json"), e))?;

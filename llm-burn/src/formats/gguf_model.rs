@@ -68,6 +68,11 @@ impl GgufModel {
         &self.config
     }
 
+    /// The file's header: metadata and tensor table.
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         self.gguf.path()
