@@ -53,8 +53,8 @@ pub struct Shape {
     pub rope_scaling: bool,
     /// RMSNorm epsilon.
     pub rms_eps: f64,
-    /// The architecture: Llama (no biases, Llama-3's special tokens and template) or Qwen2
-    /// (q/k/v biases, Qwen's special tokens and its ChatML template).
+    /// The architecture: its row of the table decides biases and the GGUF layout; Qwen2 gets
+    /// Qwen's special tokens and its ChatML template, every other family Llama-3's.
     pub arch: Architecture,
 }
 
@@ -115,8 +115,8 @@ impl Shape {
     /// architecture's vocabulary.
     pub fn special(&self, k: usize) -> String {
         match self.arch {
-            Architecture::Llama => special_name(k),
             Architecture::Qwen2 => QWEN_NAMED.iter().find(|(o, _)| *o == k).map_or_else(|| format!("<|reserved_special_token_{k}|>"), |(_, n)| (*n).to_owned()),
+            _ => special_name(k),
         }
     }
 
@@ -124,8 +124,8 @@ impl Shape {
     /// config's `eos_token_id`) and the tokenizer's EOS token.
     fn special_roles(&self) -> (usize, Vec<usize>, usize) {
         match self.arch {
-            Architecture::Llama => (0, vec![1, 9], 9),
             Architecture::Qwen2 => (0, vec![2], 2),
+            _ => (0, vec![1, 9], 9),
         }
     }
 
@@ -400,7 +400,7 @@ fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result
         permutes.push(permute);
     }
     let meta = [
-        ("general.architecture", Meta::Str(shape.arch.model_type().into())),
+        ("general.architecture", Meta::Str(shape.arch.family().gguf.into())),
         ("general.name", Meta::Str("random".into())),
         ("general.alignment", Meta::U32(32)),
     ];
@@ -410,9 +410,10 @@ fn write_gguf(path: &Path, shape: &Shape, seed: u64, kind: TensorType) -> Result
         let mut rng = shard_stream(seed, shard);
         for ((name, dims, scale, offset), (p, permute)) in specs.iter().zip(planned.by_ref()) {
             let kind = p.kind;
+            // A vector is a column: a permuted bias moves with its rows.
             let (rows, cols) = match dims[..] {
                 [rows, cols] => (rows, cols),
-                _ => (1, dims.iter().product()),
+                _ => (dims.iter().product(), 1),
             };
             let heads = permute.heads(shape.arch, shape.heads, shape.kv_heads);
             let head_rows = heads.map_or(1, |n| rows / n);
@@ -444,8 +445,8 @@ fn write_config_and_tokenizer(dir: &Path, shape: &Shape) -> Result<()> {
     let s = shape.first_special();
     let (bos, ends, eos) = shape.special_roles();
     let (bos_token, template) = match shape.arch {
-        Architecture::Llama => (Some(shape.special(bos)), LLAMA3_TEMPLATE),
         Architecture::Qwen2 => (None, QWEN25_TEMPLATE),
+        _ => (Some(shape.special(bos)), LLAMA3_TEMPLATE),
     };
     let special_ids: Vec<usize> = std::iter::once(bos).chain(ends).map(|k| s + k).collect();
     let config = serde_json::json!({

@@ -18,6 +18,10 @@ pub enum Architecture {
     /// Qwen2 and Qwen2.5: biases on the q/k/v projections, RoPE base 1e6; llama.cpp keeps Hugging
     /// Face's row order (NeoX RoPE).
     Qwen2,
+    /// A test-only third shape (Llama's permuted Q/K rows with Qwen2's biases): it proves that
+    /// a family is its row of [`ARCHITECTURES`] and nothing else (`model::testbed`).
+    #[cfg(test)]
+    Testbed,
 }
 
 /// What differs between the decoder families: names in each file format and the weights'
@@ -44,6 +48,8 @@ pub struct Family {
 pub const ARCHITECTURES: &[Family] = &[
     Family { arch: Architecture::Llama, model_types: &["llama", "mistral"], hf_class: "LlamaForCausalLM", gguf: "llama", qkv_bias: false, gguf_permutes_qk: true },
     Family { arch: Architecture::Qwen2, model_types: &["qwen2"], hf_class: "Qwen2ForCausalLM", gguf: "qwen2", qkv_bias: true, gguf_permutes_qk: false },
+    #[cfg(test)]
+    Family { arch: Architecture::Testbed, model_types: &["testbed"], hf_class: "TestbedForCausalLM", gguf: "testbed", qkv_bias: true, gguf_permutes_qk: true },
 ];
 
 impl Architecture {

@@ -15,3 +15,5 @@ pub mod lora;
 mod steerable;
 
 pub use decoder::*;
+#[cfg(test)]
+mod testbed;

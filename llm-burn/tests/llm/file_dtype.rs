@@ -73,8 +73,8 @@ fn write_both(from: &Path, file: &Path, deq: &Path, arch: Architecture, heads: (
         let values = if let [rows, cols] = shape[..] {
             let q = QMatrix::quantize_q8_0(&v, rows, cols).unwrap();
             let n_heads = match name.rsplit('.').nth(1) {
-                Some("q_proj") if arch == Architecture::Llama => Some(heads.0),
-                Some("k_proj") if arch == Architecture::Llama => Some(heads.1),
+                Some("q_proj") if arch.gguf_permutes_qk() => Some(heads.0),
+                Some("k_proj") if arch.gguf_permutes_qk() => Some(heads.1),
                 _ => None,
             };
             let file_q = match n_heads {
