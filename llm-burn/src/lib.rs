@@ -6,7 +6,10 @@
 //!   rows, [`KvCache::select_rows`] forks rows), head outputs (the input of `o_proj`) captured
 //!   and steered per row ([`pas_core::Steerable`]), LoRA adapters, loading, and
 //!   [`model::generate`]: seeded sampling and a [`Batcher`] that requests join and leave while
-//!   it runs (continuous batching), each row with its own steering.
+//!   it runs (continuous batching), each row with its own steering. Under autodiff on the
+//!   CPU, quantized weights are frozen graph nodes ([`model::frozen`]): the engine's products
+//!   forward, the transposed product through the same blocks backward, so LoRA trains over a
+//!   GGUF file's blocks.
 //! - [`formats`]: model files. The GGUF reader and writer, a GGUF file read as a model
 //!   ([`formats::gguf_model`]: every dtype loads from it, the configuration from its
 //!   metadata), the GGUF ↔ Hugging Face name table, the Hugging Face folder and its float32

@@ -77,6 +77,9 @@ pub struct Decoder<B: Backend> {
     pub(crate) kernels: Kernels,
     /// The type of the linear, embedding and output weights.
     pub(crate) dtype: Dtype,
+    /// Adapters applied unmerged in every pass that brings none of its own
+    /// ([`Decoder::with_adapters`]).
+    pub(crate) attached: Option<Arc<Lora<B>>>,
 }
 
 /// What a forward pass returns.
@@ -181,6 +184,23 @@ impl<B: Backend> Decoder<B> {
         KvCache::new(self.config.layers)
     }
 
+    /// The model with `lora` applied unmerged in every forward pass that brings no adapters
+    /// of its own: the adapters stay float beside weights whose blocks cannot take them
+    /// without loss (a merged quantized weight is re-quantized).
+    pub fn with_adapters(&self, lora: &Lora<B>) -> Result<Self> {
+        if lora.num_layers() != self.config.layers {
+            return Err(Error::Input(format!("adapters for {} layers on a model of {}", lora.num_layers(), self.config.layers)));
+        }
+        Ok(Decoder { attached: Some(Arc::new(lora.clone())), ..self.clone() })
+    }
+
+    /// The model with its adapters merged ([`Decoder::merged`]) where its weights are float,
+    /// attached unmerged ([`Decoder::with_adapters`]) where they are quantized; and whether
+    /// they were merged.
+    pub fn tuned(&self, lora: &Lora<B>) -> Result<(Self, bool)> {
+        if self.dtype.is_quantized() { Ok((self.with_adapters(lora)?, false)) } else { Ok((self.merged(lora)?, true)) }
+    }
+
     /// A copy of the model with `lora` merged into its weights (`W + scale · A·B`), which
     /// runs at the base model's speed and gives the same logits as passing the adapters to
     /// [`Decoder::forward`] (to rounding). The base weights are shared, not copied, where no
@@ -238,6 +258,7 @@ impl<B: Backend> Decoder<B> {
             device: device.clone(),
             kernels: Kernels::default_for::<C>(),
             dtype: self.dtype,
+            attached: self.attached.as_ref().map(|lora| Arc::new(lora.map(|_, t| f2(t)))),
         }
     }
 

@@ -68,6 +68,7 @@ impl<B: Backend> Decoder<B> {
     /// Returns logits `[batch, vocab]` at each row's last position, and optionally the head
     /// outputs `[batch, heads * head_dim]` per layer there.
     pub fn forward(&self, tokens: &[&[u32]], cache: &mut KvCache<B>, options: ForwardOptions<'_, B>) -> Result<Output<B>> {
+        let options = ForwardOptions { lora: options.lora.or(self.attached.as_deref().map(LoraPass::new)), ..options };
         self.check(tokens, cache, &options)?;
         let c = &self.config;
         let step = self.step_inputs(tokens, cache);

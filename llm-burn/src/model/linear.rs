@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
 
+use crate::model::frozen::{self, Layout};
 use crate::quant::qmatrix::QMatrix;
 
 /// A linear layer's weight.
@@ -36,8 +37,8 @@ impl<B: Backend> Weight<B> {
         match self {
             Weight::Dense(w) if float == FloatDType::F32 => x.matmul(w.clone()),
             Weight::Dense(w) => x.cast(float).matmul(w.clone()).cast(FloatDType::F32),
-            Weight::Quant(q) => q.product(x),
-            Weight::Gguf(q) => q.product_t(x),
+            Weight::Quant(q) => frozen::product(x, q, Layout::InOut),
+            Weight::Gguf(q) => frozen::product(x, q, Layout::OutIn),
         }
     }
 
@@ -94,8 +95,8 @@ impl<B: Backend> Table<B> {
     pub(crate) fn project(&self, x: Tensor<B, 2>, float: FloatDType) -> Tensor<B, 2> {
         match self {
             Table::Dense(t) => Weight::Dense(t.clone().transpose()).apply(x, float),
-            Table::Quant(q) => q.product(x),
-            Table::Gguf(q) => q.product_t(x),
+            Table::Quant(q) => frozen::product(x, q, Layout::InOut),
+            Table::Gguf(q) => frozen::product(x, q, Layout::OutIn),
         }
     }
 

@@ -116,7 +116,7 @@ impl<B: Backend> Decoder<B> {
             return Err(Error::Tensor { name: (*name).to_owned(), message: format!("unused by the model ({} unused tensors)", unused.len()) });
         }
         let inv_freq = rope_inv_freq(c);
-        Ok(Decoder { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>(), dtype })
+        Ok(Decoder { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>(), dtype, attached: None })
     }
 }
 
@@ -165,5 +165,5 @@ fn load_file<B: Backend>(dir: &Path, device: &B::Device) -> Result<Decoder<B>> {
         return Err(Error::Tensor { name: path.display().to_string(), message: format!("{} tensors, the config's model has {expected}", index.names().count()) });
     }
     let inv_freq = rope_inv_freq(c);
-    Ok(Decoder { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>(), dtype: Dtype::File })
+    Ok(Decoder { config, embed, lm_head, norm, layers, inv_freq, device: device.clone(), kernels: Kernels::default_for::<B>(), dtype: Dtype::File, attached: None })
 }

@@ -8,6 +8,7 @@ pub mod config;
 mod decoder;
 pub mod dtype;
 mod forward;
+pub mod frozen;
 pub mod generate;
 mod linear;
 mod load;
