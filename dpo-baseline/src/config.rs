@@ -59,11 +59,24 @@ pub struct OptimiserConfig {
     pub adam_betas: (f64, f64),
     /// AdamW's `eps`.
     pub adam_epsilon: f64,
+    /// Prompts per forward and backward pass: a step's gradient is accumulated over
+    /// micro-batches of this many prompts, so that the activations kept for the backward
+    /// pass are those of a micro-batch (on Qwen2.5-1.5B about 0.25 GB per prompt). The
+    /// gradient is the step's to float rounding, so this is how a run executes, not what it
+    /// computes: it is not written into a run's settings.
+    #[serde(skip, default = "default_micro_batch")]
+    pub micro_batch: usize,
+}
+
+/// Two prompts per pass: Qwen2.5-Coder-1.5B's DPO step of 8 prompts on its GGUF file peaks at
+/// 2.7 GB (3.7 GB at 4 prompts, 5.5 GB at 8), for a few seconds more per step.
+fn default_micro_batch() -> usize {
+    2
 }
 
 impl Default for OptimiserConfig {
     fn default() -> Self {
-        OptimiserConfig { learning_rate: 5e-4, max_grad_norm: Some(1.0), weight_decay: 0.0, adam_betas: (0.9, 0.999), adam_epsilon: 1e-8 }
+        OptimiserConfig { learning_rate: 5e-4, max_grad_norm: Some(1.0), weight_decay: 0.0, adam_betas: (0.9, 0.999), adam_epsilon: 1e-8, micro_batch: default_micro_batch() }
     }
 }
 
@@ -76,7 +89,8 @@ impl OptimiserConfig {
         check(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight_decay", || format!("must be ≥ 0, not {}", self.weight_decay))?;
         let (b1, b2) = self.adam_betas;
         check((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2), "adam_betas", || format!("must be in [0, 1), not ({b1}, {b2})"))?;
-        check(pos(self.adam_epsilon), "adam_epsilon", || format!("must be positive, not {}", self.adam_epsilon))
+        check(pos(self.adam_epsilon), "adam_epsilon", || format!("must be positive, not {}", self.adam_epsilon))?;
+        check(self.micro_batch >= 1, "micro_batch", || "must be at least 1".into())
     }
 }
 

@@ -6,7 +6,12 @@
 //!   rejected by a documented rule).
 //! - [`train`]: the sigmoid DPO loss against the frozen base model (adapters off, its
 //!   log-probabilities computed once), AdamW with global gradient clipping, held-out early
-//!   stopping, a per-step log with TRL's metric names, and timings.
+//!   stopping, a per-step log with TRL's metric names, and timings. A step's gradient is
+//!   accumulated over micro-batches of prompts (`OptimiserConfig::micro_batch`), so that the
+//!   activations held for the backward pass are a micro-batch's. Over quantized weights
+//!   (`Dtype::File`, ...) the frozen projections run the engine's kernels both ways
+//!   (`llm_burn::model::frozen`); the trained adapters then run unmerged
+//!   (`Decoder::tuned`).
 //! - [`ppo`]: PPO on the same adapters, optimiser and logs, exact over the five options
 //!   (clipped surrogate, KL penalty to the reference in the reward, TRL's names).
 //! - [`adapters`]: save and load the adapters as safetensors in PEFT's layout.

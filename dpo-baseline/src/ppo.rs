@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LoraConfig, OptimiserConfig, SystemPrompt};
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::train::{AdamW, EarlyStop, TrainingLog, clipped_gradients, logprobs_in_batches, option_logprobs, reference_logprobs};
+use crate::train::{AdamW, EarlyStop, TrainingLog, accumulated_gradients, clipped, logprobs_in_batches, option_logprobs, reference_logprobs};
 
 /// What the advantage subtracts from the shaped reward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -391,11 +391,22 @@ pub fn train<A: AutodiffBackend>(
                 let sub_prompts: Vec<&[u32]> = part.iter().map(|&r| prompts[r]).collect();
                 let seed = config.seed ^ ((report.steps as u64 + 1) << 20);
                 let trainable = Lora::<A>::trainable(&lora);
-                let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed };
-                let (lp, tok) = option_logprobs(&policy_model, Some(pass), &sub_prompts, options)?;
-                report.training_tokens += tok;
-                let (loss, stats) = ppo_loss(lp, &sub, config.cliprange)?;
-                let (g, norm) = clipped_gradients(&trainable, loss, stats.loss, config.optimiser.max_grad_norm).map_err(|e| Error::Data(format!("step {}: {e}", report.steps + 1)))?;
+                let mut stats = PolicyStats::default();
+                let n = sub_prompts.len() as f64;
+                let (g, loss_value) = accumulated_gradients(&trainable, sub_prompts.len(), config.optimiser.micro_batch, |rows, m| {
+                    let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed: seed ^ ((m as u64) << 40) };
+                    let (lp, tok) = option_logprobs(&policy_model, Some(pass), &sub_prompts[rows.clone()], options)?;
+                    report.training_tokens += tok;
+                    let part = Rollout { old: sub.old[rows.clone()].to_vec(), advantages: sub.advantages[rows.clone()].to_vec() };
+                    let (loss, s) = ppo_loss(lp, &part, config.cliprange)?;
+                    let w = rows.len() as f64 / n;
+                    stats.loss += w * s.loss;
+                    stats.approxkl += w * s.approxkl;
+                    stats.clipfrac += w * s.clipfrac;
+                    Ok(Some((loss, w)))
+                })
+                .map_err(|e| Error::Data(format!("step {}: {e}", report.steps + 1)))?;
+                let (g, norm) = clipped(g, loss_value, config.optimiser.max_grad_norm).map_err(|e| Error::Data(format!("step {}: {e}", report.steps + 1)))?;
                 lora = adam.update(&lora, g, &config.optimiser);
                 report.steps += 1;
                 let done = b as f64 + (k + 1) as f64 / steps_per_batch as f64;

@@ -344,24 +344,63 @@ pub fn step<A: AutodiffBackend>(
     seed: u64,
 ) -> Result<StepOutput<A::InnerBackend>> {
     let trainable = Lora::<A>::trainable(lora);
-    let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed };
-    let (lp, tokens) = option_logprobs(policy_model, Some(pass), prompts, options)?;
-    let (loss, rc, rr) = dpo_loss(lp, pairs, reference, config.beta)?;
-    let loss_value = f64::from(loss.clone().into_scalar().elem::<f32>());
-    let (g, norm) = clipped_gradients(&trainable, loss, loss_value, config.optimiser.max_grad_norm)?;
+    let (mut rc, mut rr, mut tokens) = (Vec::new(), Vec::new(), 0);
+    let total = pairs.len().max(1) as f64;
+    let micro = config.optimiser.micro_batch;
+    let (g, loss_value) = accumulated_gradients(&trainable, prompts.len(), micro, |rows, m| {
+        let sub: Vec<(usize, Pair)> = pairs.iter().filter(|(r, _)| rows.contains(r)).map(|&(r, p)| (r - rows.start, p)).collect();
+        if sub.is_empty() {
+            return Ok(None);
+        }
+        // The first micro-batch keeps the step's dropout seed (a whole batch at once is
+        // the step as it always ran).
+        let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed: seed ^ ((m as u64) << 40) };
+        let (lp, t) = option_logprobs(policy_model, Some(pass), &prompts[rows.clone()], options)?;
+        tokens += t;
+        let (loss, c, r) = dpo_loss(lp, &sub, &reference[rows], config.beta)?;
+        rc.extend(c);
+        rr.extend(r);
+        Ok(Some((loss, sub.len() as f64 / total)))
+    })?;
+    let (g, norm) = clipped(g, loss_value, config.optimiser.max_grad_norm)?;
     let lora = adam.update(lora, g, &config.optimiser);
     let mut metrics = Metrics::from_rewards(&rc, &rr);
     metrics.loss = loss_value;
     Ok(StepOutput { lora, metrics, grad_norm: norm, tokens })
 }
 
-/// Back-propagates `loss` to the adapters: their gradients (zero where none flows), clipped
-/// to a global norm of `max` when given, and the norm before clipping. A non-finite loss or
-/// norm is an error.
-pub(crate) fn clipped_gradients<A: AutodiffBackend>(trainable: &Lora<A>, loss: Tensor<A, 1>, loss_value: f64, max: Option<f64>) -> Result<(Vec<Tensor<A::InnerBackend, 2>>, f64)> {
-    let grads = loss.backward();
-    let mut g: Vec<Tensor<A::InnerBackend, 2>> =
-        trainable.tensors().iter().map(|(_, t)| t.grad(&grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
+/// The gradients of a step's loss with respect to the adapters (zero where none flows),
+/// computed `micro` rows (prompts) of `rows` at a time: `loss_of(range, k)` gives the `k`-th
+/// micro-batch's mean loss and its weight in the step's loss (its share of the step's
+/// terms), or nothing when it has none. The weighted losses are back-propagated one at a
+/// time and their gradients summed, so that only one micro-batch's activations are held.
+/// Also returns the step's loss.
+pub(crate) fn accumulated_gradients<A: AutodiffBackend>(
+    trainable: &Lora<A>,
+    rows: usize,
+    micro: usize,
+    mut loss_of: impl FnMut(std::ops::Range<usize>, usize) -> Result<Option<(Tensor<A, 1>, f64)>>,
+) -> Result<(Vec<Tensor<A::InnerBackend, 2>>, f64)> {
+    let mut sum: Option<Vec<Tensor<A::InnerBackend, 2>>> = None;
+    let mut loss_value = 0.0;
+    for (k, start) in (0..rows).step_by(micro.max(1)).enumerate() {
+        let Some((loss, weight)) = loss_of(start..(start + micro.max(1)).min(rows), k)? else { continue };
+        loss_value += weight * f64::from(loss.clone().into_scalar().elem::<f32>());
+        let loss = if weight == 1.0 { loss } else { loss * weight };
+        let grads = loss.backward();
+        let g: Vec<Tensor<A::InnerBackend, 2>> = trainable.tensors().iter().map(|(_, t)| t.grad(&grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
+        sum = Some(match sum {
+            None => g,
+            Some(s) => s.into_iter().zip(g).map(|(a, b)| a + b).collect(),
+        });
+    }
+    let sum = sum.ok_or_else(|| Error::Data("no pair in the batch".into()))?;
+    Ok((sum, loss_value))
+}
+
+/// Gradients clipped to a global norm of `max` when given, and the norm before clipping. A
+/// non-finite loss or norm is an error.
+pub(crate) fn clipped<B: Backend>(mut g: Vec<Tensor<B, 2>>, loss_value: f64, max: Option<f64>) -> Result<(Vec<Tensor<B, 2>>, f64)> {
     let norm = g.iter().map(|t| f64::from(t.clone().powi_scalar(2).sum().into_scalar().elem::<f32>())).sum::<f64>().sqrt();
     if !norm.is_finite() || !loss_value.is_finite() {
         return Err(Error::Data(format!("loss {loss_value}, gradient norm {norm} (lower the learning rate)")));

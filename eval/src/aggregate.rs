@@ -120,21 +120,23 @@ pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared
             });
         }
     }
-    let optimisation_time = optimisation_time(&runs, meta.cases.len());
+    let optimisation_time = optimisation_time(&runs);
     Results { meta, runs, comparisons, decisions, diagnostic, not_run: Vec::new(), optimisation_time }
 }
 
 /// PAS's optimisation time per subject against DPO's and PPO's, when PAS (`pas`, else
-/// `pas-only`) and at least one of them ran.
-pub fn optimisation_time(runs: &[Run], subjects: usize) -> Option<OptimisationTime> {
-    let n = subjects.max(1) as f64;
+/// `pas-only`) and at least one of them ran; each method's time is divided over the
+/// subjects it ran on (a run made in parts may have trained fewer people than it searched).
+pub fn optimisation_time(runs: &[Run]) -> Option<OptimisationTime> {
     let p = runs.iter().find(|r| r.method == Method::Pas).or_else(|| runs.iter().find(|r| r.method == Method::PasOnly))?;
-    let tuned = |m: Method| runs.iter().find(|r| r.method == m).map(|r| (r.phases.reference + r.phases.train) / n);
-    let (dpo_seconds, ppo_seconds) = (tuned(Method::Dpo), tuned(Method::Ppo));
-    if dpo_seconds.is_none() && ppo_seconds.is_none() {
+    let per = |r: &Run, s: f64| s / r.subjects.max(1) as f64;
+    let tuned = |m: Method| runs.iter().find(|r| r.method == m).map(|r| (per(r, r.phases.reference + r.phases.train), r.subjects));
+    let (dpo, ppo) = (tuned(Method::Dpo), tuned(Method::Ppo));
+    if dpo.is_none() && ppo.is_none() {
         return None;
     }
-    let pas_seconds = (p.phases.collect + p.phases.probes + p.phases.search) / n;
+    let (dpo_seconds, ppo_seconds) = (dpo.map(|d| d.0), ppo.map(|p| p.0));
+    let pas_seconds = per(p, p.phases.collect + p.phases.probes + p.phases.search);
     let over = |a: Option<f64>, b: f64| a.map(|a| a / b.max(f64::MIN_POSITIVE));
     Some(OptimisationTime {
         pas_method: p.method,
@@ -144,7 +146,8 @@ pub fn optimisation_time(runs: &[Run], subjects: usize) -> Option<OptimisationTi
         ppo_seconds,
         ppo_ratio: over(ppo_seconds, pas_seconds),
         ppo_dpo_ratio: ppo_seconds.zip(dpo_seconds).map(|(p, d)| p / d.max(f64::MIN_POSITIVE)),
-        subjects,
+        subjects: p.subjects,
+        tuned_subjects: dpo.or(ppo).map_or(0, |t| t.1),
     })
 }
 

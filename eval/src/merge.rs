@@ -141,7 +141,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Results> {
         run.seconds = phases.sum();
         run.seconds_per_subject = run.seconds / n;
     }
-    results.optimisation_time = crate::aggregate::optimisation_time(&results.runs, results.meta.cases.len());
+    results.optimisation_time = crate::aggregate::optimisation_time(&results.runs);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write_json(&out.join("run.json"), &results.meta.settings)?;
     write_samples(out, results.meta.settings.keying, &per_method)?;

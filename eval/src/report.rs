@@ -246,8 +246,12 @@ fn time(s: &mut String, r: &Results) {
         let _ = writeln!(s, "\n## Optimisation time: PAS against DPO and PPO\n");
         let _ = writeln!(
             s,
-            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s): `{}` {:.1} s with steering at `{}` positions (activation collection divided over the subjects, probes, strength search).",
-            t.subjects, t.pas_method, t.pas_seconds, st.pas.positions.as_str()
+            "Per subject, from the person's known answers to a ready model (evaluation excluded), over {} subject(s){}: `{}` {:.1} s with steering at `{}` positions (activation collection divided over the subjects, probes, strength search).",
+            t.subjects,
+            if t.tuned_subjects > 0 && t.tuned_subjects != t.subjects { format!(" for PAS and {} for DPO and PPO", t.tuned_subjects) } else { String::new() },
+            t.pas_method,
+            t.pas_seconds,
+            st.pas.positions.as_str()
         );
         let _ = writeln!(s, "\n| method | seconds per subject | / PAS |\n|---|---|---|\n| `{}` | {:.1} | 1.00 |", t.pas_method, t.pas_seconds);
         for (name, secs, ratio) in [("dpo", t.dpo_seconds, t.ratio), ("ppo", t.ppo_seconds, t.ppo_ratio)] {
@@ -256,6 +260,9 @@ fn time(s: &mut String, r: &Results) {
             }
         }
         let _ = writeln!(s, "\nDPO and PPO: reference log-probabilities, training, held-out checks.");
+        if st.dtype.is_quantized() {
+            let _ = writeln!(s, "Their adapters were trained over the {} weights and the test items scored with them applied unmerged (merging into quantized blocks would re-quantize the weights).", st.dtype);
+        }
         if let Some(r) = t.ratio {
             let _ = writeln!(s, "**DPO / PAS = {r:.2}**.");
         }

@@ -217,6 +217,10 @@ pub struct SubjectResult {
     /// PPO training details (ppo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ppo: Option<PpoReport>,
+    /// DPO and PPO: whether the adapters were merged into float weights (`true`) or applied
+    /// unmerged beside quantized ones (`false`), as the test items were scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters_merged: Option<bool>,
     /// Seconds per phase spent on this subject (shared work not included).
     pub seconds: Phases<f64>,
     /// Tokens run per phase for this subject (shared work not included).
@@ -238,6 +242,7 @@ impl SubjectResult {
             rule_choice: None,
             dpo: None,
             ppo: None,
+            adapters_merged: None,
             seconds: Phases::default(),
             tokens: Phases::default(),
         }
@@ -369,8 +374,12 @@ pub struct OptimisationTime {
     /// `ppo_seconds / dpo_seconds`.
     #[serde(default)]
     pub ppo_dpo_ratio: Option<f64>,
-    /// Subjects averaged over.
+    /// Subjects PAS's time is averaged over.
     pub subjects: usize,
+    /// Subjects DPO's (else PPO's) time is averaged over, when fewer have been trained than
+    /// searched (0 in files written before it was recorded: the same as `subjects`).
+    #[serde(default)]
+    pub tuned_subjects: usize,
 }
 
 /// A requested method that produced no row, and why.

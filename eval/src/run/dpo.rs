@@ -65,7 +65,8 @@ impl JsonLog {
 
 impl<B: Backend> Evaluator<'_, B> {
     /// DPO or PPO for one subject: examples from the known items, LoRA adapters trained (or
-    /// read back from an interrupted run), merged, and the test items scored under the same
+    /// read back from an interrupted run), merged (float weights) or attached unmerged
+    /// (quantized weights), and the test items scored under the same
     /// system prompt. Writes `OUT/<method>/<case>.jsonl` (the training log) and
     /// `OUT/<method>/<case>.safetensors` (the adapters, with the report in their metadata).
     pub(super) fn tuned(&self, subject: &Subject, method: Method) -> Result<SubjectResult> {
@@ -129,7 +130,9 @@ impl<B: Backend> Evaluator<'_, B> {
                 (lora, report)
             }
         };
-        let tuned = self.model.merged(&lora)?;
+        // Float weights take the adapters merged; quantized blocks cannot without loss, so
+        // there the adapters run unmerged beside them.
+        let (tuned, merged) = self.model.tuned(&lora)?;
         let tuned_scorer = Scorer::new(&tuned, self.prompts, self.config.scoring, self.config.batch)?;
         let t = Instant::now();
         let scored = Executor::new(&tuned_scorer, inv).one(&Request::plain(system, &self.test_items()))?;
@@ -137,6 +140,7 @@ impl<B: Backend> Evaluator<'_, B> {
         let seconds = Phases { eval: t.elapsed().as_secs_f64(), reference: ref_s, train: train_s, ..Default::default() };
         let tokens = Phases { eval: scored.tokens, reference: ref_t, train: train_t, ..Default::default() };
         let mut result = self.record(subject, method, &scored.items, seconds, tokens);
+        result.adapters_merged = Some(merged);
         match report {
             Report::Dpo(r) => result.dpo = Some(r),
             Report::Ppo(r) => result.ppo = Some(r),
