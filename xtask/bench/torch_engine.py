@@ -9,9 +9,12 @@ WORK.json (written by the xtask): {"threads": N, "units": [...]}, each unit one 
   {"name", "kind": "score", "prefix": [ids], "rows": [[ids]...], "batch": B,
    "choices": [ids], "steer": null | [[row's layers*width floats]...]}
   {"name", "kind": "capture", "rows": [[ids]...], "batch": B}
+  {"name", "kind": "train-step", "prompts": [[ids]...], "choices": [5 ids], "pairs": [[c, r]...],
+   "rank": R, "alpha": A, "beta": b, "learning_rate": lr, "repeats": N}
 Writes OUTDIR/torch.json ({"versions": {...}, "units": {name: {"seconds", "tokens"}}}) and
 OUTDIR/torch-<name>.f32 (raw little-endian float32 outputs: last-position logits for prefill,
-[rows, choices] log-probabilities for score, [rows, layers, width] head outputs for capture).
+[rows, choices] log-probabilities for score, [rows, layers, width] head outputs for capture,
+[loss, grad_norm] of the first step for train-step).
 
 Every forward runs under torch.inference_mode in float32 with sdpa attention, the KV cache of
 the shared prefix computed once and repeated per batch (as transformers' own generation does),
@@ -21,6 +24,7 @@ and vocabulary logits computed only where they are read.
 import argparse
 import copy
 import json
+import math
 import os
 import sys
 import time
@@ -127,6 +131,80 @@ def capture(model, hooks, unit):
     return time.perf_counter() - t, tokens, torch.cat(out)
 
 
+LORA_TARGETS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+def a_init(k, inputs, rank):
+    """The k-th adapter's A ([in, rank]), the hash our engine uses (xtask/src/train_step.rs)."""
+    e = torch.arange(inputs * rank, dtype=torch.int64)
+    u = ((e * 2654435761 + (k + 1) * 40503) % (1 << 32)).to(torch.float64) / 4294967296.0
+    return ((2.0 * u - 1.0) / math.sqrt(inputs)).to(torch.float32).view(inputs, rank)
+
+
+class LoraLinear(torch.nn.Module):
+    """A frozen linear layer plus a LoRA update: y = base(x) + (x A) B * alpha / rank."""
+
+    def __init__(self, base, a, rank, scale):
+        super().__init__()
+        self.base, self.scale = base, scale
+        self.a = torch.nn.Parameter(a.clone())
+        self.b = torch.nn.Parameter(torch.zeros(rank, base.out_features))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.a) @ self.b * self.scale
+
+
+def train_step(model, unit):
+    """One DPO step (the prompts right-padded in one batch, as TRL runs them), best of
+    `repeats`, each from the same adapters; the base weights have no gradient."""
+    rank, scale = unit["rank"], unit["alpha"] / unit["rank"]
+    wrapped = []
+    for l, layer in enumerate(model.model.layers):
+        for t, path in enumerate(LORA_TARGETS):
+            parent_name, leaf = path.split(".")
+            parent = getattr(layer, parent_name)
+            base = getattr(parent, leaf)
+            lora = LoraLinear(base, a_init(l * len(LORA_TARGETS) + t, base.in_features, rank), rank, scale)
+            setattr(parent, leaf, lora)
+            wrapped.append((parent, leaf, base, lora))
+    params = [p for (_, _, _, m) in wrapped for p in (m.a, m.b)]
+    ids, mask, lens = right_pad(unit["prompts"])
+    n = len(unit["prompts"])
+    rows = torch.arange(n)
+    choices = torch.tensor(unit["choices"])
+    chosen = torch.tensor([p[0] for p in unit["pairs"]])
+    rejected = torch.tensor([p[1] for p in unit["pairs"]])
+
+    def option_logprobs():
+        h = model.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        return torch.log_softmax(model.lm_head(h[rows, lens - 1]), -1)[:, choices]
+
+    with torch.no_grad():
+        ref = option_logprobs()
+    best, first = None, None
+    for _ in range(unit["repeats"]):
+        with torch.no_grad():
+            for k, (_, _, base, m) in enumerate(wrapped):
+                m.a.copy_(a_init(k, base.in_features, rank))
+                m.b.zero_()
+        opt = torch.optim.AdamW(params, lr=unit["learning_rate"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        t = time.perf_counter()
+        lp = option_logprobs()
+        margin = (lp[rows, chosen] - ref[rows, chosen]) - (lp[rows, rejected] - ref[rows, rejected])
+        loss = -torch.nn.functional.logsigmoid(unit["beta"] * margin).mean()
+        opt.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+        if first is None:
+            first = torch.tensor([loss.item(), norm.item()])
+    for parent, leaf, base, _ in wrapped:
+        setattr(parent, leaf, base)
+    return best, int(mask.sum()), first
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
@@ -143,9 +221,14 @@ def main():
     results = {}
     with torch.inference_mode():
         model(input_ids=torch.tensor([[1, 2, 3, 4]]))  # warm-up
-        for unit in work["units"]:
-            kind = unit["kind"]
-            if kind == "prefill":
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for unit in work["units"]:
+        kind = unit["kind"]
+        with torch.inference_mode(kind != "train-step"):
+            if kind == "train-step":
+                secs, tokens, data = train_step(model, unit)
+            elif kind == "prefill":
                 secs, tokens, data = prefill(model, unit)
             elif kind == "score":
                 secs, tokens, data = score(model, hooks, unit, layers, width)

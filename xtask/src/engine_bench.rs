@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Backend;
+use crate::train_step::TrainStep;
 
 /// The pinned PyTorch side (the versions the fixtures were made with).
 const TORCH_PINS: [&str; 2] = ["torch==2.15.0", "transformers==5.24.0"];
@@ -47,7 +48,7 @@ pub struct EngineBenchArgs {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Comma-separated units to run (default: all): prefill_64, prefill_256, prefill_1024,
-    /// few_shot, contrast, steered.
+    /// few_shot, contrast, steered, train_step (one DPO step of LoRA on 8 prompts).
     #[arg(long)]
     units: Option<String>,
     /// Run our engine only (no PyTorch, no ratios).
@@ -90,6 +91,8 @@ enum Kind {
     Score { prefix: Vec<u32>, rows: Vec<Vec<u32>>, batch: usize, choices: Vec<u32>, steer: Option<Vec<Vec<f32>>> },
     /// Head outputs (input of `o_proj`) at each row's last position.
     Capture { rows: Vec<Vec<u32>>, batch: usize },
+    /// One DPO step of LoRA adapters ([`TrainStep`]); outputs `[loss, grad_norm]`.
+    TrainStep(TrainStep),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +108,7 @@ impl Unit {
         match &self.kind {
             Kind::Prefill { rows, .. } | Kind::Capture { rows, .. } => rows.iter().map(Vec::len).sum(),
             Kind::Score { prefix, rows, .. } => prefix.len() + rows.iter().map(Vec::len).sum::<usize>(),
+            Kind::TrainStep(w) => w.tokens(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Unit {
                 if steer.is_some() { ", per-row steering" } else { "" }
             ),
             Kind::Capture { rows, .. } => format!("{} contrast prompts, head outputs at the last position", rows.len()),
+            Kind::TrainStep(w) => format!("one DPO step of rank-{} LoRA on {} prompts: forward, backward, AdamW", w.rank, w.prompts.len()),
         }
     }
 }
@@ -197,8 +202,10 @@ fn build_work(data: &Dataset, prompts: &PromptEncoder, model: &Decoder<Backend>,
     let steer = (0..64).map(|r| random_steering(model, r).dense()).collect();
     units.push(Unit {
         name: "steered".into(),
-        kind: Kind::Score { prefix, rows: suffixes[..64].to_vec(), batch: 16, choices, steer: Some(steer) },
+        kind: Kind::Score { prefix, rows: suffixes[..64].to_vec(), batch: 16, choices: choices.clone(), steer: Some(steer) },
     });
+    let choices: [u32; 5] = choices.as_slice().try_into().context("five option tokens")?;
+    units.push(Unit { name: "train_step".into(), kind: Kind::TrainStep(TrainStep::build(data, prompts, &choices, 8)?) });
     Ok(Work { threads, units })
 }
 
@@ -266,6 +273,7 @@ fn run_ours(model: &Decoder<Backend>, unit: &Unit) -> Result<(f64, Vec<f32>)> {
             }
             Ok((t.elapsed().as_secs_f64(), out))
         }
+        Kind::TrainStep(w) => crate::train_step::run_ours(model, w),
         Kind::Capture { rows, .. } => {
             let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
             let positions: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();

@@ -28,6 +28,7 @@ mod readme;
 mod reproduce;
 mod serve_bench;
 mod soak;
+mod train_step;
 
 /// Personality alignment for LLMs: project tasks.
 #[derive(Parser)]
