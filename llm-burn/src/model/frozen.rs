@@ -55,6 +55,9 @@ impl Layout {
 /// The product of `x` with the frozen weight `q`: a single autodiff node on
 /// [`TrainBackend`], burn's operations on dequantized panels elsewhere.
 pub(crate) fn product<B: Backend>(x: Tensor<B, 2>, q: &Arc<QMatrix>, layout: Layout) -> Tensor<B, 2> {
+    if std::any::TypeId::of::<B>() != std::any::TypeId::of::<TrainBackend>() {
+        return layout.forward(q, x); // inference: no box on the hot path
+    }
     match cast::<_, Tensor<TrainBackend, 2>>(x) {
         Ok(x) => cast(tracked(x, q, layout)).unwrap_or_else(|_| unreachable!("the same type back")),
         Err(x) => layout.forward(q, x),
