@@ -109,3 +109,22 @@ fn the_gradient_over_the_files_blocks_is_the_losss_finite_difference() {
         }
     });
 }
+
+/// Adapters attached unmerged (how DPO and PPO score over quantized weights) give the same
+/// logits as passing them to every forward pass; a quantized model is not merged.
+#[test]
+fn attached_adapters_are_the_adapters_passed_to_each_pass() {
+    let dir = file_folder();
+    let file = Decoder::<B>::load_as(dir.path(), &Default::default(), Dtype::File).unwrap();
+    let lora = adapters(&file, None);
+    let rows: [&[u32]; 2] = [&[5, 9, 13, 21, 8, 40, 2], &[250, 3, 17]];
+    let logits = |m: &Decoder<B>, pass: Option<LoraPass<'_, B>>| {
+        let o = llm_burn::ForwardOptions { lora: pass, ..Default::default() };
+        m.forward(&rows, &mut m.new_cache(), o).unwrap().logits.into_data().to_vec::<f32>().unwrap()
+    };
+    let (tuned, merged) = file.tuned(&lora).unwrap();
+    assert!(!merged);
+    let (attached, passed, base) = (logits(&tuned, None), logits(&file, Some(LoraPass::new(&lora))), logits(&file, None));
+    assert_eq!(attached, passed);
+    assert_ne!(attached, base, "the adapters change the logits");
+}

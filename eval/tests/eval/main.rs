@@ -8,6 +8,7 @@ mod decision;
 mod default_model;
 mod device_check;
 mod llama3_shapes;
+mod optimisation_time;
 mod parsing;
 mod qwen_shapes;
 mod readme;
