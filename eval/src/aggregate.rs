@@ -81,8 +81,10 @@ fn one_letter(shares: &[f64; 5]) -> Option<char> {
     (0..5).find(|&o| shares[o] >= ONE_LETTER).map(|o| LETTERS[o])
 }
 
+/// Paired differences of Totals, `a` minus `b`, over the people both have (matched by case:
+/// a method run on fewer people than the run holds is compared on its own people).
 fn paired(a: &[SubjectResult], b: &[SubjectResult], boot: Bootstrap) -> Option<(usize, f64, [f64; 2])> {
-    let diffs: Vec<f64> = a.iter().zip(b).filter(|(x, y)| x.case == y.case).filter_map(|(x, y)| Some(x.total? - y.total?)).collect();
+    let diffs: Vec<f64> = a.iter().filter_map(|x| Some(x.total? - b.iter().find(|y| y.case == x.case)?.total?)).collect();
     paired_difference(&diffs, boot).map(|(mean, ci)| (diffs.len(), mean, ci_pair(ci)))
 }
 
@@ -90,8 +92,7 @@ fn paired(a: &[SubjectResult], b: &[SubjectResult], boot: Bootstrap) -> Option<(
 /// `meta.settings.decision`), the work they shared, and the diagnostic.
 pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared: &Shared, diagnostic: Option<crate::results::Diagnostic>) -> Results {
     let boot = meta.bootstrap;
-    let n = meta.cases.len().max(1) as f64;
-    let runs: Vec<Run> = per_method.iter().map(|(m, results)| run_row(&meta, *m, results, shared, n)).collect();
+    let runs: Vec<Run> = per_method.iter().map(|(m, results)| run_row(&meta, *m, results, shared)).collect();
     let find = |m: Method| per_method.iter().find(|(x, _)| *x == m).map(|(_, r)| r);
     let mut comparisons = Vec::new();
     for baseline in [Method::FewShot, Method::Always3, Method::OwnMean] {
@@ -180,7 +181,9 @@ fn by_value<'a>(searches: impl Iterator<Item = &'a crate::results::SteeringSearc
     out
 }
 
-fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared, n: f64) -> Run {
+fn run_row(meta: &Meta, m: Method, results: &[SubjectResult], shared: &Shared) -> Run {
+    // Per subject of this method's own people (a method run on fewer people than the run).
+    let n = results.len().max(1) as f64;
     let st = &meta.settings;
     let maes: Vec<PerDomain<Option<f64>>> = results.iter().map(|r| r.mae).collect();
     let agg = papi_data::scoring::aggregate(&maes);

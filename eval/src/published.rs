@@ -152,7 +152,7 @@ fn methods(s: &mut String, r: &Results) {
     let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
     for run in &r.runs {
         let flag = if run.one_letter.is_some() { " ⚠" } else { "" };
-        let mut row = vec![run.method.to_string(), total_cell(run.total, run.total_ci95), format!("{}{flag}", histogram(&run.answers))];
+        let mut row = vec![run.label(r.meta.cases.len()), total_cell(run.total, run.total_ci95), format!("{}{flag}", histogram(&run.answers))];
         if rules {
             row.push(counts(&run.rules_chosen));
         }
@@ -174,7 +174,7 @@ fn rules(s: &mut String, r: &Results) {
             .iter()
             .map(|&d| r.decisions.iter().find(|x| x.method == run.method && x.decision == d).map_or("–".into(), |x| total_cell(x.total, x.total_ci95)))
             .collect();
-        let _ = writeln!(s, "| {} | {} |", run.method, cells.join(" | "));
+        let _ = writeln!(s, "| {} | {} |", run.label(r.meta.cases.len()), cells.join(" | "));
     }
 }
 
@@ -188,7 +188,6 @@ fn diagnostic(s: &mut String, r: &Results) {
 
 fn time(s: &mut String, r: &Results) {
     let m = &r.meta;
-    let n = m.cases.len().max(1) as f64;
     let _ = writeln!(
         s,
         "Shared by every subject, once per run: the unsteered pass over the known and test items {:.0} s ({} tokens; no-change's row is that pass divided over the people), the contrast prompts' head activations {:.0} s ({} tokens).\n",
@@ -198,10 +197,11 @@ fn time(s: &mut String, r: &Results) {
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for run in r.runs.iter().filter(|x: &&Run| !x.reference) {
         let p = &run.phases;
+        let n = run.subjects.max(1) as f64;
         let _ = writeln!(
             s,
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
-            run.method,
+            run.label(m.cases.len()),
             run.seconds_per_subject,
             p.search / n,
             p.eval / n,
@@ -219,8 +219,9 @@ fn optimisation(s: &mut String, r: &Results) {
     let _ = writeln!(s, "| method | optimisation s / subject | / PAS |");
     let _ = writeln!(s, "|---|---|---|");
     let _ = writeln!(s, "| {} | {:.1} | 1.00 |", t.pas_method, t.pas_seconds);
-    for (name, secs, ratio) in [("dpo", t.dpo_seconds, t.ratio), ("ppo", t.ppo_seconds, t.ppo_ratio)] {
+    for (method, secs, ratio) in [(Method::Dpo, t.dpo_seconds, t.ratio), (Method::Ppo, t.ppo_seconds, t.ppo_ratio)] {
         if let (Some(secs), Some(ratio)) = (secs, ratio) {
+            let name = r.runs.iter().find(|x| x.method == method).map_or(method.to_string(), |x| x.label(t.subjects));
             let _ = writeln!(s, "| {name} | {secs:.1} | **{ratio:.2}** |");
         }
     }

@@ -57,7 +57,7 @@ pub fn render_markdown(r: &Results) -> String {
     };
     let row = |s: &mut String, run: &Run| {
         let flag = run.one_letter.map_or(String::new(), |l| format!(" ⚠ one letter ({l})"));
-        let mut line = format!("| {}{flag} |", run.method);
+        let mut line = format!("| {}{flag} |", run.label(r.meta.cases.len()));
         for d in Domain::ALL {
             let k = d.letter().to_string();
             line += &format!(" {} |", cell(run.per_domain.get(&k).copied(), run.per_domain_ci95.get(&k).copied()));
@@ -229,7 +229,7 @@ fn time(s: &mut String, r: &Results) {
         let _ = writeln!(
             s,
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            run.method,
+            run.label(m.cases.len()),
             run.seconds_per_subject,
             p.collect,
             p.probes,

@@ -337,6 +337,14 @@ pub struct Run {
     pub letter_found: Option<f64>,
 }
 
+impl Run {
+    /// The method's name for tables, with the people it ran on when fewer than the run's
+    /// `people` (a run made in parts): `dpo (2 of 10 people)`.
+    pub fn label(&self, people: usize) -> String {
+        if self.subjects < people { format!("{} ({} of {people} people)", self.method, self.subjects) } else { self.method.to_string() }
+    }
+}
+
 /// A method compared with another on the same subjects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {

@@ -4,6 +4,7 @@
 
 mod controls;
 mod dpo;
+mod gather;
 mod pas;
 mod rules;
 mod shared;
@@ -18,17 +19,17 @@ use burn::tensor::backend::Backend;
 use indicatif::ProgressBar;
 use llm_burn::{Decoder, PromptEncoder};
 use papi_data::scoring::{Predictions, subject_mae, target};
-use papi_data::{Dataset, Inventory, MissingAnswers, Protocol, Subject};
+use papi_data::{Dataset, Inventory, Protocol, Subject};
 use pas_core::{HeadActivations, PasConfig, Selection};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Shared, summarise};
+use crate::aggregate::Shared;
 use crate::config::{AlphaSelection, Provenance, RunConfig, Settings};
 use crate::decision::Decision;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::prompt::{LETTERS, answer_of_option, few_shot_system};
-use crate::results::{FORMAT_VERSION, ItemRecord, Meta, Phases, Results, SubjectResult};
+use crate::results::{ItemRecord, Phases, Results, SubjectResult};
 use crate::request::{Executor, Request};
 use crate::score::{ItemScore, Scorer, short_hash};
 
@@ -349,6 +350,8 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         let scorer = Scorer::new(self.model, self.prompts, self.config.scoring, self.config.batch)?;
         let exec = Executor::new(&scorer, &self.data.inventory);
         let model_methods: Vec<Method> = self.config.methods.iter().copied().filter(|m| m.reference().is_none()).collect();
+        let previous = self.previous()?;
+        let methods = gather::union_methods(&previous.methods(), &self.config.methods);
         let todo: Vec<(usize, Method)> = positions
             .iter()
             .flat_map(|&i| model_methods.iter().map(move |&m| (i, m)).filter(move |&(i, m)| !self.subject_path(m, subjects[i].case).exists()))
@@ -367,12 +370,9 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             None
         };
         let mut plain_cost = (0.0, 0);
-        if !model_methods.is_empty() {
+        if methods.iter().any(|m| m.reference().is_none()) {
             let p = self.plain_scores(&exec)?;
             plain_cost = (p.seconds, p.tokens);
-            if model_methods.contains(&Method::NoChange) {
-                shared.entry(Method::NoChange).or_default().eval = plain_cost;
-            }
             let _ = self.plain.set(p.items.into_iter().zip(p.scores).collect());
         }
 
@@ -420,7 +420,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             }
         }
         self.progress.set_message("writing reports");
-        let results = self.aggregate(&shared, plain_cost)?;
+        let results = self.aggregate(&shared, plain_cost, &previous, &methods)?;
         self.progress.finish_and_clear();
         Ok(results)
     }
@@ -522,58 +522,6 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             .collect();
         let mae = subject_mae(inv, subject, &items, self.protocol(), &preds);
         SubjectResult { seconds, tokens, ..SubjectResult::new(subject.case, method, mae, records) }
-    }
-
-    /// Reads every finished subject and writes `results.json`, `report.md`, `totals.svg` and
-    /// `samples.jsonl`.
-    fn aggregate(&self, shared: &Shared, plain: (f64, u64)) -> Result<Results> {
-        let subjects: Vec<&Subject> = self.positions().into_iter().map(|p| &self.data.subjects[p]).collect();
-        let references = self.references()?;
-        // Reference predictors' subjects are written too, so that shards merge from files alone.
-        for (m, results) in &references {
-            for r in results {
-                write_json(&self.subject_path(*m, r.case), r)?;
-            }
-        }
-        let mut per_method: Vec<(Method, Vec<SubjectResult>)> = Vec::new();
-        for &m in &self.config.methods {
-            if let Some((_, r)) = references.iter().find(|(rm, _)| *rm == m) {
-                per_method.push((m, r.clone()));
-                continue;
-            }
-            let results: Vec<SubjectResult> = subjects.iter().map(|s| read_json(&self.subject_path(m, s.case))).collect::<Result<_>>()?;
-            per_method.push((m, results));
-        }
-        let collect = shared.values().map(|p| p.collect).find(|c| c.1 > 0).unwrap_or_default();
-        let meta = Meta {
-            format_version: FORMAT_VERSION,
-            tool: format!("personality-alignment eval {}", env!("CARGO_PKG_VERSION")),
-            git_revision: self.provenance.git_revision.clone(),
-            device: self.provenance.device.clone(),
-            settings: self.settings.clone(),
-            records_path: crate::files::portable(&self.data.records_path),
-            missing_answers: match self.protocol().missing {
-                MissingAnswers::Exclude => "excluded".into(),
-                MissingAnswers::ScoreAsZero => "scored as 0 (official)".into(),
-            },
-            test_items: self.test_items().len(),
-            batch: self.config.batch,
-            cases: subjects.iter().map(|s| s.case).collect(),
-            shard: self.config.shard,
-            selection: self.data.subjects[self.selection()].iter().map(|s| s.case).collect(),
-            bootstrap: self.config.bootstrap,
-            ridge: self.config.ridge,
-            collect_seconds: collect.0,
-            collect_tokens: collect.1,
-            plain_seconds: plain.0,
-            plain_tokens: plain.1,
-            dpo_ran: self.config.methods.contains(&Method::Dpo),
-            ppo_ran: self.config.methods.contains(&Method::Ppo),
-        };
-        let results = summarise(meta, &per_method, shared, self.diagnostic());
-        write_samples(&self.out, self.config.keying, &per_method)?;
-        write_reports(&self.out, &results)?;
-        Ok(results)
     }
 }
 

@@ -49,12 +49,11 @@ impl<B: Backend> Evaluator<'_, B> {
 
     /// The reference predictors' results for the run's subjects (ridge fitted across the
     /// whole records file, each subject predicted by a model that never saw it).
-    pub(super) fn references(&self) -> Result<Vec<(Method, Vec<SubjectResult>)>> {
+    pub(super) fn references(&self, positions: &[usize], methods: &[Method]) -> Result<Vec<(Method, Vec<SubjectResult>)>> {
         let inv = &self.data.inventory;
-        let positions = self.positions();
         let items = self.test_items();
         let mut out = Vec::new();
-        for m in self.config.methods.iter().copied().filter(|m| m.reference().is_some()) {
+        for m in methods.iter().copied().filter(|m| m.reference().is_some()) {
             let r = m.reference().expect("filtered");
             let preds = reference::predict(r, inv, &self.data.split, &self.data.subjects, self.config.keying, &self.config.ridge)?;
             let results = positions

@@ -9,6 +9,7 @@ mod default_model;
 mod device_check;
 mod llama3_shapes;
 mod optimisation_time;
+mod parts;
 mod parsing;
 mod qwen_shapes;
 mod readme;
