@@ -10,7 +10,7 @@ use papi_data::{MissingAnswers, Subject};
 use super::{Evaluator, read_json, write_json};
 use crate::aggregate::{Shared, summarise};
 use crate::config::Settings;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::files::write_samples;
 use crate::method::Method;
 use crate::results::{FORMAT_VERSION, Meta, Results, SubjectResult};
@@ -53,7 +53,17 @@ impl<B: Backend> Evaluator<'_, B> {
     /// subjects only).
     pub(super) fn previous(&self) -> Result<Previous> {
         let path = self.out.join("results.json");
-        let results = if self.config.shard.is_none() && path.exists() { Some(read_json(&path)?) } else { None };
+        let results = if self.config.shard.is_none() && path.exists() {
+            Some(read_json(&path).map_err(|e| match e {
+                Error::File { path, message } => Error::File {
+                    path,
+                    message: format!("{message} (the earlier parts' reports, kept by this part: remove the file to rebuild them from subjects/ with every method in --methods)"),
+                },
+                e => e,
+            })?)
+        } else {
+            None
+        };
         Ok(Previous { results })
     }
 

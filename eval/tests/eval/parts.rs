@@ -55,4 +55,10 @@ fn a_part_with_another_method_on_fewer_people_keeps_every_row() {
     // Running the first part's command again changes nothing and keeps DPO's row.
     let again = run(&first_methods, 3);
     assert_eq!(again.runs.iter().map(|r| (r.method, r.subjects, r.total)).collect::<Vec<_>>(), second.runs.iter().map(|r| (r.method, r.subjects, r.total)).collect::<Vec<_>>());
+
+    // Earlier parts' reports that cannot be read are refused by name, saying what to do.
+    std::fs::write(out.path().join("results.json"), "{").unwrap();
+    let evaluator = Evaluator::new(&model, &prompts, &data, None, quick_config(&[Method::Dpo], 1), provenance(model_dir.path()), out.path()).unwrap();
+    let err = evaluator.run().unwrap_err().to_string();
+    assert!(err.contains("results.json") && err.contains("remove the file"), "{err}");
 }
