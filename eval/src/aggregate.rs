@@ -95,9 +95,11 @@ pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared
     let runs: Vec<Run> = per_method.iter().map(|(m, results)| run_row(&meta, *m, results, shared)).collect();
     let find = |m: Method| per_method.iter().find(|(x, _)| *x == m).map(|(_, r)| r);
     let mut comparisons = Vec::new();
-    for baseline in [Method::FewShot, Method::Always3, Method::OwnMean] {
+    // Against PAS: the methods the paper sets it against (DPO and PPO).
+    let against = |m: Method, baseline: Method| m != baseline && (baseline != Method::Pas || matches!(m, Method::Dpo | Method::Ppo));
+    for baseline in [Method::FewShot, Method::Pas, Method::Always3, Method::OwnMean] {
         let Some(base) = find(baseline) else { continue };
-        for (m, results) in per_method.iter().filter(|(m, _)| *m != baseline) {
+        for (m, results) in per_method.iter().filter(|(m, _)| against(*m, baseline)) {
             if let Some((subjects, difference, ci95)) = paired(results, base, boot) {
                 comparisons.push(Comparison { method: *m, baseline, subjects, difference, ci95 });
             }

@@ -137,7 +137,9 @@ fn caption(r: &Results, folder: &str) -> String {
 }
 
 fn methods(s: &mut String, r: &Results) {
-    let baselines: Vec<Method> = [Method::FewShot, Method::Always3, Method::OwnMean].into_iter().filter(|b| r.runs.iter().any(|x| x.method == *b)).collect();
+    // PAS is a column where DPO or PPO were compared with it.
+    let present = |b: Method| if b == Method::Pas { r.comparisons.iter().any(|c| c.baseline == b) } else { r.runs.iter().any(|x| x.method == b) };
+    let baselines: Vec<Method> = [Method::FewShot, Method::Pas, Method::Always3, Method::OwnMean].into_iter().filter(|&b| present(b)).collect();
     let rules = r.runs.iter().any(|x| !x.rules_chosen.is_empty());
     let strengths = r.runs.iter().any(|x| x.alpha.is_some());
     let mut head = vec!["method".to_owned(), "Total [95% CI]".into(), "answers".into()];

@@ -497,8 +497,8 @@ pub struct Results {
     pub meta: Meta,
     /// One row per method, reference predictors included.
     pub runs: Vec<Run>,
-    /// Every method against few-shot, always-3 and own-mean (those in the run), paired by
-    /// subject, under the headline rule.
+    /// Every method against few-shot, always-3 and own-mean, and DPO and PPO against PAS
+    /// (those in the run), paired by subject, under the headline rule.
     pub comparisons: Vec<Comparison>,
     /// Every method under every decision rule (reference predictors: one rule-free row).
     #[serde(default)]

@@ -44,12 +44,18 @@ fn a_part_with_another_method_on_fewer_people_keeps_every_row() {
     let c = second.comparisons.iter().find(|c| c.method == Method::Dpo && c.baseline == Method::FewShot).unwrap();
     assert_eq!(c.subjects, 1);
     assert!((c.difference - (total("dpo") - total("few-shot"))).abs() < 1e-9);
+    // PAS is a baseline of the trained methods only.
+    let c = second.comparisons.iter().find(|c| c.method == Method::Dpo && c.baseline == Method::Pas).unwrap();
+    assert!(c.subjects == 1 && (c.difference - (total("dpo") - total("pas"))).abs() < 1e-9);
+    assert!(!second.comparisons.iter().any(|c| c.baseline == Method::Pas && c.method != Method::Dpo));
+    assert!(!first.comparisons.iter().any(|c| c.baseline == Method::Pas));
     let t = second.optimisation_time.as_ref().unwrap();
     assert_eq!((t.subjects, t.tuned_subjects), (3, 1));
 
     // The tables say so.
     let table = render(&second, Table::Methods, "here");
-    assert!(table.contains("| dpo (1 of 3 people) |") && table.contains("| pas |"), "{table}");
+    assert!(table.contains("| dpo (1 of 3 people) |") && table.contains("| pas |") && table.contains("| vs pas |"), "{table}");
+    assert!(!render(&first, Table::Methods, "here").contains("vs pas"));
     assert!(std::fs::read_to_string(out.path().join("report.md")).unwrap().contains("| dpo (1 of 3 people) |"));
 
     // Running the first part's command again changes nothing and keeps DPO's row.
