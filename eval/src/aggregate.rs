@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::prompt::{LETTERS, PREFILL, answer_of_option};
 use crate::results::{
-    AlphaSummary, Comparison, DecisionRow, ItemRecord, Meta, ONE_LETTER, OptimisationTime, Phases, Results, Run, SubjectResult, by_letter,
+    AlphaSummary, Comparison, DecisionRow, ItemRecord, Meta, ONE_LETTER, OptimisationTime, PersonTime, Phases, Results, Run, SubjectResult, by_letter,
     ci_pair,
 };
 use crate::score::parse_official;
@@ -123,8 +123,32 @@ pub fn summarise(meta: Meta, per_method: &[(Method, Vec<SubjectResult>)], shared
             });
         }
     }
-    let optimisation_time = optimisation_time(&runs);
+    let optimisation_time = optimisation_time(&runs).map(|t| OptimisationTime { people: trained_people(&meta, per_method, t.pas_method), ..t });
     Results { meta, runs, comparisons, decisions, diagnostic, not_run: Vec::new(), optimisation_time }
+}
+
+/// Every person DPO or PPO trained, in the run's order: the optimisation seconds of PAS
+/// (`pas_method`; its share of the run's activation collection included), DPO and PPO, and
+/// the person's Totals under [`PersonTime::METHODS`].
+pub fn trained_people(meta: &Meta, per_method: &[(Method, Vec<SubjectResult>)], pas_method: Method) -> Vec<PersonTime> {
+    let of = |m: Method| per_method.iter().find(|(x, _)| *x == m).map(|(_, r)| r.as_slice()).unwrap_or_default();
+    let find = |m: Method, case: i64| of(m).iter().find(|r| r.case == case);
+    let pas_share = meta.collect_seconds / of(pas_method).len().max(1) as f64;
+    let trained = |case: &i64| find(Method::Dpo, *case).or_else(|| find(Method::Ppo, *case)).is_some();
+    meta.cases
+        .iter()
+        .filter(|c| trained(c))
+        .map(|&case| {
+            let tuned = |m: Method| find(m, case).map(|r| r.seconds.reference + r.seconds.train);
+            PersonTime {
+                case,
+                pas_seconds: find(pas_method, case).map(|r| r.seconds.collect + r.seconds.probes + r.seconds.search + pas_share),
+                dpo_seconds: tuned(Method::Dpo),
+                ppo_seconds: tuned(Method::Ppo),
+                totals: PersonTime::METHODS.iter().filter_map(|&m| Some((m.name().to_owned(), find(m, case)?.total?))).collect(),
+            }
+        })
+        .collect()
 }
 
 /// PAS's optimisation time per subject against DPO's and PPO's, when PAS (`pas`, else
@@ -151,6 +175,7 @@ pub fn optimisation_time(runs: &[Run]) -> Option<OptimisationTime> {
         ppo_dpo_ratio: ppo_seconds.zip(dpo_seconds).map(|(p, d)| p / d.max(f64::MIN_POSITIVE)),
         subjects: p.subjects,
         tuned_subjects: dpo.or(ppo).map_or(0, |t| t.1),
+        people: Vec::new(),
     })
 }
 
@@ -290,7 +315,16 @@ pub fn redecide_run(out: &Path, rule: Decision) -> Result<Results> {
             (run.seconds, run.seconds_per_subject, run.phases, run.tokens, run.alpha) = (o.seconds, o.seconds_per_subject, o.phases, o.tokens, o.alpha.clone());
         }
     }
-    new.optimisation_time = old.optimisation_time.clone();
+    // Seconds are the run's own; each trained person's Totals are under the new rule.
+    let totals = new.optimisation_time.take().map(|t| t.people).unwrap_or_default();
+    new.optimisation_time = old.optimisation_time.clone().map(|mut t| {
+        for p in &mut t.people {
+            if let Some(q) = totals.iter().find(|q| q.case == p.case) {
+                p.totals = q.totals.clone();
+            }
+        }
+        t
+    });
     new.not_run = old.not_run.clone();
     Ok(new)
 }

@@ -127,7 +127,6 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Results> {
     meta.collect_tokens = parts.iter().map(|p| p.meta.collect_tokens).sum();
     meta.plain_seconds = parts.iter().map(|p| p.meta.plain_seconds).sum();
     meta.plain_tokens = parts.iter().map(|p| p.meta.plain_tokens).sum();
-    let n = meta.cases.len().max(1) as f64;
     let mut results = summarise(meta, &per_method, &Shared::new(), first.diagnostic.clone());
     for run in &mut results.runs {
         let of = |p: &Results| p.runs.iter().find(|r| r.method == run.method).cloned();
@@ -139,9 +138,10 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Results> {
         run.phases = phases;
         run.tokens = tokens;
         run.seconds = phases.sum();
-        run.seconds_per_subject = run.seconds / n;
+        run.seconds_per_subject = run.seconds / run.subjects.max(1) as f64;
     }
-    results.optimisation_time = crate::aggregate::optimisation_time(&results.runs);
+    let people = results.optimisation_time.take().map(|t| t.people).unwrap_or_default();
+    results.optimisation_time = crate::aggregate::optimisation_time(&results.runs).map(|t| crate::results::OptimisationTime { people, ..t });
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write_json(&out.join("run.json"), &results.meta.settings)?;
     write_samples(out, results.meta.settings.keying, &per_method)?;

@@ -42,11 +42,14 @@ pub enum Table {
     /// The held-out searches of the PAS methods, per grid value: people reaching it, the raw
     /// strength it took, the folds' Total there.
     Strengths,
+    /// Each person DPO or PPO trained: PAS's, DPO's and PPO's optimisation seconds, the
+    /// ratios, and the person's Totals.
+    Trained,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 6] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation, Table::Diagnostic, Table::Strengths];
+    pub const ALL: [Table; 7] = [Table::Methods, Table::Rules, Table::Time, Table::Optimisation, Table::Diagnostic, Table::Strengths, Table::Trained];
 
     /// The name a block uses.
     pub fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Table {
             Table::Optimisation => "optimisation",
             Table::Diagnostic => "diagnostic",
             Table::Strengths => "strengths",
+            Table::Trained => "trained",
         }
     }
 
@@ -239,6 +243,7 @@ pub fn render(r: &Results, table: Table, folder: &str) -> String {
         Table::Optimisation => optimisation(&mut s, r),
         Table::Diagnostic => diagnostic(&mut s, r),
         Table::Strengths => strengths(&mut s, r),
+        Table::Trained => crate::report::trained_people(&mut s, r),
     }
     s
 }

@@ -272,6 +272,8 @@ fn time(s: &mut String, r: &Results) {
         if let Some(r) = t.ppo_dpo_ratio {
             let _ = writeln!(s, "PPO / DPO = {r:.2}.");
         }
+        let _ = writeln!(s, "\nEach trained person:\n");
+        trained_people(s, r);
         if m.dpo_ran {
             let d = &st.dpo;
             let _ = writeln!(
@@ -353,4 +355,25 @@ pub fn render_svg(r: &Results) -> String {
         t += step;
     }
     s + "</svg>\n"
+}
+
+/// Each person DPO or PPO trained: optimisation seconds of PAS, DPO and PPO, the ratios to
+/// PAS, and the person's Totals (a table; a line saying so where none was trained).
+pub fn trained_people(s: &mut String, r: &Results) {
+    let people = r.optimisation_time.as_ref().map_or(&[][..], |t| t.people.as_slice());
+    if people.is_empty() {
+        let _ = writeln!(s, "_No person trained by DPO or PPO in this run._");
+        return;
+    }
+    let methods: Vec<Method> = crate::results::PersonTime::METHODS.into_iter().filter(|m| people.iter().any(|p| p.totals.contains_key(m.name()))).collect();
+    let mut head: Vec<String> = ["case", "PAS s", "DPO s", "DPO / PAS", "PPO s", "PPO / PAS"].map(str::to_owned).to_vec();
+    head.extend(methods.iter().map(|m| format!("Total {m}")));
+    let _ = writeln!(s, "| {} |\n|{}", head.join(" | "), "---|".repeat(head.len()));
+    let secs = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map_or("–".into(), |(a, b)| format!("{:.2}", a / b.max(f64::MIN_POSITIVE)));
+    for p in people {
+        let mut row = vec![p.case.to_string(), secs(p.pas_seconds), secs(p.dpo_seconds), ratio(p.dpo_seconds, p.pas_seconds), secs(p.ppo_seconds), ratio(p.ppo_seconds, p.pas_seconds)];
+        row.extend(methods.iter().map(|m| p.totals.get(m.name()).map_or("–".into(), |t| format!("{t:.3}"))));
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
 }

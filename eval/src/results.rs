@@ -388,6 +388,31 @@ pub struct OptimisationTime {
     /// searched (0 in files written before it was recorded: the same as `subjects`).
     #[serde(default)]
     pub tuned_subjects: usize,
+    /// Each trained person (DPO's or PPO's), in the run's order: the three methods'
+    /// optimisation seconds and the person's Totals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<PersonTime>,
+}
+
+/// One trained person: PAS's, DPO's and PPO's optimisation seconds (as [`OptimisationTime`]
+/// counts them: PAS with its share of the activation collection) and Totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonTime {
+    /// The person.
+    pub case: i64,
+    /// PAS's optimisation seconds, if PAS ran on this person.
+    pub pas_seconds: Option<f64>,
+    /// DPO's reference and training seconds, if it trained this person.
+    pub dpo_seconds: Option<f64>,
+    /// PPO's reference and training seconds, if it trained this person.
+    pub ppo_seconds: Option<f64>,
+    /// The person's Total under each method of [`PersonTime::METHODS`] the run has.
+    pub totals: BTreeMap<String, f64>,
+}
+
+impl PersonTime {
+    /// The methods whose Totals are kept, in the order tables show them.
+    pub const METHODS: [Method; 6] = [Method::FewShot, Method::Pas, Method::Dpo, Method::Ppo, Method::OwnMean, Method::Always3];
 }
 
 /// A requested method that produced no row, and why.

@@ -51,6 +51,18 @@ fn a_part_with_another_method_on_fewer_people_keeps_every_row() {
     assert!(!first.comparisons.iter().any(|c| c.baseline == Method::Pas));
     let t = second.optimisation_time.as_ref().unwrap();
     assert_eq!((t.subjects, t.tuned_subjects), (3, 1));
+    // Per trained person: each method's own seconds and the person's Totals.
+    let [person] = &t.people[..] else { panic!("one trained person: {:?}", t.people) };
+    let subject = |m: &str| -> eval::SubjectResult { serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("subjects/{m}/{case}.json"))).unwrap()).unwrap() };
+    let (d, p) = (subject("dpo").seconds, subject("pas").seconds);
+    assert_eq!(person.case, case);
+    assert!((person.dpo_seconds.unwrap() - (d.reference + d.train)).abs() < 1e-9 && person.ppo_seconds.is_none());
+    assert!((person.pas_seconds.unwrap() - (p.collect + p.probes + p.search + second.meta.collect_seconds / 3.0)).abs() < 1e-9);
+    assert_eq!(person.totals.keys().map(String::as_str).collect::<Vec<_>>(), ["always-3", "dpo", "few-shot", "pas"]);
+    assert!((person.totals["dpo"] - total("dpo")).abs() < 1e-12);
+    let trained = render(&second, Table::Trained, "here");
+    assert!(trained.contains(&format!("| {case} | ")) && trained.contains("Total dpo"), "{trained}");
+    assert!(render(&first, Table::Trained, "here").contains("No person trained"));
 
     // The tables say so.
     let table = render(&second, Table::Methods, "here");
