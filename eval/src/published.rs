@@ -18,7 +18,7 @@ use crate::decision::Decision;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::report::histogram;
-use crate::results::{Results, Run};
+use crate::results::{FEW_PEOPLE, Results, Run};
 
 /// The opening of a block: `<!-- published: FOLDER TABLE -->`.
 const OPEN: &str = "<!-- published:";
@@ -69,19 +69,25 @@ impl Table {
     }
 }
 
-fn total_cell(v: Option<f64>, ci: Option<[f64; 2]>) -> String {
+/// A Total with its interval over `people` (the point alone below [`FEW_PEOPLE`]).
+fn total_cell(v: Option<f64>, ci: Option<[f64; 2]>, people: usize) -> String {
     match (v, ci) {
-        (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.2}, {hi:.2}]"),
-        (Some(v), None) => format!("{v:.3}"),
+        (Some(v), Some([lo, hi])) if people >= FEW_PEOPLE => format!("{v:.3} [{lo:.2}, {hi:.2}]"),
+        (Some(v), _) => format!("{v:.3}"),
         _ => "–".into(),
     }
 }
 
+/// A paired difference with its interval and ✓ (below [`FEW_PEOPLE`] people: the point and
+/// how many people, no interval and no ✓).
 fn diff_cell(r: &Results, m: Method, baseline: Method) -> String {
     if m == baseline {
         return "–".into();
     }
     r.comparisons.iter().find(|c| c.method == m && c.baseline == baseline).map_or("–".into(), |c| {
+        if c.subjects < FEW_PEOPLE {
+            return format!("{:+.2} ({} {})", c.difference, c.subjects, if c.subjects == 1 { "person" } else { "people" });
+        }
         let mark = if c.ci95[1] < 0.0 { " ✓" } else { "" };
         format!("{:+.2} [{:+.2}, {:+.2}]{mark}", c.difference, c.ci95[0], c.ci95[1])
     })
@@ -158,7 +164,7 @@ fn methods(s: &mut String, r: &Results) {
     let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
     for run in &r.runs {
         let flag = if run.one_letter.is_some() { " ⚠" } else { "" };
-        let mut row = vec![run.label(r.meta.cases.len()), total_cell(run.total, run.total_ci95), format!("{}{flag}", histogram(&run.answers))];
+        let mut row = vec![run.label(r.meta.cases.len()), total_cell(run.total, run.total_ci95, run.subjects), format!("{}{flag}", histogram(&run.answers))];
         if rules {
             row.push(counts(&run.rules_chosen));
         }
@@ -178,7 +184,7 @@ fn rules(s: &mut String, r: &Results) {
     for run in r.runs.iter().filter(|x| !x.reference) {
         let cells: Vec<String> = rules
             .iter()
-            .map(|&d| r.decisions.iter().find(|x| x.method == run.method && x.decision == d).map_or("–".into(), |x| total_cell(x.total, x.total_ci95)))
+            .map(|&d| r.decisions.iter().find(|x| x.method == run.method && x.decision == d).map_or("–".into(), |x| total_cell(x.total, x.total_ci95, run.subjects)))
             .collect();
         let _ = writeln!(s, "| {} | {} |", run.label(r.meta.cases.len()), cells.join(" | "));
     }

@@ -209,7 +209,14 @@ fn comparisons(s: &mut String, r: &Results) {
     for m in methods {
         let of = |b: Method| r.comparisons.iter().find(|c| c.method == m && c.baseline == b);
         let subjects = baselines.iter().find_map(|&b| of(b)).map_or(0, |c| c.subjects);
-        let cells: Vec<String> = baselines.iter().map(|&b| diff_cell(of(b).map(|c| (c.difference, c.ci95)))).collect();
+        // Below FEW_PEOPLE people the interval is degenerate: the point alone.
+        let cells: Vec<String> = baselines
+            .iter()
+            .map(|&b| match of(b) {
+                Some(c) if c.subjects < crate::results::FEW_PEOPLE => format!("{:+.3} (no interval)", c.difference),
+                c => diff_cell(c.map(|c| (c.difference, c.ci95))),
+            })
+            .collect();
         let _ = writeln!(s, "| {m} | {subjects} | {} |", cells.join(" | "));
     }
 }

@@ -337,6 +337,10 @@ pub struct Run {
     pub letter_found: Option<f64>,
 }
 
+/// Below this many people a bootstrap interval is degenerate (one person: a point): the
+/// published tables show the point alone, with no interval and no ✓.
+pub const FEW_PEOPLE: usize = 3;
+
 impl Run {
     /// The method's name for tables, with the people it ran on when fewer than the run's
     /// `people` (a run made in parts): `dpo (2 of 10 people)`.

@@ -67,6 +67,9 @@ fn a_part_with_another_method_on_fewer_people_keeps_every_row() {
     // The tables say so.
     let table = render(&second, Table::Methods, "here");
     assert!(table.contains("| dpo (1 of 3 people) |") && table.contains("| pas |") && table.contains("| vs pas |"), "{table}");
+    // One person gives no interval: the point, how many, no ✓.
+    let dpo_row = table.lines().find(|l| l.starts_with("| dpo")).unwrap();
+    assert!(dpo_row.contains(&format!("{:+.2} (1 person)", c.difference)) && !dpo_row.contains('✓') && !dpo_row.contains(" ["), "{dpo_row}");
     assert!(!render(&first, Table::Methods, "here").contains("vs pas"));
     assert!(std::fs::read_to_string(out.path().join("report.md")).unwrap().contains("| dpo (1 of 3 people) |"));
 
