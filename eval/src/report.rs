@@ -383,4 +383,23 @@ pub fn trained_people(s: &mut String, r: &Results) {
         row.extend(methods.iter().map(|m| p.totals.get(m.name()).map_or("–".into(), |t| format!("{t:.3}"))));
         let _ = writeln!(s, "| {} |", row.join(" | "));
     }
+    if people.len() < 2 {
+        return;
+    }
+    // Means over these people; each ratio over the people who have both methods.
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let both = |f: fn(&crate::results::PersonTime) -> Option<f64>| {
+        let pairs: Vec<(f64, f64)> = people.iter().filter_map(|p| f(p).zip(p.pas_seconds)).collect();
+        ratio(mean(pairs.iter().map(|x| x.0).collect()), mean(pairs.iter().map(|x| x.1).collect()))
+    };
+    let mut row = vec![
+        format!("mean of {}", people.len()),
+        secs(mean(people.iter().filter_map(|p| p.pas_seconds).collect())),
+        secs(mean(people.iter().filter_map(|p| p.dpo_seconds).collect())),
+        both(|p| p.dpo_seconds),
+        secs(mean(people.iter().filter_map(|p| p.ppo_seconds).collect())),
+        both(|p| p.ppo_seconds),
+    ];
+    row.extend(methods.iter().map(|m| mean(people.iter().filter_map(|p| p.totals.get(m.name()).copied()).collect()).map_or("–".into(), |t| format!("{t:.3}"))));
+    let _ = writeln!(s, "| {} |", row.join(" | "));
 }

@@ -63,6 +63,15 @@ fn a_part_with_another_method_on_fewer_people_keeps_every_row() {
     let trained = render(&second, Table::Trained, "here");
     assert!(trained.contains(&format!("| {case} | ")) && trained.contains("Total dpo"), "{trained}");
     assert!(render(&first, Table::Trained, "here").contains("No person trained"));
+    // With a second person (DPO only): means, each ratio over the people with both methods.
+    let mut two = second.clone();
+    let people = &mut two.optimisation_time.as_mut().unwrap().people;
+    let other = eval::results::PersonTime { case: 7, pas_seconds: Some(10.0), dpo_seconds: Some(50.0), ppo_seconds: None, totals: [("dpo".to_owned(), 3.0)].into() };
+    people[0] = eval::results::PersonTime { case, pas_seconds: Some(30.0), dpo_seconds: Some(150.0), ppo_seconds: Some(60.0), totals: [("dpo".to_owned(), 2.0)].into() };
+    people.push(other);
+    let table = render(&two, Table::Trained, "here");
+    let mean = table.lines().find(|l| l.starts_with("| mean of 2 |")).unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(mean, "| mean of 2 | 20 | 100 | 5.00 | 60 | 2.00 | 2.500 |");
 
     // The tables say so.
     let table = render(&second, Table::Methods, "here");
