@@ -23,7 +23,6 @@ use papi_data::{Dataset, Inventory, Protocol, Subject};
 use pas_core::{HeadActivations, PasConfig, Selection};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::Shared;
 use crate::config::{AlphaSelection, Provenance, RunConfig, Settings};
 use crate::decision::Decision;
 use crate::error::{Error, Result};
@@ -359,16 +358,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         self.progress.set_length((positions.len() * model_methods.len()) as u64);
         self.progress.set_position((positions.len() * model_methods.len() - todo.len()) as u64);
 
-        let mut shared = Shared::new();
-        let contrast = if model_methods.iter().any(|m| m.is_pas()) {
-            let c = self.contrast()?;
-            for m in model_methods.iter().filter(|m| m.is_pas()) {
-                shared.entry(*m).or_default().collect = (c.seconds, c.tokens);
-            }
-            Some(c)
-        } else {
-            None
-        };
+        let contrast = if model_methods.iter().any(|m| m.is_pas()) { Some(self.contrast()?) } else { None };
         let mut plain_cost = (0.0, 0);
         if methods.iter().any(|m| m.reference().is_none()) {
             let p = self.plain_scores(&exec)?;
@@ -420,7 +410,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
             }
         }
         self.progress.set_message("writing reports");
-        let results = self.aggregate(&shared, plain_cost, &previous, &methods)?;
+        let results = self.aggregate(contrast.as_ref().map(|c| (c.seconds, c.tokens)), plain_cost, &previous, &methods)?;
         self.progress.finish_and_clear();
         Ok(results)
     }

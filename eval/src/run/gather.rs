@@ -79,7 +79,9 @@ impl<B: Backend> Evaluator<'_, B> {
     /// and writes `results.json`, `report.md`, `totals.svg` and `samples.jsonl`. A method is
     /// aggregated over the people whose file it has (this invocation's methods have all of
     /// this invocation's people); one with none is left out.
-    pub(super) fn aggregate(&self, shared: &Shared, plain: (f64, u64), previous: &Previous, methods: &[Method]) -> Result<Results> {
+    /// `collect` is this invocation's activation collection (its seconds and tokens), if it
+    /// ran one; `plain` the unsteered pass's.
+    pub(super) fn aggregate(&self, collect: Option<(f64, u64)>, plain: (f64, u64), previous: &Previous, methods: &[Method]) -> Result<Results> {
         let positions = self.gathered_positions(previous);
         let subjects: Vec<&Subject> = positions.iter().map(|&p| &self.data.subjects[p]).collect();
         let references = self.references(&positions, methods)?;
@@ -106,8 +108,10 @@ impl<B: Backend> Evaluator<'_, B> {
                 per_method.push((m, results));
             }
         }
-        let mut shared = shared.clone();
-        let collect = shared.values().map(|p| p.collect).find(|c| c.1 > 0).or_else(|| previous.collect()).unwrap_or_default();
+        // The work shared by every subject: the collection by the PAS methods (this
+        // invocation's, else the earlier parts'), the plain pass by no-change.
+        let mut shared = Shared::new();
+        let collect = collect.filter(|c| c.1 > 0).or_else(|| previous.collect()).unwrap_or_default();
         for m in methods.iter().filter(|m| m.is_pas()) {
             shared.entry(*m).or_default().collect = collect;
         }
