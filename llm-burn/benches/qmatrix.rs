@@ -72,6 +72,8 @@ fn product(c: &mut Criterion) {
         for (kind, q) in [("Q4_K", &q4), ("Q8_0", &q8_file)] {
             g.bench_function(format!("{kind} as the file holds it, integer products, m = {m}"), |b| b.iter(|| q.product_t(x.clone()).into_data()));
             g.bench_function(format!("{kind} as the file holds it, dequantized, m = {m}"), |b| b.iter(|| q.product_t_dequantized(x.clone()).into_data()));
+            let xv = x.clone().into_data().into_vec::<f32>().expect("float32");
+            g.bench_function(format!("{kind} as the file holds it, integer products built for AVX2 alone, m = {m}"), |b| b.iter(|| llm_burn::quant::intdot::product_t_avx2(q.view(), &xv, m)));
         }
         let step = q8.panel_cols();
         let panels: Vec<Tensor<B, 2>> = (0..ROWS).step_by(step).map(|c| dense.clone().narrow(1, c, step.min(ROWS - c)).into_data()).map(|d| Tensor::from_data(d, &dev)).collect();
