@@ -8,7 +8,8 @@
 //!   log-probabilities computed once), AdamW with global gradient clipping, held-out early
 //!   stopping, a per-step log with TRL's metric names, and timings. A step's gradient is
 //!   accumulated over micro-batches of prompts (`OptimiserConfig::micro_batch`), so that the
-//!   activations held for the backward pass are a micro-batch's. Over quantized weights
+//!   activations held for the backward pass are a micro-batch's; the step's common prompt
+//!   prefix runs once for all of them ([`prefix`]). Over quantized weights
 //!   (`Dtype::File`, ...) the frozen projections run the engine's kernels both ways
 //!   (`llm_burn::model::frozen`); the trained adapters then run unmerged
 //!   (`Decoder::tuned`).
@@ -47,6 +48,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod ppo;
+pub mod prefix;
 pub mod train;
 
 pub use config::{DpoConfig, LoraConfig, OptimiserConfig, SystemPrompt};

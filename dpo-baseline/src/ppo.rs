@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LoraConfig, OptimiserConfig, SystemPrompt};
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::train::{AdamW, EarlyStop, TrainingLog, accumulated_gradients, clipped, logprobs_in_batches, option_logprobs, reference_logprobs};
+use crate::prefix::StepPrefix;
+use crate::train::{AdamW, EarlyStop, TrainingLog, accumulated_gradients, clipped, logprobs_in_batches, micro_logprobs, option_logprobs, reference_logprobs};
 
 /// What the advantage subtracts from the shaped reward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -393,9 +394,12 @@ pub fn train<A: AutodiffBackend>(
                 let trainable = Lora::<A>::trainable(&lora);
                 let mut stats = PolicyStats::default();
                 let n = sub_prompts.len() as f64;
-                let (g, loss_value) = accumulated_gradients(&trainable, sub_prompts.len(), config.optimiser.micro_batch, |rows, m| {
-                    let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed: seed ^ ((m as u64) << 40) };
-                    let (lp, tok) = option_logprobs(&policy_model, Some(pass), &sub_prompts[rows.clone()], options)?;
+                let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed };
+                let prefix = StepPrefix::run(&policy_model, Some(pass), &sub_prompts)?;
+                report.training_tokens += prefix.as_ref().map_or(0, |p| p.len as u64);
+                let (g, loss_value) = accumulated_gradients(&trainable, sub_prompts.len(), config.optimiser.micro_batch, prefix, |rows, m, prefix| {
+                    let pass = LoraPass { seed: seed ^ ((m as u64) << 40), ..pass };
+                    let (lp, tok) = micro_logprobs(&policy_model, pass, prefix, &sub_prompts[rows.clone()], options)?;
                     report.training_tokens += tok;
                     let part = Rollout { old: sub.old[rows.clone()].to_vec(), advantages: sub.advantages[rows.clone()].to_vec() };
                     let (loss, s) = ppo_loss(lp, &part, config.cliprange)?;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation};
-use llm_burn::{ForwardOptions, Decoder, Lora, LoraPass};
+use llm_burn::{ForwardOptions, Decoder, KvCache, Lora, LoraPass};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::DpoConfig;
 use crate::data::{Example, Pair, pairs};
 use crate::error::{Error, Result};
+use crate::prefix::{StepPrefix, common_prefix, logprobs_after, option_columns};
 
 /// Metrics of a batch of pairs (TRL's names when serialised).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -174,25 +175,32 @@ pub fn option_logprobs<B: Backend>(
     if n == 0 || prompts.iter().any(|p| p.is_empty()) {
         return Err(Error::Data("every prompt needs at least one token".into()));
     }
-    // The shared prefix leaves at least one token of every prompt to continue with.
-    let min_len = prompts.iter().map(|p| p.len()).min().unwrap_or(0);
-    let lcp = prompts[0].iter().enumerate().take_while(|&(i, t)| prompts.iter().all(|p| p[i] == *t)).count();
-    let prefix = lcp.min(min_len - 1);
-    let with_seed = |k: u64| ForwardOptions { lora: lora.map(|p| LoraPass { seed: p.seed.wrapping_add(k), ..p }), ..Default::default() };
-    let mut cache = model.new_cache();
-    let (logits, tokens) = if n > 1 && prefix > 0 {
-        model.forward(&[&prompts[0][..prefix]], &mut cache, with_seed(0))?;
-        let mut shared = cache.repeat(n)?;
-        let rest: Vec<&[u32]> = prompts.iter().map(|p| &p[prefix..]).collect();
-        let out = model.forward(&rest, &mut shared, with_seed(1))?;
-        (out.logits, (prefix + rest.iter().map(|r| r.len()).sum::<usize>()) as u64)
-    } else {
-        let out = model.forward(prompts, &mut cache, with_seed(0))?;
-        (out.logits, prompts.iter().map(|p| p.len() as u64).sum())
-    };
-    let ids: Vec<i32> = (0..n).flat_map(|_| options.iter().map(|&o| o as i32)).collect();
-    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, 5]), model.device());
-    Ok((activation::log_softmax(logits, 1).gather(1, idx), tokens))
+    let with_seed = |k: u64| lora.map(|p| LoraPass { seed: p.seed.wrapping_add(k), ..p });
+    let prefix = common_prefix(prompts);
+    if prefix > 0 {
+        let mut cache = model.new_cache();
+        model.forward(&[&prompts[0][..prefix]], &mut cache, ForwardOptions { lora: with_seed(0), ..Default::default() })?;
+        let (lp, tokens) = logprobs_after(model, with_seed(1), &cache, prefix, prompts, options)?;
+        return Ok((lp, prefix as u64 + tokens));
+    }
+    let out = model.forward(prompts, &mut model.new_cache(), ForwardOptions { lora: with_seed(0), ..Default::default() })?;
+    Ok((option_columns(out.logits, options), prompts.iter().map(|p| p.len() as u64).sum()))
+}
+
+/// A micro-batch's option log-probabilities: after the step's prefix when it has one (its
+/// leaves, from [`StepPrefix::leaves`], and its length), else as [`option_logprobs`]. The
+/// prompts' own tokens run with `pass`'s seed + 1, as [`option_logprobs`] runs them.
+pub(crate) fn micro_logprobs<B: Backend>(
+    model: &Decoder<B>,
+    pass: LoraPass<'_, B>,
+    prefix: Option<(&KvCache<B>, usize)>,
+    prompts: &[&[u32]],
+    options: &[u32; 5],
+) -> Result<(Tensor<B, 2>, u64)> {
+    match prefix {
+        Some((cache, len)) => logprobs_after(model, Some(LoraPass { seed: pass.seed.wrapping_add(1), ..pass }), cache, len, prompts, options),
+        None => option_logprobs(model, Some(pass), prompts, options),
+    }
 }
 
 /// The sigmoid DPO loss of `pairs` whose prompts are the rows of `policy` (`[rows, 5]`
@@ -347,15 +355,18 @@ pub fn step<A: AutodiffBackend>(
     let (mut rc, mut rr, mut tokens) = (Vec::new(), Vec::new(), 0);
     let total = pairs.len().max(1) as f64;
     let micro = config.optimiser.micro_batch;
-    let (g, loss_value) = accumulated_gradients(&trainable, prompts.len(), micro, |rows, m| {
+    let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed };
+    let prefix = StepPrefix::run(policy_model, Some(pass), prompts)?;
+    tokens += prefix.as_ref().map_or(0, |p| p.len as u64);
+    let (g, loss_value) = accumulated_gradients(&trainable, prompts.len(), micro, prefix, |rows, m, prefix| {
         let sub: Vec<(usize, Pair)> = pairs.iter().filter(|(r, _)| rows.contains(r)).map(|&(r, p)| (r - rows.start, p)).collect();
         if sub.is_empty() {
             return Ok(None);
         }
         // The first micro-batch keeps the step's dropout seed (a whole batch at once is
         // the step as it always ran).
-        let pass = LoraPass { lora: &trainable, dropout: config.lora.dropout, seed: seed ^ ((m as u64) << 40) };
-        let (lp, t) = option_logprobs(policy_model, Some(pass), &prompts[rows.clone()], options)?;
+        let pass = LoraPass { seed: seed ^ ((m as u64) << 40), ..pass };
+        let (lp, t) = micro_logprobs(policy_model, pass, prefix, &prompts[rows.clone()], options)?;
         tokens += t;
         let (loss, c, r) = dpo_loss(lp, &sub, &reference[rows], config.beta)?;
         rc.extend(c);
@@ -370,29 +381,42 @@ pub fn step<A: AutodiffBackend>(
 }
 
 /// The gradients of a step's loss with respect to the adapters (zero where none flows),
-/// computed `micro` rows (prompts) of `rows` at a time: `loss_of(range, k)` gives the `k`-th
-/// micro-batch's mean loss and its weight in the step's loss (its share of the step's
-/// terms), or nothing when it has none. The weighted losses are back-propagated one at a
-/// time and their gradients summed, so that only one micro-batch's activations are held.
-/// Also returns the step's loss.
+/// computed `micro` rows (prompts) of `rows` at a time: `loss_of(range, k, prefix)` gives
+/// the `k`-th micro-batch's mean loss and its weight in the step's loss (its share of the
+/// step's terms), or nothing when it has none; `prefix` is the step's common prefix to
+/// continue from (fresh leaves and its length) when there is one. The weighted losses are
+/// back-propagated one at a time and their gradients summed, so that only one micro-batch's
+/// activations are held; the prefix's share goes back through it once at the end
+/// ([`crate::prefix`]). Also returns the step's loss.
 pub(crate) fn accumulated_gradients<A: AutodiffBackend>(
     trainable: &Lora<A>,
     rows: usize,
     micro: usize,
-    mut loss_of: impl FnMut(std::ops::Range<usize>, usize) -> Result<Option<(Tensor<A, 1>, f64)>>,
+    mut prefix: Option<StepPrefix<A>>,
+    mut loss_of: impl FnMut(std::ops::Range<usize>, usize, Option<(&KvCache<A>, usize)>) -> Result<Option<(Tensor<A, 1>, f64)>>,
 ) -> Result<(Vec<Tensor<A::InnerBackend, 2>>, f64)> {
     let mut sum: Option<Vec<Tensor<A::InnerBackend, 2>>> = None;
-    let mut loss_value = 0.0;
-    for (k, start) in (0..rows).step_by(micro.max(1)).enumerate() {
-        let Some((loss, weight)) = loss_of(start..(start + micro.max(1)).min(rows), k)? else { continue };
-        loss_value += weight * f64::from(loss.clone().into_scalar().elem::<f32>());
-        let loss = if weight == 1.0 { loss } else { loss * weight };
-        let grads = loss.backward();
-        let g: Vec<Tensor<A::InnerBackend, 2>> = trainable.tensors().iter().map(|(_, t)| t.grad(&grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
-        sum = Some(match sum {
+    let mut add = |grads: &A::Gradients| {
+        let g: Vec<Tensor<A::InnerBackend, 2>> = trainable.tensors().iter().map(|(_, t)| t.grad(grads).unwrap_or_else(|| (*t).clone().inner().zeros_like())).collect();
+        sum = Some(match sum.take() {
             None => g,
             Some(s) => s.into_iter().zip(g).map(|(a, b)| a + b).collect(),
         });
+    };
+    let mut loss_value = 0.0;
+    for (k, start) in (0..rows).step_by(micro.max(1)).enumerate() {
+        let leaves = prefix.as_ref().map(|p| (p.leaves(), p.len));
+        let Some((loss, weight)) = loss_of(start..(start + micro.max(1)).min(rows), k, leaves.as_ref().map(|(c, len)| (c, *len)))? else { continue };
+        loss_value += weight * f64::from(loss.clone().into_scalar().elem::<f32>());
+        let loss = if weight == 1.0 { loss } else { loss * weight };
+        let grads = loss.backward();
+        add(&grads);
+        if let (Some(p), Some((leaves, _))) = (prefix.as_mut(), leaves.as_ref()) {
+            p.collect(leaves, &grads);
+        }
+    }
+    if let Some(grads) = prefix.and_then(StepPrefix::backward) {
+        add(&grads);
     }
     let sum = sum.ok_or_else(|| Error::Data("no pair in the batch".into()))?;
     Ok((sum, loss_value))

@@ -97,6 +97,30 @@ impl<B: Backend> KvCache<B> {
             shared_len: self.shared_len,
         })
     }
+    /// The keys and values held as tensors (the tensor kernels' layout, which autodiff
+    /// backends use), layer by layer, keys before values; host buffers are left out.
+    pub fn tensors(&self) -> Vec<Tensor<B, 4>> {
+        self.shared.iter().chain(&self.layers).flatten().filter_map(|kv| match kv {
+            LayerKv::Tensor { k, v } => Some([k.clone(), v.clone()]),
+            LayerKv::Host { .. } => None,
+        }).flatten().collect()
+    }
+
+    /// The cache with every tensor of [`KvCache::tensors`] replaced by `f` of it (in that
+    /// order), host buffers shared: for example detached leaves of a training graph, so that
+    /// several passes continue one prefix and their gradients with respect to it are summed.
+    pub fn map_tensors(&self, mut f: impl FnMut(Tensor<B, 4>) -> Tensor<B, 4>) -> Self {
+        let mut map = |kv: &Option<LayerKv<B>>| -> Option<LayerKv<B>> {
+            kv.as_ref().map(|kv| match kv {
+                LayerKv::Tensor { k, v } => LayerKv::Tensor { k: f(k.clone()), v: f(v.clone()) },
+                host => host.clone(),
+            })
+        };
+        let shared = self.shared.iter().map(&mut map).collect();
+        let layers = self.layers.iter().map(&mut map).collect();
+        KvCache { shared, layers, valid: self.valid.clone(), shared_len: self.shared_len }
+    }
+
     /// The rows of several caches as one (in order), for rows that join a running batch:
     /// shorter rows are left-padded with masked positions (which never count as positions),
     /// so every row continues exactly as it would alone. The caches must share no prefix
