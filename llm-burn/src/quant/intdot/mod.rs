@@ -44,27 +44,26 @@ pub const Q8_0_INTEGER_ROWS: usize = 512;
 /// `[m, w.rows()]`, or `None` when [`available`] is false for its type (or the weight is
 /// Q8_0 and `m` exceeds [`Q8_0_INTEGER_ROWS`]).
 pub fn product_t(w: Blocks<'_>, x: &[f32], m: usize) -> Option<Vec<f32>> {
-    assert_eq!(x.len(), m * w.cols(), "[{m}, {}] activations hold {} values", w.cols(), m * w.cols());
-    if !available(w.kind()) || (w.kind() == TensorType::Q8_0 && m > Q8_0_INTEGER_ROWS) {
-        return None;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    return None;
-    #[cfg(target_arch = "x86_64")]
-    Some(x86_product_t(w, x, m, simd()?, true))
+    product_built(w, x, m, true)
 }
 
 /// [`product_t`] with the AVX2 kernels compiled for AVX2 alone (16 vector registers), as a CPU
 /// without AVX-512 runs them: for side-by-side measurement and tests of the two builds.
 #[doc(hidden)]
 pub fn product_t_avx2(w: Blocks<'_>, x: &[f32], m: usize) -> Option<Vec<f32>> {
+    product_built(w, x, m, false)
+}
+
+/// [`product_t`], the kernels compiled for AVX-512 where the CPU has it when `wide`.
+fn product_built(w: Blocks<'_>, x: &[f32], m: usize, wide: bool) -> Option<Vec<f32>> {
+    assert_eq!(x.len(), m * w.cols(), "[{m}, {}] activations hold {} values", w.cols(), m * w.cols());
     if !available(w.kind()) || (w.kind() == TensorType::Q8_0 && m > Q8_0_INTEGER_ROWS) {
         return None;
     }
     #[cfg(not(target_arch = "x86_64"))]
-    return None;
+    return { let _ = wide; None };
     #[cfg(target_arch = "x86_64")]
-    Some(x86_product_t(w, x, m, simd()?, false))
+    Some(x86_product_t(w, x, m, simd()?, wide))
 }
 
 /// [`product_t`] with AVX2 (`wide`: compiled for AVX-512 where the CPU has it).
