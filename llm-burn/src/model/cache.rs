@@ -97,6 +97,7 @@ impl<B: Backend> KvCache<B> {
             shared_len: self.shared_len,
         })
     }
+
     /// The keys and values held as tensors (the tensor kernels' layout, which autodiff
     /// backends use), layer by layer, keys before values; host buffers are left out.
     pub fn tensors(&self) -> Vec<Tensor<B, 4>> {

@@ -131,3 +131,25 @@ fn the_host_exp_flushes_below_its_range_and_clamps_above() {
     assert!(llm_burn::host::exp(f32::NEG_INFINITY) < 1e-37);
     assert!(llm_burn::host::exp(1000.0).is_finite());
 }
+
+/// `KvCache::tensors` lists every layer's keys and values held as tensors, and
+/// `KvCache::map_tensors` replaces what a continuation reads: an identity map continues as the
+/// cache itself does, zeroed keys and values do not; host buffers are left out and kept.
+#[test]
+fn a_caches_tensors_are_what_its_continuations_read() {
+    let logits = |model: &Decoder<TestBackend>, cache: &llm_burn::KvCache<TestBackend>| {
+        let mut c = cache.repeat(2).unwrap();
+        model.forward(&[&[7, 8], &[9]], &mut c, ForwardOptions::default()).unwrap().logits.into_data().to_vec::<f32>().unwrap()
+    };
+    for kernels in [Kernels::Tensor, Kernels::Host] {
+        let (_d, model) = tiny(kernels);
+        let mut cache = model.new_cache();
+        model.forward(&[&[1, 2, 3, 4]], &mut cache, ForwardOptions::default()).unwrap();
+        let n = cache.tensors().len();
+        assert_eq!(n, if kernels == Kernels::Tensor { 2 * model.config().layers } else { 0 }, "{kernels:?}");
+        let base = logits(&model, &cache);
+        assert!(max_diff(&base, &logits(&model, &cache.map_tensors(|t| t))) < 1e-6, "{kernels:?}: the identity map");
+        let zeroed = logits(&model, &cache.map_tensors(|t| t.zeros_like()));
+        assert_eq!(max_diff(&base, &zeroed) > 1e-3, kernels == Kernels::Tensor, "{kernels:?}: zeroed keys and values");
+    }
+}
